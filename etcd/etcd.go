@@ -1,0 +1,50 @@
+// Package etcd keeps reshard's coordination state in etcd: the pnode
+// registry, the ring and job state. It also runs an embedded etcd for the lab.
+package etcd
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+)
+
+// Prefix is the root of every key reshard writes.
+const Prefix = "/reshard/"
+
+// Connect opens a client for comma-separated endpoints and checks that etcd
+// answers, so a wrong URL fails here with a clear error rather than later.
+func Connect(ctx context.Context, endpoints string) (*clientv3.Client, error) {
+	eps := splitEndpoints(endpoints)
+	if len(eps) == 0 {
+		return nil, fmt.Errorf("no etcd endpoints given")
+	}
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:   eps,
+		DialTimeout: 5 * time.Second,
+		Logger:      zap.NewNop(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("etcd %s: %w", strings.Join(eps, ","), err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := cli.Status(cctx, eps[0]); err != nil {
+		cli.Close()
+		return nil, fmt.Errorf("etcd %s is not reachable: %w", strings.Join(eps, ","), err)
+	}
+	return cli, nil
+}
+
+func splitEndpoints(s string) []string {
+	var out []string
+	for _, e := range strings.Split(s, ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			out = append(out, e)
+		}
+	}
+	return out
+}

@@ -1,0 +1,106 @@
+package etcd
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+
+	"github.com/reshard/reshard"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+const pnodePrefix = Prefix + "pnodes/"
+
+// Registry stores pnodes under /reshard/pnodes/NAME.
+type Registry struct {
+	cli *clientv3.Client
+	// InUse, when set, is asked before a removal; the ring sets it so a pnode
+	// that still has vnodes cannot be removed.
+	InUse func(ctx context.Context, name string) (bool, error)
+}
+
+var _ reshard.Registry = (*Registry)(nil)
+
+// NewRegistry returns a registry backed by cli.
+func NewRegistry(cli *clientv3.Client) *Registry { return &Registry{cli: cli} }
+
+// PnodeKey is the etcd key of a pnode's record.
+func PnodeKey(name string) string { return pnodePrefix + name }
+
+// AddPnode registers p; it fails with reshard.ErrExists if the name is taken.
+func (r *Registry) AddPnode(ctx context.Context, p reshard.Pnode) error {
+	if err := p.Validate(); err != nil {
+		return err
+	}
+	b, err := json.Marshal(p)
+	if err != nil {
+		return err
+	}
+	key := PnodeKey(p.Name)
+	resp, err := r.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+		Then(clientv3.OpPut(key, string(b))).
+		Commit()
+	if err != nil {
+		return fmt.Errorf("register pnode %s: %w", p.Name, err)
+	}
+	if !resp.Succeeded {
+		return fmt.Errorf("pnode %s: %w", p.Name, reshard.ErrExists)
+	}
+	return nil
+}
+
+// Pnode returns one registered pnode.
+func (r *Registry) Pnode(ctx context.Context, name string) (reshard.Pnode, error) {
+	resp, err := r.cli.Get(ctx, PnodeKey(name))
+	if err != nil {
+		return reshard.Pnode{}, fmt.Errorf("read pnode %s: %w", name, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return reshard.Pnode{}, fmt.Errorf("pnode %s: %w", name, reshard.ErrNotFound)
+	}
+	var p reshard.Pnode
+	if err := json.Unmarshal(resp.Kvs[0].Value, &p); err != nil {
+		return reshard.Pnode{}, fmt.Errorf("pnode %s: corrupt record: %w", name, err)
+	}
+	return p, nil
+}
+
+// Pnodes lists every registered pnode, sorted by name.
+func (r *Registry) Pnodes(ctx context.Context) ([]reshard.Pnode, error) {
+	resp, err := r.cli.Get(ctx, pnodePrefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("list pnodes: %w", err)
+	}
+	out := make([]reshard.Pnode, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		var p reshard.Pnode
+		if err := json.Unmarshal(kv.Value, &p); err != nil {
+			return nil, fmt.Errorf("pnode key %s: corrupt record: %w", kv.Key, err)
+		}
+		out = append(out, p)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// RemovePnode unregisters a pnode, refusing while InUse says it serves vnodes.
+func (r *Registry) RemovePnode(ctx context.Context, name string) error {
+	if _, err := r.Pnode(ctx, name); err != nil {
+		return err
+	}
+	if r.InUse != nil {
+		used, err := r.InUse(ctx, name)
+		if err != nil {
+			return err
+		}
+		if used {
+			return fmt.Errorf("pnode %s: the ring maps vnodes to it; move them first: %w", name, reshard.ErrInUse)
+		}
+	}
+	if _, err := r.cli.Delete(ctx, PnodeKey(name)); err != nil {
+		return fmt.Errorf("remove pnode %s: %w", name, err)
+	}
+	return nil
+}

@@ -1,0 +1,98 @@
+// Package reshard holds the domain types that every part of the system
+// shares: pnodes (physical shards) and their peers, and the registry that
+// maps a pnode name to the PostgreSQL peers serving it.
+package reshard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+)
+
+// Role is a peer's place in a Manatee-style shard.
+type Role string
+
+const (
+	RolePrimary Role = "primary"
+	RoleSync    Role = "sync"
+	RoleAsync   Role = "async"
+)
+
+// Peer is one PostgreSQL server of a pnode.
+type Peer struct {
+	Name string `json:"name"`
+	Role Role   `json:"role"`
+	DSN  string `json:"dsn"`
+}
+
+// Pnode is a physical shard: a primary and its replicas.
+type Pnode struct {
+	Name  string `json:"name"`
+	Peers []Peer `json:"peers"`
+}
+
+// Primary returns the pnode's primary peer.
+func (p Pnode) Primary() (Peer, error) {
+	for _, peer := range p.Peers {
+		if peer.Role == RolePrimary {
+			return peer, nil
+		}
+	}
+	return Peer{}, fmt.Errorf("pnode %s has no primary", p.Name)
+}
+
+var (
+	ErrNotFound = errors.New("not found")
+	ErrExists   = errors.New("already exists")
+	ErrInUse    = errors.New("in use")
+)
+
+// Registry records which pnodes exist and how to reach them.
+type Registry interface {
+	AddPnode(ctx context.Context, p Pnode) error
+	Pnode(ctx context.Context, name string) (Pnode, error)
+	Pnodes(ctx context.Context) ([]Pnode, error)
+	RemovePnode(ctx context.Context, name string) error
+}
+
+// Pnode names end up in etcd keys, log lines and lab paths, so they are
+// kept to the characters Manta's shard names use (1.moray.emy-11.joyent.us).
+var pnodeName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]{0,127}$`)
+
+// ValidatePnodeName rejects names that are not safe as keys and paths.
+func ValidatePnodeName(name string) error {
+	if !pnodeName.MatchString(name) {
+		return fmt.Errorf("invalid pnode name %q: use letters, digits, '.', '_' and '-' (at most 128)", name)
+	}
+	return nil
+}
+
+// Validate checks a pnode before it is registered.
+func (p Pnode) Validate() error {
+	if err := ValidatePnodeName(p.Name); err != nil {
+		return err
+	}
+	primaries := 0
+	seen := map[string]bool{}
+	for _, peer := range p.Peers {
+		switch peer.Role {
+		case RolePrimary:
+			primaries++
+		case RoleSync, RoleAsync:
+		default:
+			return fmt.Errorf("pnode %s: peer %q has unknown role %q", p.Name, peer.Name, peer.Role)
+		}
+		if peer.DSN == "" {
+			return fmt.Errorf("pnode %s: peer %q has no DSN", p.Name, peer.Name)
+		}
+		if seen[peer.Name] {
+			return fmt.Errorf("pnode %s: duplicate peer name %q", p.Name, peer.Name)
+		}
+		seen[peer.Name] = true
+	}
+	if primaries != 1 {
+		return fmt.Errorf("pnode %s: need exactly one primary, have %d", p.Name, primaries)
+	}
+	return nil
+}
