@@ -3,12 +3,12 @@ package main
 import (
 	"fmt"
 	"text/tabwriter"
+	"time"
 
 	"github.com/reshard/reshard"
 	"github.com/reshard/reshard/etcd"
 	"github.com/reshard/reshard/postgres"
 	"github.com/spf13/cobra"
-	"time"
 )
 
 func newPnodeCmd(g *globals) *cobra.Command {
@@ -36,6 +36,9 @@ synchronous standby, later ones are asynchronous, as in a Manatee shard.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			p := reshard.Pnode{Name: args[0]}
+			if err := reshard.ValidatePnodeName(p.Name); err != nil {
+				return err
+			}
 			if primary == "" {
 				return fmt.Errorf("--primary is required")
 			}

@@ -1,0 +1,30 @@
+# make demo: bring up a lab and walk through it.  make test: the whole suite.
+# Both install what they need: PostgreSQL from Debian's postgresql package
+# when its server binaries are missing, Go modules through the module proxy.
+
+GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
+BIN := bin/reshard
+TEST_TIMEOUT ?= 15m
+
+.PHONY: all build deps test vet demo clean
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+
+build:
+	$(GO) build -o $(BIN) ./cmd/reshard
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l . | tee /dev/stderr)" || (echo "gofmt: files above need formatting" && exit 1)
+
+test: deps vet
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+demo: deps build
+	@scripts/demo.sh $(BIN)
+
+clean:
+	rm -rf bin

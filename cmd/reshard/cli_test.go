@@ -1,0 +1,140 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+var binary string
+
+// The CLI tests run the real binary, as an operator would.
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "reshard-bin-")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "reshard")
+	out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
+	if err != nil {
+		os.Stderr.Write(out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// run runs reshard and returns stdout, stderr and whether it succeeded.
+func run(t *testing.T, env []string, args ...string) (string, string, bool) {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	cmd.Env = append(os.Environ(), env...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	return out.String(), errb.String(), err == nil
+}
+
+func TestLabCLI(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "lab")
+	out, stderr, ok := run(t, nil, "lab", "up", "--dir", dir, "--shards", "1", "--peers", "2", "--json")
+	if !ok {
+		t.Fatalf("lab up: %s", stderr)
+	}
+	defer run(t, nil, "lab", "down", "--dir", dir)
+	var up struct {
+		Etcd    string   `json:"etcd"`
+		Routers []string `json:"routers"`
+		Shards  []struct {
+			Name  string `json:"name"`
+			Peers []struct {
+				Role, Name, DSN string
+				Port            int
+			} `json:"peers"`
+		} `json:"shards"`
+	}
+	if err := json.Unmarshal([]byte(out), &up); err != nil {
+		t.Fatalf("lab up --json printed %q: %v", out, err)
+	}
+	if !strings.HasPrefix(up.Etcd, "http://127.0.0.1:") || up.Routers == nil || len(up.Shards) != 1 ||
+		up.Shards[0].Name != "1.moray" || len(up.Shards[0].Peers) != 2 ||
+		up.Shards[0].Peers[0].Role != "primary" || up.Shards[0].Peers[1].Role != "sync" || up.Shards[0].Peers[0].Port == 0 {
+		t.Fatalf("lab up --json: %s", out)
+	}
+	env := []string{"RESHARD_ETCD=" + up.Etcd}
+
+	// A second up on the same dir is one clear line, and changes nothing.
+	if _, stderr, ok := run(t, nil, "lab", "up", "--dir", dir); ok || !strings.Contains(stderr, "already up") || strings.Count(stderr, "\n") != 1 {
+		t.Fatalf("second lab up: ok=%v %q", ok, stderr)
+	}
+
+	out, stderr, ok = run(t, nil, "lab", "status", "--dir", dir)
+	if !ok || !strings.Contains(out, "cluster: 1.moray") || !strings.Contains(out, "REPLAY") {
+		t.Fatalf("lab status: %s %s", out, stderr)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if f := strings.Fields(lines[2]); f[0] != "primary" || f[2] != "ok" || f[3] != "sync" {
+		t.Fatalf("primary row: %q", lines[2])
+	}
+
+	// The registry path an operator uses on real hosts.
+	if _, stderr, ok := run(t, env, "pnode", "add", "9.moray", "--primary", "postgres://postgres:hunter2@10.0.0.9:5432/moray"); !ok {
+		t.Fatalf("pnode add: %s", stderr)
+	}
+	out, _, _ = run(t, env, "pnode", "list", "--json")
+	if strings.Contains(out, "hunter2") || !strings.Contains(out, "9.moray") || !strings.Contains(out, "1.moray") {
+		t.Fatalf("pnode list: %s", out)
+	}
+	if _, stderr, ok := run(t, env, "pnode", "add", "9.moray", "--primary", "postgres://x@h/db"); ok || !strings.Contains(stderr, "already exists") {
+		t.Fatalf("duplicate pnode add: ok=%v %s", ok, stderr)
+	}
+	if _, stderr, ok := run(t, env, "pnode", "add", "8.moray", "--primary", "postgres://u:hunter2@h:port/db"); ok || strings.Contains(stderr, "hunter2") {
+		t.Fatalf("bad DSN: ok=%v %s", ok, stderr)
+	}
+	if _, _, ok := run(t, env, "pnode", "remove", "9.moray"); !ok {
+		t.Fatal("pnode remove failed")
+	}
+
+	out, stderr, ok = run(t, nil, "lab", "add-shard", "--dir", dir, "--name", "3.moray", "--peers", "1", "--json")
+	if !ok || !strings.Contains(out, `"name":"3.moray"`) {
+		t.Fatalf("add-shard: %s %s", out, stderr)
+	}
+	if _, stderr, ok := run(t, nil, "lab", "add-shard", "--dir", dir, "--name", "x;drop", "--peers", "1"); ok || !strings.Contains(stderr, "invalid pnode name") {
+		t.Fatalf("add-shard with a bad name: %s", stderr)
+	}
+
+	if _, stderr, ok := run(t, nil, "lab", "down", "--dir", dir); !ok {
+		t.Fatalf("lab down: %s", stderr)
+	}
+	if _, stderr, ok := run(t, nil, "lab", "status", "--dir", dir); ok || !strings.Contains(stderr, "no lab") {
+		t.Fatalf("status after down: %s", stderr)
+	}
+}
+
+func TestBadInputIsOneLine(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "f")
+	os.WriteFile(file, nil, 0o644)
+	cases := [][]string{
+		{"lab", "up", "--dir", t.TempDir() + "/x", "--shards", "0"},
+		{"lab", "up", "--dir", file},
+		{"lab", "up", "--dir", t.TempDir() + "/y", "--peers", "abc"},
+		{"lab", "down", "--dir", t.TempDir()},
+		{"pnode", "list", "--etcd", "http://127.0.0.1:1"},
+		{"pnode", "add", "x'y", "--primary", "postgres://h/db"},
+	}
+	for _, args := range cases {
+		out, stderr, ok := run(t, nil, args...)
+		if ok {
+			t.Errorf("%v succeeded: %s", args, out)
+			continue
+		}
+		if n := strings.Count(strings.TrimSpace(stderr), "\n"); n != 0 || !strings.HasPrefix(stderr, "reshard: ") {
+			t.Errorf("%v: error is not one line: %q", args, stderr)
+		}
+	}
+}

@@ -1,0 +1,247 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/reshard/reshard/lab"
+	"github.com/reshard/reshard/postgres"
+	"github.com/spf13/cobra"
+)
+
+func newLabCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "lab",
+		Short: "Run a local lab: embedded etcd and Manatee-shaped PostgreSQL shards",
+		Long: `The lab plays the part of a Manta lab deployment on this machine, on
+127.0.0.1 only: an embedded etcd, and shards named 1.moray, 2.moray, ...,
+each a PostgreSQL cluster whose peers form a replication chain as in
+Manatee: peer 1 is the primary, peer 2 its synchronous standby, the rest
+asynchronous standbys. Every shard is registered as a pnode in etcd.
+
+The processes keep running after 'lab up' returns, until 'lab down'. As
+root, PostgreSQL runs as the postgres user with its data in a temp
+directory that user owns; DIR keeps the state file and the logs.`,
+	}
+	cmd.AddCommand(newLabUpCmd(g), newLabDownCmd(g), newLabStatusCmd(g), newLabAddShardCmd(g), newLabSuperviseCmd())
+	return cmd
+}
+
+// labView is what `lab up` and `lab add-shard` print.
+type labView struct {
+	Etcd    string      `json:"etcd"`
+	Routers []string    `json:"routers"`
+	Shards  []shardView `json:"shards"`
+}
+
+type shardView struct {
+	Name  string     `json:"name"`
+	Peers []peerView `json:"peers"`
+}
+
+type peerView struct {
+	Role string `json:"role"`
+	Name string `json:"name"`
+	Port int    `json:"port"`
+	DSN  string `json:"dsn"`
+}
+
+func viewOf(st *lab.State) labView {
+	v := labView{Etcd: st.EtcdURL, Routers: st.Routers, Shards: []shardView{}}
+	if v.Routers == nil {
+		v.Routers = []string{}
+	}
+	for _, sh := range st.Shards {
+		sv := shardView{Name: sh.Name}
+		for _, p := range sh.Peers {
+			sv.Peers = append(sv.Peers, peerView{Role: string(p.Role), Name: p.Name, Port: p.Port, DSN: p.DSN()})
+		}
+		v.Shards = append(v.Shards, sv)
+	}
+	return v
+}
+
+func printLab(w io.Writer, g *globals, st *lab.State) error {
+	if g.json {
+		return printJSON(w, viewOf(st))
+	}
+	fmt.Fprintf(w, "etcd: %s\n", st.EtcdURL)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SHARD\tROLE\tPEER\tDSN")
+	for _, sh := range st.Shards {
+		for _, p := range sh.Peers {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", sh.Name, p.Role, p.Name, p.DSN())
+		}
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "\nexport RESHARD_ETCD=%s\n", st.EtcdURL)
+	return nil
+}
+
+// interruptible cancels the command's context on Ctrl-C, so a half-built lab
+// is torn down instead of left running.
+func interruptible(cmd *cobra.Command) (func(), *cobra.Command) {
+	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+	cmd.SetContext(ctx)
+	return stop, cmd
+}
+
+func newLabUpCmd(g *globals) *cobra.Command {
+	cfg := lab.Config{}
+	cmd := &cobra.Command{
+		Use:   "up --dir DIR [--shards N] [--peers P] [--routers R]",
+		Short: "Bring up a lab and wait until it is ready",
+		Example: `  reshard lab up --dir /tmp/lab --shards 2 --peers 3
+  reshard lab up --dir /tmp/lab --json | jq .shards[0].peers[0].dsn`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			stop, cmd := interruptible(cmd)
+			defer stop()
+			cfg.Progress = cmd.ErrOrStderr()
+			start := time.Now()
+			st, err := lab.Up(cmd.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "lab up in %.1fs\n", time.Since(start).Seconds())
+			return printLab(cmd.OutOrStdout(), g, st)
+		},
+	}
+	cmd.Flags().StringVar(&cfg.Dir, "dir", "", "directory for the lab's state and logs (required)")
+	cmd.Flags().IntVar(&cfg.Shards, "shards", 2, "number of shards (1.moray, 2.moray, ...)")
+	cmd.Flags().IntVar(&cfg.Peers, "peers", 3, "PostgreSQL peers per shard: primary, sync, then asyncs")
+	cmd.Flags().IntVar(&cfg.Routers, "routers", 0, "number of routers (not built yet: 0)")
+	cmd.Flags().IntVar(&cfg.BasePort, "port", 0, "first port to use, then consecutive ones (default: free ports)")
+	cmd.MarkFlagRequired("dir")
+	return cmd
+}
+
+func newLabDownCmd(g *globals) *cobra.Command {
+	var dir string
+	cmd := &cobra.Command{
+		Use:   "down --dir DIR",
+		Short: "Stop every process of a lab and remove its data (logs stay in DIR/logs)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := lab.Down(dir); err != nil {
+				return err
+			}
+			if g.json {
+				return printJSON(cmd.OutOrStdout(), map[string]string{"down": dir})
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "lab in %s is down\n", dir)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&dir, "dir", "", "the lab's directory (required)")
+	cmd.MarkFlagRequired("dir")
+	return cmd
+}
+
+func newLabAddShardCmd(g *globals) *cobra.Command {
+	var dir, name string
+	var peers int
+	cmd := &cobra.Command{
+		Use:     "add-shard --dir DIR --name NAME [--peers P]",
+		Short:   "Add an empty shard to a running lab (the destination of a reshard)",
+		Example: `  reshard lab add-shard --dir /tmp/lab --name 3.moray --peers 3`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			stop, cmd := interruptible(cmd)
+			defer stop()
+			st, err := lab.AddShard(cmd.Context(), dir, name, peers, cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			return printLab(cmd.OutOrStdout(), g, st)
+		},
+	}
+	cmd.Flags().StringVar(&dir, "dir", "", "the lab's directory (required)")
+	cmd.Flags().StringVar(&name, "name", "", "shard (pnode) name, e.g. 3.moray (required)")
+	cmd.Flags().IntVar(&peers, "peers", 3, "PostgreSQL peers in the new shard")
+	cmd.MarkFlagRequired("dir")
+	cmd.MarkFlagRequired("name")
+	return cmd
+}
+
+func newLabStatusCmd(g *globals) *cobra.Command {
+	var dir string
+	cmd := &cobra.Command{
+		Use:   "status --dir DIR",
+		Short: "Show each shard's peers and replication, like manatee-adm show",
+		Long: `For each shard, one row per peer in replication order. REPL, SENT, FLUSH
+and REPLAY describe the stream from this peer to the next one, read from
+its pg_stat_replication; LAG is how far the peer trails its upstream.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			st, err := lab.Load(dir)
+			if err != nil {
+				return err
+			}
+			rows := lab.Status(cmd.Context(), st)
+			if g.json {
+				return printJSON(cmd.OutOrStdout(), rows)
+			}
+			w := cmd.OutOrStdout()
+			var tw *tabwriter.Writer
+			for i, r := range rows {
+				if i == 0 || rows[i-1].Shard != r.Shard {
+					if tw != nil {
+						tw.Flush()
+						fmt.Fprintln(w)
+					}
+					fmt.Fprintf(w, "cluster: %s\n", r.Shard)
+					tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+					fmt.Fprintln(tw, "ROLE\tPEER\tPG\tREPL\tSENT\tFLUSH\tREPLAY\tLAG")
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Role, r.Peer, r.PG, r.Repl,
+					lsnOr(r.Sent), lsnOr(r.Flush), lsnOr(r.Replay), lagText(r))
+			}
+			if tw == nil {
+				return nil
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().StringVar(&dir, "dir", "", "the lab's directory (required)")
+	cmd.MarkFlagRequired("dir")
+	return cmd
+}
+
+func lsnOr(l *postgres.LSN) string {
+	if l == nil {
+		return "-"
+	}
+	return l.String()
+}
+
+func lagText(r lab.PeerStatus) string {
+	if r.LagSeconds == nil {
+		if r.LagBytes != nil && *r.LagBytes > 0 {
+			return fmt.Sprintf("%dB", *r.LagBytes)
+		}
+		return "-"
+	}
+	d := time.Duration(*r.LagSeconds * float64(time.Second))
+	return fmt.Sprintf("%dm%02ds", int(d.Minutes()), int(d.Seconds())%60)
+}
+
+func newLabSuperviseCmd() *cobra.Command {
+	var dir string
+	cmd := &cobra.Command{
+		Use:    "supervise --dir DIR",
+		Short:  "Run the lab's long-lived services (started by 'lab up')",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return lab.Supervise(dir)
+		},
+	}
+	cmd.Flags().StringVar(&dir, "dir", "", "the lab's directory")
+	return cmd
+}

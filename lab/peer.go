@@ -1,0 +1,202 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/reshard/reshard/postgres"
+)
+
+// pg runs the PostgreSQL binaries of one lab.
+type pg struct {
+	bin  string
+	as   runAs
+	logs string // directory for server logs
+}
+
+func newPG(logs string) (*pg, error) {
+	bin, err := pgBinDir()
+	if err != nil {
+		return nil, err
+	}
+	as, err := currentRunAs()
+	if err != nil {
+		return nil, err
+	}
+	return &pg{bin: bin, as: as, logs: logs}, nil
+}
+
+// writeConf writes the settings the lab owns into reshard.conf, which
+// postgresql.conf includes. pg_basebackup copies it, so every peer rewrites
+// it with its own port and role.
+func (g *pg) writeConf(p Peer, syncName string, upstream *Peer) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# written by reshard lab; edits are overwritten\n")
+	fmt.Fprintf(&b, "listen_addresses = '127.0.0.1'\nport = %d\n", p.Port)
+	fmt.Fprintf(&b, "unix_socket_directories = ''\n")
+	fmt.Fprintf(&b, "cluster_name = '%s'\n", p.Name)
+	b.WriteString(`wal_level = logical
+max_wal_senders = 20
+max_replication_slots = 20
+max_worker_processes = 16
+max_logical_replication_workers = 8
+max_sync_workers_per_subscription = 2
+hot_standby = on
+hot_standby_feedback = on
+wal_keep_size = '512MB'
+shared_buffers = '64MB'
+max_connections = 200
+logging_collector = off
+log_line_prefix = '%m [%p] '
+log_min_messages = warning
+`)
+	if syncName != "" {
+		fmt.Fprintf(&b, "synchronous_standby_names = '\"%s\"'\n", syncName)
+	} else {
+		b.WriteString("synchronous_standby_names = ''\n")
+	}
+	if upstream != nil {
+		fmt.Fprintf(&b, "primary_conninfo = 'host=127.0.0.1 port=%d user=postgres application_name=%s'\n", upstream.Port, p.Name)
+	} else {
+		b.WriteString("primary_conninfo = ''\n")
+	}
+	path := filepath.Join(p.DataDir, "reshard.conf")
+	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
+		return err
+	}
+	return g.as.chown(path)
+}
+
+// initPrimary creates a new cluster for a primary.
+func (g *pg) initPrimary(p Peer) error {
+	if err := g.as.run(filepath.Dir(p.DataDir), filepath.Join(g.bin, "initdb"),
+		"-D", p.DataDir, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync"); err != nil {
+		return err
+	}
+	conf := filepath.Join(p.DataDir, "postgresql.conf")
+	f, err := os.OpenFile(conf, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = f.WriteString("\ninclude_if_exists = 'reshard.conf'\n")
+	return err
+}
+
+// initStandby copies upstream with pg_basebackup and makes it a standby.
+func (g *pg) initStandby(p Peer, upstream Peer) error {
+	if err := g.as.run(filepath.Dir(p.DataDir), filepath.Join(g.bin, "pg_basebackup"),
+		"-h", "127.0.0.1", "-p", fmt.Sprint(upstream.Port), "-U", "postgres",
+		"-D", p.DataDir, "-X", "stream", "-c", "fast", "--no-sync"); err != nil {
+		return err
+	}
+	signal := filepath.Join(p.DataDir, "standby.signal")
+	if err := os.WriteFile(signal, nil, 0o600); err != nil {
+		return err
+	}
+	return g.as.chown(signal)
+}
+
+// start runs the server detached from this process, so it outlives the
+// command that started it, and waits until it accepts connections.
+func (g *pg) start(ctx context.Context, p *Peer) error {
+	logf, err := os.OpenFile(filepath.Join(g.logs, p.Name+".log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	cmd := g.as.command(filepath.Dir(p.DataDir), filepath.Join(g.bin, "postgres"), "-D", p.DataDir)
+	cmd.SysProcAttr.Setsid = true
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", p.Name, err)
+	}
+	p.PID = cmd.Process.Pid
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }() // reap it if it dies while we live
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		conn, err := postgres.Connect(cctx, fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", p.Port))
+		cancel()
+		if err == nil {
+			conn.Close(ctx)
+			return nil
+		}
+		select {
+		case <-exited:
+			b, _ := os.ReadFile(logf.Name())
+			return fmt.Errorf("%s exited while starting: %s", p.Name, lastLines(string(b), 3))
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s did not accept connections within 60s (see %s)", p.Name, logf.Name())
+		}
+	}
+}
+
+// stop shuts a peer down with PostgreSQL's fast mode (SIGINT), which
+// disconnects clients and checkpoints, and kills it if that takes too long.
+func (g *pg) stop(p Peer) {
+	pid := postmasterPID(p.DataDir)
+	if pid == 0 {
+		pid = p.PID
+	}
+	if pid != 0 && isPostgres(pid) {
+		stopPID(pid, syscall.SIGINT, 30*time.Second)
+	}
+}
+
+// postmasterPID reads the running server's pid from its data directory.
+func postmasterPID(dataDir string) int {
+	b, err := os.ReadFile(filepath.Join(dataDir, "postmaster.pid"))
+	if err != nil {
+		return 0
+	}
+	var pid int
+	fmt.Sscanf(string(b), "%d", &pid)
+	return pid
+}
+
+// isPostgres guards against signalling a reused pid.
+func isPostgres(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	return err == nil && strings.Contains(string(b), "postgres")
+}
+
+// waitStreaming waits until upstream reports name as a streaming standby,
+// and as its synchronous one when sync is set.
+func waitStreaming(ctx context.Context, upstream Peer, name string, sync bool) error {
+	conn, err := postgres.Connect(ctx, upstream.DSN())
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		var n int
+		if err := conn.QueryRow(ctx, `select count(*) from pg_stat_replication
+			where application_name = $1 and state = 'streaming' and (not $2 or sync_state = 'sync')`,
+			name, sync).Scan(&n); err != nil {
+			return err
+		}
+		if n > 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s is not streaming from %s after 60s", name, upstream.Name)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,114 @@
+package lab
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+
+	"github.com/reshard/reshard"
+)
+
+// State is the lab's record of what it runs, kept in DIR/lab.json. Every
+// command reads it; `lab down` stops whatever it lists.
+type State struct {
+	Dir            string   `json:"dir"`
+	DataRoot       string   `json:"data_root"`
+	EtcdClientPort int      `json:"etcd_client_port"`
+	EtcdPeerPort   int      `json:"etcd_peer_port"`
+	EtcdURL        string   `json:"etcd"`
+	SupervisorPID  int      `json:"supervisor_pid"`
+	Routers        []string `json:"routers"`
+	Shards         []Shard  `json:"shards"`
+	Ready          bool     `json:"ready"`
+}
+
+// Shard is one lab pnode: a chain of peers, primary first.
+type Shard struct {
+	Name  string `json:"name"`
+	Peers []Peer `json:"peers"`
+}
+
+// Peer is one PostgreSQL server of a lab shard.
+type Peer struct {
+	Name     string       `json:"name"`
+	Role     reshard.Role `json:"role"`
+	Port     int          `json:"port"`
+	DataDir  string       `json:"data_dir"`
+	Upstream string       `json:"upstream,omitempty"` // peer it streams from
+	PID      int          `json:"pid"`
+}
+
+// DSN is how clients reach the peer. The lab listens on loopback only and
+// trusts it, so the DSN holds no password.
+func (p Peer) DSN() string {
+	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/moray?sslmode=disable", p.Port)
+}
+
+// Pnode is the shard as the registry records it.
+func (s Shard) Pnode() reshard.Pnode {
+	p := reshard.Pnode{Name: s.Name}
+	for _, peer := range s.Peers {
+		p.Peers = append(p.Peers, reshard.Peer{Name: peer.Name, Role: peer.Role, DSN: peer.DSN()})
+	}
+	return p
+}
+
+func statePath(dir string) string { return filepath.Join(dir, "lab.json") }
+
+// ErrNoLab means DIR holds no lab.
+var ErrNoLab = errors.New("no lab")
+
+// Load reads DIR/lab.json.
+func Load(dir string) (*State, error) {
+	b, err := os.ReadFile(statePath(dir))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("%s: %w (run 'reshard lab up --dir %s')", dir, ErrNoLab, dir)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var s State
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("%s: corrupt lab state: %w", statePath(dir), err)
+	}
+	return &s, nil
+}
+
+// save writes the state atomically so a crash never leaves half a file.
+func (s *State) save() error {
+	b, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := statePath(s.Dir) + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, statePath(s.Dir))
+}
+
+// lock serializes commands that change the lab (up, add-shard, down).
+func lock(dir string) (func(), error) {
+	f, err := os.OpenFile(filepath.Join(dir, "lab.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { f.Close() }, nil
+}
+
+// Shard returns the named shard.
+func (s *State) Shard(name string) (*Shard, bool) {
+	for i := range s.Shards {
+		if s.Shards[i].Name == name {
+			return &s.Shards[i], true
+		}
+	}
+	return nil, false
+}

@@ -1,0 +1,89 @@
+package lab
+
+import (
+	"context"
+	"time"
+
+	"github.com/reshard/reshard"
+	"github.com/reshard/reshard/postgres"
+)
+
+// PeerStatus is one row of `lab status`, the lab's `manatee-adm show`:
+// the replication columns describe the link from this peer to the next one
+// in the chain, as Manatee prints them.
+type PeerStatus struct {
+	Shard      string        `json:"shard"`
+	Role       reshard.Role  `json:"role"`
+	Peer       string        `json:"peer"`
+	Port       int           `json:"port"`
+	PG         string        `json:"pg"` // ok or down
+	InRecovery bool          `json:"in_recovery"`
+	WAL        postgres.LSN  `json:"wal"` // current LSN (primary) or replayed LSN (standby)
+	Repl       string        `json:"repl"`
+	Sent       *postgres.LSN `json:"sent,omitempty"`
+	Flush      *postgres.LSN `json:"flush,omitempty"`
+	Replay     *postgres.LSN `json:"replay,omitempty"`
+	// Lag is how far this peer trails its upstream: the upstream's
+	// replay_lag (time) and the WAL bytes it has yet to replay.
+	LagSeconds *float64 `json:"lag_seconds,omitempty"`
+	LagBytes   *uint64  `json:"lag_bytes,omitempty"`
+}
+
+// Status reads every peer live. A peer that does not answer is "down".
+func Status(ctx context.Context, st *State) []PeerStatus {
+	var out []PeerStatus
+	for _, sh := range st.Shards {
+		reps := make([]*postgres.Replication, len(sh.Peers))
+		for i, p := range sh.Peers {
+			reps[i] = readPeer(ctx, p)
+		}
+		for i, p := range sh.Peers {
+			row := PeerStatus{Shard: sh.Name, Role: p.Role, Peer: p.Name, Port: p.Port, PG: "down", Repl: "-"}
+			r := reps[i]
+			if r != nil {
+				row.PG, row.InRecovery, row.WAL = "ok", r.InRecovery, r.WAL
+				if i+1 < len(sh.Peers) {
+					for _, d := range r.Downstream {
+						if d.Name == sh.Peers[i+1].Name {
+							d := d
+							row.Repl, row.Sent, row.Flush, row.Replay = d.SyncState, &d.Sent, &d.Flush, &d.Replay
+						}
+					}
+				}
+			}
+			if i > 0 && reps[i-1] != nil {
+				up := reps[i-1]
+				for _, d := range up.Downstream {
+					if d.Name == p.Name && d.ReplayLag != nil {
+						s := d.ReplayLag.Seconds()
+						row.LagSeconds = &s
+					}
+				}
+				if r != nil {
+					var b uint64
+					if up.WAL > r.WAL {
+						b = uint64(up.WAL - r.WAL)
+					}
+					row.LagBytes = &b
+				}
+			}
+			out = append(out, row)
+		}
+	}
+	return out
+}
+
+func readPeer(ctx context.Context, p Peer) *postgres.Replication {
+	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	conn, err := postgres.Connect(cctx, p.DSN())
+	if err != nil {
+		return nil
+	}
+	defer conn.Close(ctx)
+	r, err := postgres.ReadReplication(cctx, conn)
+	if err != nil {
+		return nil
+	}
+	return &r
+}
