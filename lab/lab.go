@@ -18,6 +18,7 @@ import (
 	"github.com/reshard/reshard"
 	"github.com/reshard/reshard/etcd"
 	"github.com/reshard/reshard/postgres"
+	"github.com/reshard/reshard/shard"
 )
 
 // Config says what `lab up` builds.
@@ -310,14 +311,22 @@ func buildShard(ctx context.Context, cfg Config, g *pg, st *State, name string, 
 	return reg.AddPnode(ctx, rec.Pnode())
 }
 
+// createDatabase creates the moray database with reshard's shard schema.
 func createDatabase(ctx context.Context, p Peer) error {
 	conn, err := postgres.Connect(ctx, fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", p.Port))
 	if err != nil {
 		return err
 	}
-	defer conn.Close(ctx)
 	_, err = conn.Exec(ctx, "create database moray")
-	return err
+	conn.Close(ctx)
+	if err != nil {
+		return err
+	}
+	if conn, err = postgres.Connect(ctx, p.DSN()); err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	return shard.Init(ctx, conn)
 }
 
 func reload(ctx context.Context, p Peer) error {

@@ -2,12 +2,17 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/reshard/reshard/postgres"
+	"github.com/reshard/reshard/shard"
 )
 
 var binary string
@@ -98,6 +103,37 @@ func TestLabCLI(t *testing.T) {
 	}
 	if _, _, ok := run(t, env, "pnode", "remove", "9.moray"); !ok {
 		t.Fatal("pnode remove failed")
+	}
+
+	// vnode-stats reads the primary through the registry.
+	ctx := context.Background()
+	conn, err := postgres.Connect(ctx, up.Shards[0].Peers[0].DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := shard.CreateBucket(ctx, conn, "manta", shard.BucketOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := shard.Own(ctx, conn, []int32{0, 106, 943, 689}, true, 1); err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range []int{0, 0, 0, 106, 106, 943} {
+		if _, err := conn.Exec(ctx, `insert into manta (_key, _value, _etag, _mtime, _vnode) values ($1, '{}', 'e', 0, $2)`, fmt.Sprint("/k", i), v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conn.Close(ctx)
+	out, stderr, ok = run(t, env, "vnode-stats", "--pnode", "1.moray", "--json")
+	var stats []shard.VnodeStat
+	if !ok || json.Unmarshal([]byte(out), &stats) != nil || len(stats) != 3 || stats[0].Vnode != 0 || stats[0].Rows != 3 || stats[2].Rows != 1 {
+		t.Fatalf("vnode-stats: %s %s", out, stderr)
+	}
+	out, _, _ = run(t, env, "vnode-stats", "--pnode", "1.moray", "--top", "1")
+	if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) != 2 || strings.Fields(lines[1])[0] != "0" {
+		t.Fatalf("vnode-stats --top 1: %q", out)
+	}
+	if _, stderr, ok := run(t, env, "vnode-stats", "--pnode", "1.moray", "--bucket", "x;drop"); ok || !strings.Contains(stderr, "invalid bucket") {
+		t.Fatalf("vnode-stats with a bad bucket: %s", stderr)
 	}
 
 	out, stderr, ok = run(t, nil, "lab", "add-shard", "--dir", dir, "--name", "3.moray", "--peers", "1", "--json")
