@@ -469,3 +469,36 @@ func BenchmarkLocate(b *testing.B) {
 		})
 	}
 }
+
+func TestCompare(t *testing.T) {
+	a := mustNew(t, SHA256, 1000, shards)
+	b := a.Clone()
+	if d, _ := Compare(a, b); !d.Empty() {
+		t.Fatalf("clone differs: %+v", d)
+	}
+	b.Remap(mustList(t, "0, 106, 943, 689"), "new")
+	b.SetData(mustList(t, "1-3"), json.RawMessage(`"ro"`))
+	d, err := Compare(a, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d.AddedPnodes) != 1 || d.AddedPnodes[0] != "new" || len(d.RemovedPnodes) != 0 {
+		t.Fatalf("pnodes: %+v", d)
+	}
+	moved := 0
+	for _, m := range d.Moves {
+		if m.To != "new" {
+			t.Fatalf("move to %s", m.To)
+		}
+		moved += len(m.Vnodes)
+	}
+	if moved != 4 || len(d.Data) != 1 || d.Data[0].List != "1-3" || string(d.Data[0].To) != `"ro"` {
+		t.Fatalf("diff %+v", d)
+	}
+	if a.PnodeVnodeCount("new") != 0 || b.PnodeVnodeCount("new") != 4 {
+		t.Fatal("PnodeVnodeCount")
+	}
+	if _, err := Compare(a, mustNew(t, MD5, 1000, shards)); err == nil {
+		t.Fatal("md5 and sha256 rings compared")
+	}
+}
