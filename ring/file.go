@@ -189,20 +189,38 @@ func parseFile(b []byte) (*Ring, error) {
 	return r, nil
 }
 
-// Parse reads either reshard's ring file or a node-fash serialized ring.
-func Parse(b []byte) (*Ring, error) {
+// Formats Detect tells apart.
+const (
+	FormatRing = "ring" // reshard's ring file
+	FormatFash = "fash" // node-fash serialized topology
+)
+
+// Detect tells which kind of ring file b holds.
+func Detect(b []byte) (string, error) {
 	var probe struct {
 		Format          *string         `json:"format"`
 		PnodeToVnodeMap json.RawMessage `json:"pnodeToVnodeMap"`
 	}
 	if err := json.Unmarshal(b, &probe); err != nil {
-		return nil, fmt.Errorf("ring is not JSON: %v", err)
+		return "", fmt.Errorf("ring is not JSON: %v", err)
 	}
 	switch {
 	case probe.Format != nil:
-		return ParseFile(b)
+		return FormatRing, nil
 	case probe.PnodeToVnodeMap != nil:
+		return FormatFash, nil
+	}
+	return "", fmt.Errorf("not a ring: neither a reshard ring file (\"format\") nor a node-fash ring (\"pnodeToVnodeMap\")")
+}
+
+// Parse reads either reshard's ring file or a node-fash serialized ring.
+func Parse(b []byte) (*Ring, error) {
+	f, err := Detect(b)
+	if err != nil {
+		return nil, err
+	}
+	if f == FormatFash {
 		return ParseFash(b)
 	}
-	return nil, fmt.Errorf("not a ring: neither a reshard ring file (\"format\") nor a node-fash ring (\"pnodeToVnodeMap\")")
+	return ParseFile(b)
 }

@@ -37,7 +37,7 @@ lab's embedded etcd.`,
 	}
 	root.PersistentFlags().StringVar(&g.etcd, "etcd", def, "etcd endpoints, comma-separated (env RESHARD_ETCD)")
 	root.PersistentFlags().BoolVar(&g.json, "json", false, "print JSON for scripts")
-	root.AddCommand(newPnodeCmd(g))
+	root.AddCommand(newPnodeCmd(g), newRingCmd(g))
 	return root
 }
 
