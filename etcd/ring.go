@@ -29,7 +29,14 @@ const (
 )
 
 // DefaultRingChunkSize keeps each write well under etcd's default 1.5 MiB
-// request limit (--max-request-bytes).
+// request limit (--max-request-bytes). Sizes measured with TestRingChunkedAndLarge
+// and a one-off run: a round-robin 1M-vnode ring gzips to a few hundred
+// bytes (one chunk, one transaction); 100k vnodes each on a random one of 50
+// pnodes, the worst case for range encoding, is 262 KB (one chunk); 1M such
+// vnodes over 100 pnodes is a 6.9 MB ring file, 2.8 MB gzipped, 3 chunks,
+// written in ~0.3 s and read in ~0.25 s. Chunks of a version that never
+// committed are deleted by the writer; only a writer that crashes between
+// staging and commit leaves an unreferenced blob behind.
 const DefaultRingChunkSize = 1 << 20
 
 var (

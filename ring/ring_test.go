@@ -8,6 +8,7 @@ import (
 	"math/rand"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -501,4 +502,46 @@ func TestCompare(t *testing.T) {
 	if _, err := Compare(a, mustNew(t, MD5, 1000, shards)); err == nil {
 		t.Fatal("md5 and sha256 rings compared")
 	}
+}
+
+// BenchmarkLocateKeys looks up a key file against a ring file; bench.js
+// runs it on the ring and keys it timed node-fash with. Without those
+// files it uses a generated million-vnode ring.
+func BenchmarkLocateKeys(b *testing.B) {
+	var r *Ring
+	var keys []string
+	if path := os.Getenv("RESHARD_BENCH_RING"); path != "" {
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if r, err = Parse(raw); err != nil {
+			b.Fatal(err)
+		}
+		kb, err := os.ReadFile(os.Getenv("RESHARD_BENCH_KEYS"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		keys = strings.Split(strings.TrimSuffix(string(kb), "\n"), "\n")
+	} else {
+		r = mustNew(b, SHA256, 1000000, shards)
+		for i := range 100000 {
+			keys = append(keys, "/owner-"+strings.Repeat("x", i%40)+"/stor/object-"+string(rune('a'+i%26)))
+		}
+	}
+	var sum uint64
+	for _, k := range keys {
+		sum += uint64(r.LocateString(k).Vnode)
+	}
+	if want := os.Getenv("RESHARD_BENCH_VNODESUM"); want != "" && want != strconv.FormatUint(sum, 10) {
+		b.Fatalf("vnode sum %d, node-fash %s: routing differs", sum, want)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		for _, k := range keys {
+			_ = r.LocateString(k)
+		}
+	}
+	b.ReportMetric(float64(len(keys))*float64(b.N)/b.Elapsed().Seconds(), "keys/s")
 }
