@@ -290,7 +290,9 @@ func newRingShowCmd(o *ringOpts) *cobra.Command {
 	return &cobra.Command{
 		Use:   "show",
 		Short: "Summarize the ring: algorithm, version, and each pnode's vnodes as ranges",
-		Args:  cobra.NoArgs,
+		Example: `  reshard ring show
+  reshard ring show --ring-file ring.json --json`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			r, v, err := o.load(cmd)
 			if err != nil {
@@ -327,7 +329,9 @@ func newRingGetPnodesCmd(o *ringOpts) *cobra.Command {
 	return &cobra.Command{
 		Use:   "get-pnodes",
 		Short: "List the ring's pnodes and how many vnodes each holds",
-		Args:  cobra.NoArgs,
+		Example: `  reshard ring get-pnodes
+  reshard ring get-pnodes --ring-file /var/tmp/hash_ring/ring.json --json`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			r, _, err := o.load(cmd)
 			if err != nil {
@@ -503,9 +507,10 @@ func dataGroups(r *ring.Ring) []dataGroup {
 
 func newRingGetDataVnodesCmd(o *ringOpts) *cobra.Command {
 	return &cobra.Command{
-		Use:   "get-data-vnodes",
-		Short: "List the vnodes that carry data (such as ro), grouped by value",
-		Args:  cobra.NoArgs,
+		Use:     "get-data-vnodes",
+		Short:   "List the vnodes that carry data (such as ro), grouped by value",
+		Example: `  reshard ring get-data-vnodes          # e.g. "ro"  4 vnodes  0,106,689,943`,
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			r, _, err := o.load(cmd)
 			if err != nil {
@@ -730,7 +735,9 @@ func newRingHistoryCmd(o *ringOpts) *cobra.Command {
 	return &cobra.Command{
 		Use:   "history",
 		Short: "List the ring versions kept in etcd",
-		Args:  cobra.NoArgs,
+		Example: `  reshard ring history
+  reshard ring history --json | jq .current`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := o.needEtcd("history"); err != nil {
 				return err
