@@ -15,15 +15,17 @@ const pnodePrefix = Prefix + "pnodes/"
 // Registry stores pnodes under /reshard/pnodes/NAME.
 type Registry struct {
 	cli *clientv3.Client
-	// InUse, when set, is asked before a removal; the ring sets it so a pnode
-	// that still has vnodes cannot be removed.
+	// InUse is asked before a removal. By default it asks the ring, so a
+	// pnode that still has vnodes cannot be removed.
 	InUse func(ctx context.Context, name string) (bool, error)
 }
 
 var _ reshard.Registry = (*Registry)(nil)
 
 // NewRegistry returns a registry backed by cli.
-func NewRegistry(cli *clientv3.Client) *Registry { return &Registry{cli: cli} }
+func NewRegistry(cli *clientv3.Client) *Registry {
+	return &Registry{cli: cli, InUse: NewRingStore(cli).InUse}
+}
 
 // PnodeKey is the etcd key of a pnode's record.
 func PnodeKey(name string) string { return pnodePrefix + name }

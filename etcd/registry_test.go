@@ -8,6 +8,7 @@ import (
 	"github.com/reshard/reshard"
 	"github.com/reshard/reshard/etcd"
 	"github.com/reshard/reshard/etcd/etcdtest"
+	"github.com/reshard/reshard/ring"
 )
 
 func TestRegistry(t *testing.T) {
@@ -38,11 +39,24 @@ func TestRegistry(t *testing.T) {
 		t.Fatalf("unregistered pnode: %v", err)
 	}
 
-	reg.InUse = func(ctx context.Context, name string) (bool, error) { return name == "1.moray", nil }
+	// The ring maps vnodes to 1.moray: it cannot go.
+	rg, err := ring.New(ring.SHA256, 8, []string{"1.moray"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := etcd.NewRingStore(cli)
+	rv, err := store.Put(ctx, 0, rg, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := reg.RemovePnode(ctx, "1.moray"); !errors.Is(err, reshard.ErrInUse) {
 		t.Fatalf("removing a pnode in use: %v", err)
 	}
-	reg.InUse = nil
+	if _, err := store.Update(ctx, rv.Version, "move away", func(r *ring.Ring) error {
+		return r.Remap([]uint32{0, 1, 2, 3, 4, 5, 6, 7}, "2.moray")
+	}); err != nil {
+		t.Fatal(err)
+	}
 	if err := reg.RemovePnode(ctx, "1.moray"); err != nil {
 		t.Fatal(err)
 	}

@@ -13,7 +13,7 @@ import (
 )
 
 // run executes the CLI in-process and returns stdout and the error.
-func run(t *testing.T, args ...string) (string, error) {
+func runIn(t *testing.T, args ...string) (string, error) {
 	t.Helper()
 	cmd := newRootCmd()
 	var out bytes.Buffer
@@ -26,7 +26,7 @@ func run(t *testing.T, args ...string) (string, error) {
 
 func mustRun(t *testing.T, args ...string) string {
 	t.Helper()
-	out, err := run(t, args...)
+	out, err := runIn(t, args...)
 	if err != nil {
 		t.Fatalf("reshard %s: %v", strings.Join(args, " "), err)
 	}
@@ -87,7 +87,7 @@ func TestRingCommandsAgainstEtcd(t *testing.T) {
 	_, url := etcdtest.Start(t)
 	e := func(args ...string) []string { return append([]string{"--etcd", url, "ring"}, args...) }
 	mustRun(t, e("create", "--vnodes", "1024", "--pnode", "tcp://2.moray:2020,tcp://1.moray:2020")...)
-	if _, err := run(t, e("create", "--vnodes", "8", "--pnode", "x")...); err == nil || !strings.Contains(err.Error(), "already exists") {
+	if _, err := runIn(t, e("create", "--vnodes", "8", "--pnode", "x")...); err == nil || !strings.Contains(err.Error(), "already exists") {
 		t.Fatalf("second create: %v", err)
 	}
 	mustRun(t, e("add-data", "--vnodes", "0, 106, 943, 689", "--data", "ro")...)
@@ -103,12 +103,12 @@ func TestRingCommandsAgainstEtcd(t *testing.T) {
 		{"remap-vnode", "--vnodes", "5", "--pnode", "x", "--expect-version", "1"},
 		{"rollback", "99"},
 	} {
-		_, err := run(t, e(bad...)...)
+		_, err := runIn(t, e(bad...)...)
 		if err == nil || strings.Contains(err.Error(), "\n") {
 			t.Fatalf("%v: error %q", bad, err)
 		}
 	}
-	if _, err := run(t, e("remap-vnode", "--vnodes", "5", "--pnode", "x", "--expect-version", "1")...); err == nil || !strings.Contains(err.Error(), "ring version conflict") {
+	if _, err := runIn(t, e("remap-vnode", "--vnodes", "5", "--pnode", "x", "--expect-version", "1")...); err == nil || !strings.Contains(err.Error(), "ring version conflict") {
 		t.Fatalf("stale --expect-version: %v", err)
 	}
 	var hist struct {
@@ -171,7 +171,7 @@ func TestRingFileRejectsBadInputUntouched(t *testing.T) {
 		{"add-data", "--vnodes", "3-1", "--data", "ro"},
 		{"history"},
 	} {
-		if _, err := run(t, append([]string{"ring", "--ring-file", f}, bad...)...); err == nil {
+		if _, err := runIn(t, append([]string{"ring", "--ring-file", f}, bad...)...); err == nil {
 			t.Fatalf("%v succeeded", bad)
 		}
 	}
@@ -181,7 +181,7 @@ func TestRingFileRejectsBadInputUntouched(t *testing.T) {
 	}
 	bad := filepath.Join(t.TempDir(), "bad.json")
 	os.WriteFile(bad, []byte(`{"vnodes":2,"pnodeToVnodeMap":{"a":{"0":1}},"algorithm":{"NAME":"sha256"},"version":"2.1.0"}`), 0o644)
-	if _, err := run(t, "ring", "locate", "--ring-file", bad, "k"); err == nil || !strings.Contains(err.Error(), "malformed node-fash ring") {
+	if _, err := runIn(t, "ring", "locate", "--ring-file", bad, "k"); err == nil || !strings.Contains(err.Error(), "malformed node-fash ring") {
 		t.Fatalf("malformed fash file: %v", err)
 	}
 }

@@ -1,0 +1,56 @@
+package etcd
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/reshard/reshard"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+const bucketPrefix = Prefix + "buckets/"
+
+// Buckets keeps each bucket's options in etcd, the one place every router
+// reads them from; the tables themselves live on every shard.
+type Buckets struct{ cli *clientv3.Client }
+
+// NewBuckets returns the bucket config store.
+func NewBuckets(cli *clientv3.Client) *Buckets { return &Buckets{cli: cli} }
+
+// Put records a bucket's options (idempotent).
+func (b *Buckets) Put(ctx context.Context, name string, opts any) error {
+	v, err := json.Marshal(opts)
+	if err != nil {
+		return err
+	}
+	if _, err := b.cli.Put(ctx, bucketPrefix+name, string(v)); err != nil {
+		return fmt.Errorf("record bucket %s: %w", name, err)
+	}
+	return nil
+}
+
+// Get reads a bucket's options into opts.
+func (b *Buckets) Get(ctx context.Context, name string, opts any) error {
+	resp, err := b.cli.Get(ctx, bucketPrefix+name)
+	if err != nil {
+		return fmt.Errorf("read bucket %s: %w", name, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return fmt.Errorf("bucket %s: %w", name, reshard.ErrNotFound)
+	}
+	return json.Unmarshal(resp.Kvs[0].Value, opts)
+}
+
+// Names lists every bucket.
+func (b *Buckets) Names(ctx context.Context) ([]string, error) {
+	resp, err := b.cli.Get(ctx, bucketPrefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return nil, fmt.Errorf("list buckets: %w", err)
+	}
+	out := make([]string, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		out = append(out, string(kv.Key[len(bucketPrefix):]))
+	}
+	return out, nil
+}

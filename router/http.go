@@ -1,0 +1,355 @@
+package router
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/reshard/reshard"
+	"github.com/reshard/reshard/shard"
+	"golang.org/x/sync/errgroup"
+)
+
+// Handler serves the HTTP/JSON API:
+//
+//	PUT    /buckets/{bucket}                 create a bucket on every shard ({"hash_dir": true} optional)
+//	PUT    /buckets/{bucket}/objects/{key}   write an object (JSON body; If-Match for a conditional write)
+//	GET    /buckets/{bucket}/objects/{key}   read an object
+//	DELETE /buckets/{bucket}/objects/{key}   delete an object (If-Match optional)
+//	GET    /buckets/{bucket}/objects?prefix=P&limit=N   list objects in key order
+//	GET    /healthz, /metrics
+//
+// Keys are the rest of the path, percent-decoded, so "/u/stor/a" is
+// /buckets/manta/objects//u/stor/a or /buckets/manta/objects/%2Fu%2Fstor%2Fa.
+// Responses carry X-Reshard-Vnode, X-Reshard-Pnode, X-Reshard-Ring-Version.
+// The mux is hand-written because http.ServeMux cleans paths, which would
+// rewrite keys that contain "//".
+func (r *Router) Handler() http.Handler {
+	metricsH := promhttp.HandlerFor(r.metrics.reg, promhttp.HandlerOpts{})
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		switch req.URL.Path {
+		case "/metrics":
+			metricsH.ServeHTTP(w, req)
+			return
+		case "/healthz":
+			writeJSON(w, http.StatusOK, map[string]any{"name": r.cfg.Name, "ring_version": r.RingVersion()})
+			return
+		}
+		start := time.Now()
+		rw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+		op := r.serve(rw, req)
+		code := strconv.Itoa(rw.code)
+		r.metrics.requests.WithLabelValues(op, code).Inc()
+		r.metrics.latency.WithLabelValues(op, code).Observe(time.Since(start).Seconds())
+		if rw.code >= 500 {
+			r.cfg.Log.Warn("request failed", "op", op, "code", rw.code, "path", req.URL.EscapedPath(), "err", rw.errMsg)
+		}
+	})
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	code   int
+	errMsg string
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	s.code = code
+	s.ResponseWriter.WriteHeader(code)
+}
+
+// serve handles one API request and returns the operation's name for metrics.
+func (r *Router) serve(w *statusWriter, req *http.Request) string {
+	if r.cfg.Token != "" {
+		got, ok := strings.CutPrefix(req.Header.Get("Authorization"), "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(r.cfg.Token)) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="reshard"`)
+			apiError(w, http.StatusUnauthorized, "Unauthorized", "missing or wrong bearer token")
+			return "auth"
+		}
+	}
+	rest, ok := strings.CutPrefix(req.URL.EscapedPath(), "/buckets/")
+	if !ok {
+		apiError(w, http.StatusNotFound, "NotFound", "no such endpoint")
+		return "unknown"
+	}
+	bucket, rest, _ := strings.Cut(rest, "/")
+	if err := shard.ValidateBucket(bucket); err != nil {
+		apiError(w, http.StatusBadRequest, "InvalidBucket", err.Error())
+		return "unknown"
+	}
+	ctx := req.Context()
+	switch {
+	case rest == "" && req.Method == http.MethodPut:
+		r.createBucket(ctx, w, req, bucket)
+		return "create_bucket"
+	case rest == "objects" && req.Method == http.MethodGet:
+		r.list(ctx, w, req, bucket)
+		return "list"
+	case strings.HasPrefix(rest, "objects/"):
+		key, err := url.PathUnescape(rest[len("objects/"):])
+		if err != nil || key == "" || len(key) > r.cfg.MaxKey || strings.IndexByte(key, 0) >= 0 {
+			apiError(w, http.StatusBadRequest, "InvalidKey", fmt.Sprintf("key must be 1 to %d bytes of percent-encoded text without NUL", r.cfg.MaxKey))
+			return "unknown"
+		}
+		switch req.Method {
+		case http.MethodPut:
+			r.put(ctx, w, req, bucket, key)
+			return "put"
+		case http.MethodGet:
+			r.get(ctx, w, bucket, key)
+			return "get"
+		case http.MethodDelete:
+			r.delete(ctx, w, req, bucket, key)
+			return "delete"
+		}
+	}
+	apiError(w, http.StatusMethodNotAllowed, "MethodNotAllowed", req.Method+" is not allowed here")
+	return "unknown"
+}
+
+func (r *Router) readBody(w *statusWriter, req *http.Request) ([]byte, bool) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, req.Body, r.cfg.MaxBody))
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		apiError(w, http.StatusRequestEntityTooLarge, "TooLarge", fmt.Sprintf("body is over %d bytes", r.cfg.MaxBody))
+		return nil, false
+	}
+	if err != nil {
+		apiError(w, http.StatusBadRequest, "BadBody", "could not read the body")
+		return nil, false
+	}
+	return body, true
+}
+
+func (r *Router) createBucket(ctx context.Context, w *statusWriter, req *http.Request, bucket string) {
+	body, ok := r.readBody(w, req)
+	if !ok {
+		return
+	}
+	var opts shard.BucketOptions
+	if len(strings.TrimSpace(string(body))) > 0 {
+		dec := json.NewDecoder(strings.NewReader(string(body)))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&opts); err != nil {
+			apiError(w, http.StatusBadRequest, "BadBody", "bucket options must be JSON like {\"hash_dir\": true}")
+			return
+		}
+	}
+	var old shard.BucketOptions
+	err := r.buckets.Get(ctx, bucket, &old)
+	switch {
+	case err == nil && old != opts:
+		apiError(w, http.StatusConflict, "BucketExists", "the bucket exists with other options; changing how keys hash would move every key")
+		return
+	case err != nil && !errors.Is(err, reshard.ErrNotFound):
+		r.fail(w, err)
+		return
+	}
+	pnodes, err := r.reg.Pnodes(ctx)
+	if err != nil {
+		r.fail(w, err)
+		return
+	}
+	// Tables first, then the record routers read: a bucket is never
+	// routable before every shard has its table.
+	var names []string
+	for _, pn := range pnodes {
+		p, err := r.pool(ctx, pn.Name)
+		if err == nil {
+			err = shard.CreateBucket(ctx, p, bucket, opts)
+		}
+		if err != nil {
+			r.fail(w, fmt.Errorf("create bucket on %s: %w", pn.Name, err))
+			return
+		}
+		names = append(names, pn.Name)
+	}
+	if err := r.buckets.Put(ctx, bucket, opts); err != nil {
+		r.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"bucket": bucket, "options": opts, "pnodes": names})
+}
+
+func (r *Router) put(ctx context.Context, w *statusWriter, req *http.Request, bucket, key string) {
+	body, ok := r.readBody(w, req)
+	if !ok {
+		return
+	}
+	if !json.Valid(body) {
+		apiError(w, http.StatusBadRequest, "BadBody", "the object value must be JSON")
+		return
+	}
+	ifMatch := unquoteEtag(req.Header.Get("If-Match"))
+	var o shard.Object
+	s, err := r.route(ctx, "put", bucket, key, true, func(ctx context.Context, p *pgxpool.Pool, vnode int32) error {
+		var err error
+		o, err = shard.PutObject(ctx, p, bucket, shard.Object{Key: key, Value: body, Vnode: vnode}, ifMatch)
+		return err
+	})
+	served(w, s)
+	if err != nil {
+		r.fail(w, err)
+		return
+	}
+	w.Header().Set("ETag", `"`+o.Etag+`"`)
+	writeJSON(w, http.StatusOK, map[string]any{"key": key, "etag": o.Etag, "mtime": o.Mtime, "vnode": s.Vnode, "pnode": s.Pnode})
+}
+
+func (r *Router) get(ctx context.Context, w *statusWriter, bucket, key string) {
+	var o shard.Object
+	s, err := r.route(ctx, "get", bucket, key, false, func(ctx context.Context, p *pgxpool.Pool, vnode int32) error {
+		var err error
+		o, err = shard.GetObject(ctx, p, bucket, key, vnode)
+		return err
+	})
+	served(w, s)
+	if err != nil {
+		r.fail(w, err)
+		return
+	}
+	w.Header().Set("ETag", `"`+o.Etag+`"`)
+	w.Header().Set("X-Reshard-Mtime", strconv.FormatInt(o.Mtime, 10))
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	w.Write(o.Value)
+}
+
+func (r *Router) delete(ctx context.Context, w *statusWriter, req *http.Request, bucket, key string) {
+	ifMatch := unquoteEtag(req.Header.Get("If-Match"))
+	s, err := r.route(ctx, "delete", bucket, key, true, func(ctx context.Context, p *pgxpool.Pool, vnode int32) error {
+		return shard.DeleteObject(ctx, p, bucket, key, vnode, ifMatch)
+	})
+	served(w, s)
+	if err != nil {
+		r.fail(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// list asks every pnode of the ring and merges the answers in key order.
+func (r *Router) list(ctx context.Context, w *statusWriter, req *http.Request, bucket string) {
+	q := req.URL.Query()
+	prefix := q.Get("prefix")
+	limit := 100
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > 1000 {
+			apiError(w, http.StatusBadRequest, "BadLimit", "limit must be 1 to 1000")
+			return
+		}
+		limit = n
+	}
+	if _, err := r.bucketOptions(ctx, bucket); err != nil {
+		r.fail(w, err)
+		return
+	}
+	v := r.cur.Load()
+	if v == nil {
+		r.fail(w, ErrNoRing)
+		return
+	}
+	pnodes := v.ring.Pnodes()
+	parts := make([][]shard.Object, len(pnodes))
+	g, gctx := errgroup.WithContext(ctx)
+	for i, pn := range pnodes {
+		g.Go(func() error {
+			p, err := r.pool(gctx, pn)
+			if err != nil {
+				return err
+			}
+			parts[i], err = shard.ListObjects(gctx, p, bucket, prefix, limit)
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		r.fail(w, err)
+		return
+	}
+	var all []shard.Object
+	for _, p := range parts {
+		all = append(all, p...)
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].Key < all[j].Key })
+	// During a move a key can be on both sides for a moment; list it once.
+	out := all[:0]
+	for i, o := range all {
+		if i > 0 && o.Key == all[i-1].Key {
+			continue
+		}
+		out = append(out, o)
+	}
+	if len(out) > limit {
+		out = out[:limit]
+	}
+	w.Header().Set("X-Reshard-Ring-Version", strconv.FormatInt(v.version, 10))
+	writeJSON(w, http.StatusOK, map[string]any{"objects": out})
+}
+
+func served(w http.ResponseWriter, s Served) {
+	if s.Pnode == "" {
+		return
+	}
+	h := w.Header()
+	h.Set("X-Reshard-Vnode", strconv.FormatUint(uint64(s.Vnode), 10))
+	h.Set("X-Reshard-Pnode", s.Pnode)
+	h.Set("X-Reshard-Ring-Version", strconv.FormatInt(s.RingVersion, 10))
+	if s.Retries > 0 {
+		h.Set("X-Reshard-Retries", strconv.Itoa(s.Retries))
+	}
+}
+
+// fail maps an error to a status and code; its text never holds a DSN password.
+func (r *Router) fail(w *statusWriter, err error) {
+	w.errMsg = err.Error()
+	switch {
+	case errors.Is(err, shard.ErrObjectNotFound):
+		apiError(w, http.StatusNotFound, "ObjectNotFound", "no such object")
+	case errors.Is(err, shard.ErrEtagMismatch):
+		apiError(w, http.StatusPreconditionFailed, "EtagConflict", "the object's etag does not match If-Match")
+	case errors.Is(err, reshard.ErrNotFound):
+		apiError(w, http.StatusNotFound, "NotFound", err.Error())
+	case errors.Is(err, ErrOutcomeUnknown):
+		apiError(w, http.StatusServiceUnavailable, "OutcomeUnknown", err.Error())
+	case errors.Is(err, ErrStillFenced), errors.Is(err, ErrNoRing):
+		w.Header().Set("Retry-After", "1")
+		apiError(w, http.StatusServiceUnavailable, "Unavailable", err.Error())
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		apiError(w, http.StatusServiceUnavailable, "Timeout", "the request timed out")
+	default:
+		apiError(w, http.StatusInternalServerError, "Internal", err.Error())
+	}
+}
+
+func apiError(w http.ResponseWriter, status int, code, msg string) {
+	writeJSON(w, status, map[string]string{"code": code, "error": msg})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	enc.Encode(v)
+}
+
+func unquoteEtag(s string) string {
+	s = strings.TrimSpace(s)
+	if s == "*" {
+		return s
+	}
+	return strings.Trim(strings.TrimPrefix(s, "W/"), `"`)
+}

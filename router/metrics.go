@@ -1,0 +1,37 @@
+package router
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+type metrics struct {
+	reg         *prometheus.Registry
+	requests    *prometheus.CounterVec
+	latency     *prometheus.HistogramVec
+	retries     *prometheus.CounterVec
+	ringVersion prometheus.Gauge
+}
+
+// Each router has its own registry, so several can run in one process (tests).
+func newMetrics() *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "reshard_router_requests_total", Help: "Requests by operation and HTTP status.",
+		}, []string{"op", "code"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "reshard_router_request_seconds", Help: "Request latency by operation and HTTP status.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}, []string{"op", "code"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "reshard_router_retries_total", Help: "Attempts retried, by operation and reason (frozen, not_owned, read_only, connect).",
+		}, []string{"op", "reason"}),
+		ringVersion: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "reshard_router_ring_version", Help: "The ring version the router serves.",
+		}),
+	}
+	m.reg.MustRegister(m.requests, m.latency, m.retries, m.ringVersion,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}

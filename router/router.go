@@ -1,0 +1,334 @@
+// Package router is electric-moray's role: a stateless service that routes
+// each object operation by the ring to the shard that owns the key's vnode,
+// follows ring changes through an etcd watch, and retries on its own when a
+// shard fences a vnode that is moving, so clients never see the move.
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/reshard/reshard/etcd"
+	"github.com/reshard/reshard/postgres"
+	"github.com/reshard/reshard/ring"
+	"github.com/reshard/reshard/shard"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Config configures a router.
+type Config struct {
+	Etcd *clientv3.Client
+	// Name identifies the router in etcd; URL is where clients reach it.
+	Name, URL string
+	// Token, when set, must come as "Authorization: Bearer TOKEN".
+	Token string
+	// MaxBody limits a request body; MaxKey a key's length in bytes.
+	MaxBody int64
+	MaxKey  int
+	// RetryFor bounds how long an operation on a fenced vnode is retried
+	// while the router waits for the ring to move on.
+	RetryFor time.Duration
+	// PoolSize is the number of connections kept to each shard's primary.
+	PoolSize int32
+	Log      *slog.Logger
+}
+
+func (c *Config) defaults() {
+	if c.MaxBody == 0 {
+		c.MaxBody = 1 << 20
+	}
+	if c.MaxKey == 0 {
+		c.MaxKey = 1024
+	}
+	if c.RetryFor == 0 {
+		c.RetryFor = 15 * time.Second
+	}
+	if c.PoolSize == 0 {
+		c.PoolSize = 16
+	}
+	if c.Log == nil {
+		c.Log = slog.Default()
+	}
+}
+
+// view is one ring version; lookups read it without locks.
+type view struct {
+	ring    *ring.Ring
+	version int64
+}
+
+// Router routes object operations by the ring.
+type Router struct {
+	cfg     Config
+	rings   *etcd.RingStore
+	reg     *etcd.Registry
+	buckets *etcd.Buckets
+	lease   *etcd.RouterLease
+	metrics *metrics
+
+	cur     atomic.Pointer[view]
+	mu      sync.Mutex
+	changed chan struct{} // closed and replaced on every new ring version
+	pools   map[string]*pgxpool.Pool
+	opts    sync.Map // bucket name -> shard.BucketOptions
+}
+
+// New creates a router; Run starts it following the ring.
+func New(cfg Config) *Router {
+	cfg.defaults()
+	r := &Router{
+		cfg:     cfg,
+		rings:   etcd.NewRingStore(cfg.Etcd),
+		reg:     etcd.NewRegistry(cfg.Etcd),
+		buckets: etcd.NewBuckets(cfg.Etcd),
+		changed: make(chan struct{}),
+		pools:   map[string]*pgxpool.Pool{},
+		metrics: newMetrics(),
+	}
+	r.lease = etcd.NewRouterLease(cfg.Etcd, etcd.RouterInfo{Name: cfg.Name, URL: cfg.URL}, 10*time.Second)
+	return r
+}
+
+// Run follows the ring and keeps the router registered until ctx ends.
+func (r *Router) Run(ctx context.Context) {
+	go r.lease.Run(ctx, func(err error) { r.cfg.Log.Warn("router registration", "err", err) })
+	for ctx.Err() == nil {
+		for u := range r.rings.Watch(ctx) {
+			if u.Err != nil {
+				if !errors.Is(u.Err, etcd.ErrNoRing) {
+					r.cfg.Log.Warn("ring watch", "err", u.Err)
+				}
+				continue
+			}
+			r.apply(ctx, u.Ring, u.Version.Version)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	r.mu.Lock()
+	for _, p := range r.pools {
+		p.Close()
+	}
+	r.pools = map[string]*pgxpool.Pool{}
+	r.mu.Unlock()
+}
+
+// apply makes a ring version current; older versions never replace newer.
+func (r *Router) apply(ctx context.Context, rg *ring.Ring, version int64) {
+	if cur := r.cur.Load(); cur != nil && cur.version >= version {
+		return
+	}
+	r.cur.Store(&view{ring: rg, version: version})
+	r.mu.Lock()
+	close(r.changed)
+	r.changed = make(chan struct{})
+	r.mu.Unlock()
+	r.metrics.ringVersion.Set(float64(version))
+	if err := r.lease.SetRingVersion(ctx, version); err != nil {
+		r.cfg.Log.Warn("record ring version", "version", version, "err", err)
+	}
+	r.cfg.Log.Info("ring version applied", "version", version, "vnodes", rg.Vnodes(), "pnodes", len(rg.Pnodes()))
+}
+
+// RingVersion is the version the router serves (0: none yet).
+func (r *Router) RingVersion() int64 {
+	if v := r.cur.Load(); v != nil {
+		return v.version
+	}
+	return 0
+}
+
+// waitRing waits up to d for a ring version newer than seen.
+func (r *Router) waitRing(ctx context.Context, seen int64, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		r.mu.Lock()
+		ch := r.changed
+		r.mu.Unlock()
+		if r.RingVersion() > seen {
+			return
+		}
+		select {
+		case <-ch:
+		case <-t.C:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// pool returns the connection pool for a pnode's primary.
+func (r *Router) pool(ctx context.Context, pnode string) (*pgxpool.Pool, error) {
+	r.mu.Lock()
+	p := r.pools[pnode]
+	r.mu.Unlock()
+	if p != nil {
+		return p, nil
+	}
+	pn, err := r.reg.Pnode(ctx, pnode)
+	if err != nil {
+		return nil, err
+	}
+	primary, err := pn.Primary()
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := pgxpool.ParseConfig(primary.DSN)
+	if err != nil {
+		return nil, fmt.Errorf("pnode %s: invalid DSN %s", pnode, postgres.RedactDSN(primary.DSN))
+	}
+	cfg.MaxConns = r.cfg.PoolSize
+	p, err = pgxpool.NewWithConfig(context.WithoutCancel(ctx), cfg)
+	if err != nil {
+		return nil, fmt.Errorf("pnode %s: %s", pnode, postgres.RedactDSN(err.Error()))
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if q := r.pools[pnode]; q != nil {
+		p.Close()
+		return q, nil
+	}
+	r.pools[pnode] = p
+	return p, nil
+}
+
+// bucketOptions reads a bucket's options once; they never change after
+// creation, because changing how keys hash would move every key.
+func (r *Router) bucketOptions(ctx context.Context, bucket string) (shard.BucketOptions, error) {
+	if o, ok := r.opts.Load(bucket); ok {
+		return o.(shard.BucketOptions), nil
+	}
+	var o shard.BucketOptions
+	if err := r.buckets.Get(ctx, bucket, &o); err != nil {
+		return o, err
+	}
+	r.opts.Store(bucket, o)
+	return o, nil
+}
+
+// HashKey is the part of a key that is hashed. With HashDir (Manta's
+// choice) it is the parent directory, so a directory's entries share a
+// vnode: "/u/stor/a/b" hashes "/u/stor/a", "/x" hashes "/".
+func HashKey(key string, opts shard.BucketOptions) string {
+	if !opts.HashDir || !strings.Contains(key, "/") {
+		return key
+	}
+	return path.Dir(key)
+}
+
+// Served says where an operation ran.
+type Served struct {
+	Vnode       uint32
+	Pnode       string
+	RingVersion int64
+	Retries     int
+}
+
+var (
+	// ErrNoRing: the router has no ring yet.
+	ErrNoRing = errors.New("the router has no ring yet")
+	// ErrStillFenced: the vnode stayed fenced past the retry deadline.
+	ErrStillFenced = errors.New("the vnode is being moved; retry later")
+	// ErrOutcomeUnknown: the connection failed after the write was sent, so
+	// it may or may not have committed. Never retried silently.
+	ErrOutcomeUnknown = errors.New("the shard connection failed during the write; its outcome is unknown")
+)
+
+// route runs op against the shard that owns key, retrying while the vnode
+// is fenced (frozen or moved) or read-only in the ring, until the ring
+// moves on or RetryFor passes.
+func (r *Router) route(ctx context.Context, opName, bucket, key string, write bool,
+	op func(ctx context.Context, p *pgxpool.Pool, vnode int32) error) (Served, error) {
+	opts, err := r.bucketOptions(ctx, bucket)
+	if err != nil {
+		return Served{}, err
+	}
+	hk := HashKey(key, opts)
+	deadline := time.Now().Add(r.cfg.RetryFor)
+	backoff := 5 * time.Millisecond
+	var s Served
+	for {
+		v := r.cur.Load()
+		if v == nil {
+			return s, ErrNoRing
+		}
+		loc := v.ring.LocateString(hk)
+		s.Vnode, s.Pnode, s.RingVersion = loc.Vnode, loc.Pnode, v.version
+		var err error
+		sent := false
+		if write && isReadOnly(loc.Data) {
+			err = errReadOnly
+		} else if p, perr := r.pool(ctx, loc.Pnode); perr != nil {
+			err = perr
+		} else {
+			sent = true
+			err = op(ctx, p, int32(loc.Vnode))
+		}
+		reason := retryReason(err)
+		if reason == "" {
+			if sent && write && err != nil && ctx.Err() == nil && !isPgError(err) && !isDomain(err) {
+				return s, fmt.Errorf("%w: %s", ErrOutcomeUnknown, postgres.RedactDSN(err.Error()))
+			}
+			return s, err
+		}
+		if time.Now().After(deadline) {
+			return s, fmt.Errorf("%w (vnode %d on %s: %s)", ErrStillFenced, loc.Vnode, loc.Pnode, reason)
+		}
+		s.Retries++
+		r.metrics.retries.WithLabelValues(opName, reason).Inc()
+		r.waitRing(ctx, v.version, backoff)
+		if ctx.Err() != nil {
+			return s, ctx.Err()
+		}
+		if backoff < 200*time.Millisecond {
+			backoff *= 2
+		}
+	}
+}
+
+var errReadOnly = errors.New("vnode is read-only in the ring")
+
+func isReadOnly(data []byte) bool { return string(data) == `"ro"` }
+
+// retryReason says why an attempt may be retried, or "" if it may not.
+func retryReason(err error) string {
+	switch {
+	case err == nil:
+		return ""
+	case errors.Is(err, errReadOnly):
+		return "read_only"
+	case shard.IsFenced(err):
+		var pe *pgconn.PgError
+		errors.As(err, &pe)
+		if pe.Code == shard.CodeFrozen {
+			return "frozen"
+		}
+		return "not_owned"
+	case !isPgError(err) && pgconn.SafeToRetry(err):
+		return "connect" // the request never reached the server
+	}
+	return ""
+}
+
+func isPgError(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe)
+}
+
+// isDomain: answers the shard gave, not failures.
+func isDomain(err error) bool {
+	return errors.Is(err, shard.ErrObjectNotFound) || errors.Is(err, shard.ErrEtagMismatch)
+}
