@@ -27,6 +27,7 @@ type Config struct {
 	Shards   int
 	Peers    int
 	Routers  int
+	Vnodes   int // ring size; 0 means DefaultVnodes
 	BasePort int // 0: let the kernel pick free ports
 	// Progress receives one line per step; nil discards them.
 	Progress io.Writer
@@ -46,14 +47,20 @@ func (c Config) Validate() error {
 	if c.Peers < 1 || c.Peers > 9 {
 		return fmt.Errorf("--peers must be between 1 and 9, got %d", c.Peers)
 	}
-	if c.Routers != 0 {
-		return fmt.Errorf("--routers: the router is not built yet; use 0")
+	if c.Routers < 0 || c.Routers > 16 {
+		return fmt.Errorf("--routers must be between 0 and 16, got %d", c.Routers)
+	}
+	if c.Vnodes < 0 || c.Vnodes > 10_000_000 {
+		return fmt.Errorf("--vnodes must be between 1 and 10000000, got %d", c.Vnodes)
 	}
 	if c.BasePort != 0 && (c.BasePort < 1024 || c.BasePort > 65000) {
 		return fmt.Errorf("--port must be between 1024 and 65000, got %d", c.BasePort)
 	}
 	return nil
 }
+
+// DefaultVnodes is the lab's ring size: small enough for quick runs.
+const DefaultVnodes = 1024
 
 // ShardName is the Manta-style name of the i-th shard (1-based).
 func ShardName(i int) string { return fmt.Sprintf("%d.moray", i) }
@@ -145,6 +152,14 @@ func Up(ctx context.Context, cfg Config) (st *State, err error) {
 	if st.EtcdPeerPort, err = pp.take(); err != nil {
 		return nil, err
 	}
+	for i := 0; i < cfg.Routers; i++ {
+		port, err := pp.take()
+		if err != nil {
+			return nil, err
+		}
+		st.RouterPorts = append(st.RouterPorts, port)
+		st.Routers = append(st.Routers, fmt.Sprintf("http://127.0.0.1:%d", port))
+	}
 	peerPorts := make([]int, cfg.Shards*cfg.Peers)
 	for i := range peerPorts {
 		if peerPorts[i], err = pp.take(); err != nil {
@@ -198,6 +213,19 @@ func Up(ctx context.Context, cfg Config) (st *State, err error) {
 	for i := 1; i <= cfg.Shards; i++ {
 		ports := peerPorts[(i-1)*cfg.Peers : i*cfg.Peers]
 		if err := buildShard(ctx, cfg, g, st, ShardName(i), ports, reg); err != nil {
+			return st, err
+		}
+	}
+	if cfg.Vnodes == 0 {
+		cfg.Vnodes = DefaultVnodes
+	}
+	cfg.progress("ring: %d vnodes over %d pnodes", cfg.Vnodes, cfg.Shards)
+	if err := initRing(ctx, cli, st, cfg.Vnodes); err != nil {
+		return st, err
+	}
+	if len(st.Routers) > 0 {
+		cfg.progress("waiting for %d routers to serve ring version %d", len(st.Routers), st.RingVersion)
+		if err := waitRouters(ctx, cli, st); err != nil {
 			return st, err
 		}
 	}
@@ -427,6 +455,15 @@ func teardown(st *State, g *pg) {
 	}
 	if st.SupervisorPID != 0 {
 		stopPID(st.SupervisorPID, syscall.SIGTERM, 20*time.Second)
+	}
+	// Routers outlive a supervisor that was killed; stop them by pid.
+	for i := range st.RouterPorts {
+		if b, err := os.ReadFile(RouterPIDFile(st.Dir, i)); err == nil {
+			var pid int
+			fmt.Sscanf(string(b), "%d", &pid)
+			stopPID(pid, syscall.SIGTERM, 10*time.Second)
+			os.Remove(RouterPIDFile(st.Dir, i))
+		}
 	}
 	if st.DataRoot != "" {
 		os.RemoveAll(st.DataRoot)

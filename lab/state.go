@@ -21,6 +21,8 @@ type State struct {
 	EtcdURL        string   `json:"etcd"`
 	SupervisorPID  int      `json:"supervisor_pid"`
 	Routers        []string `json:"routers"`
+	RouterPorts    []int    `json:"router_ports"`
+	RingVersion    int64    `json:"ring_version"`
 	Shards         []Shard  `json:"shards"`
 	Ready          bool     `json:"ready"`
 }

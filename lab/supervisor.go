@@ -1,12 +1,17 @@
 package lab
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
+	"sync"
 	"syscall"
+	"time"
 
 	"github.com/reshard/reshard/etcd"
 )
@@ -17,16 +22,23 @@ const SupervisorEnv = "RESHARD_LAB_SUPERVISE"
 
 func readyPath(dir string) string { return filepath.Join(dir, "supervisor.ready") }
 
-// Supervise runs the lab's long-lived services (the embedded etcd) until
-// SIGTERM or SIGINT. `lab up` starts it; `lab down` stops it.
+// RouterPIDFile is where the supervisor records a router's pid, so a fault
+// test can kill one and `lab down` can stop them even if the supervisor died.
+func RouterPIDFile(dir string, i int) string {
+	return filepath.Join(dir, "run", fmt.Sprintf("router-%d.pid", i+1))
+}
+
+// Supervise runs the lab's long-lived services until SIGTERM or SIGINT: the
+// embedded etcd, and the routers as child processes that it restarts if
+// they die. `lab up` starts it; `lab down` stops it.
 func Supervise(dir string) error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	st, err := Load(dir)
 	if err != nil {
 		return err
 	}
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
 	m, err := etcd.StartEmbedded(filepath.Join(dir, "etcd"), st.EtcdClientPort, st.EtcdPeerPort,
 		filepath.Join(dir, "logs", "etcd.log"))
 	if err != nil {
@@ -34,15 +46,73 @@ func Supervise(dir string) error {
 	}
 	defer m.Close()
 	log.Info("etcd ready", "url", m.ClientURL)
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "run"), 0o755); err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	for i, port := range st.RouterPorts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			keepRouter(ctx, log, dir, exe, m.ClientURL, i, port)
+		}()
+	}
 	if err := os.WriteFile(readyPath(dir), []byte(m.ClientURL), 0o644); err != nil {
 		return err
 	}
+	var ferr error
 	select {
-	case s := <-sigs:
-		log.Info("stopping", "signal", s.String())
+	case <-ctx.Done():
+		log.Info("stopping")
 	case err := <-m.Err():
-		return fmt.Errorf("etcd failed: %w", err)
+		ferr = fmt.Errorf("etcd failed: %w", err)
+		stop()
 	}
+	wg.Wait()
 	os.Remove(readyPath(dir))
-	return nil
+	return ferr
+}
+
+// keepRouter runs router i and starts it again when it dies, until ctx ends.
+func keepRouter(ctx context.Context, log *slog.Logger, dir, exe, etcdURL string, i, port int) {
+	name := fmt.Sprintf("router-%d", i+1)
+	for ctx.Err() == nil {
+		logf, err := os.OpenFile(filepath.Join(dir, "logs", name+".log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+		if err != nil {
+			log.Error("router log", "err", err)
+			return
+		}
+		cmd := exec.Command(exe, "router", "--etcd", etcdURL, "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--name", name)
+		cmd.Stdout, cmd.Stderr = logf, logf
+		if err := cmd.Start(); err != nil {
+			logf.Close()
+			log.Error("start router", "router", name, "err", err)
+		} else {
+			os.WriteFile(RouterPIDFile(dir, i), []byte(strconv.Itoa(cmd.Process.Pid)), 0o644)
+			exited := make(chan error, 1)
+			go func() { exited <- cmd.Wait() }()
+			select {
+			case err := <-exited:
+				log.Warn("router exited; restarting", "router", name, "err", err)
+			case <-ctx.Done():
+				cmd.Process.Signal(syscall.SIGTERM)
+				select {
+				case <-exited:
+				case <-time.After(10 * time.Second):
+					cmd.Process.Kill()
+					<-exited
+				}
+			}
+			logf.Close()
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+	os.Remove(RouterPIDFile(dir, i))
 }

@@ -5,10 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/reshard/reshard/postgres"
@@ -47,7 +50,7 @@ func run(t *testing.T, env []string, args ...string) (string, string, bool) {
 
 func TestLabCLI(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "lab")
-	out, stderr, ok := run(t, nil, "lab", "up", "--dir", dir, "--shards", "1", "--peers", "2", "--json")
+	out, stderr, ok := run(t, nil, "lab", "up", "--dir", dir, "--shards", "1", "--peers", "2", "--routers", "1", "--vnodes", "16", "--json")
 	if !ok {
 		t.Fatalf("lab up: %s", stderr)
 	}
@@ -66,12 +69,34 @@ func TestLabCLI(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &up); err != nil {
 		t.Fatalf("lab up --json printed %q: %v", out, err)
 	}
-	if !strings.HasPrefix(up.Etcd, "http://127.0.0.1:") || up.Routers == nil || len(up.Shards) != 1 ||
+	if !strings.HasPrefix(up.Etcd, "http://127.0.0.1:") || len(up.Routers) != 1 || len(up.Shards) != 1 ||
 		up.Shards[0].Name != "1.moray" || len(up.Shards[0].Peers) != 2 ||
 		up.Shards[0].Peers[0].Role != "primary" || up.Shards[0].Peers[1].Role != "sync" || up.Shards[0].Peers[0].Port == 0 {
 		t.Fatalf("lab up --json: %s", out)
 	}
 	env := []string{"RESHARD_ETCD=" + up.Etcd}
+
+	// The router is its own process, serving the lab's ring.
+	resp, err := http.Get(up.Routers[0] + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var health struct {
+		RingVersion int64 `json:"ring_version"`
+	}
+	json.NewDecoder(resp.Body).Decode(&health)
+	resp.Body.Close()
+	if health.RingVersion != 1 {
+		t.Fatalf("router serves ring %d", health.RingVersion)
+	}
+	pidb, err := os.ReadFile(filepath.Join(dir, "run", "router-1.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	routerPID, _ := strconv.Atoi(string(pidb))
+	if out, _, _ := run(t, env, "ring", "get-pnodes", "--json"); !strings.Contains(out, "1.moray") {
+		t.Fatalf("ring get-pnodes: %s", out)
+	}
 
 	// A second up on the same dir is one clear line, and changes nothing.
 	if _, stderr, ok := run(t, nil, "lab", "up", "--dir", dir); ok || !strings.Contains(stderr, "already up") || strings.Count(stderr, "\n") != 1 {
@@ -146,6 +171,9 @@ func TestLabCLI(t *testing.T) {
 
 	if _, stderr, ok := run(t, nil, "lab", "down", "--dir", dir); !ok {
 		t.Fatalf("lab down: %s", stderr)
+	}
+	if syscall.Kill(routerPID, 0) == nil {
+		t.Fatalf("router pid %d still running after lab down", routerPID)
 	}
 	if _, stderr, ok := run(t, nil, "lab", "status", "--dir", dir); ok || !strings.Contains(stderr, "no lab") {
 		t.Fatalf("status after down: %s", stderr)

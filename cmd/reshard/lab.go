@@ -70,7 +70,10 @@ func printLab(w io.Writer, g *globals, st *lab.State) error {
 	if g.json {
 		return printJSON(w, viewOf(st))
 	}
-	fmt.Fprintf(w, "etcd: %s\n", st.EtcdURL)
+	fmt.Fprintf(w, "etcd: %s (ring version %d)\n", st.EtcdURL, st.RingVersion)
+	for _, r := range st.Routers {
+		fmt.Fprintf(w, "router: %s\n", r)
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "SHARD\tROLE\tPEER\tDSN")
 	for _, sh := range st.Shards {
@@ -115,7 +118,8 @@ func newLabUpCmd(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&cfg.Dir, "dir", "", "directory for the lab's state and logs (required)")
 	cmd.Flags().IntVar(&cfg.Shards, "shards", 2, "number of shards (1.moray, 2.moray, ...)")
 	cmd.Flags().IntVar(&cfg.Peers, "peers", 3, "PostgreSQL peers per shard: primary, sync, then asyncs")
-	cmd.Flags().IntVar(&cfg.Routers, "routers", 0, "number of routers (not built yet: 0)")
+	cmd.Flags().IntVar(&cfg.Routers, "routers", 0, "number of routers, each its own process")
+	cmd.Flags().IntVar(&cfg.Vnodes, "vnodes", lab.DefaultVnodes, "vnodes in the ring, spread over the shards")
 	cmd.Flags().IntVar(&cfg.BasePort, "port", 0, "first port to use, then consecutive ones (default: free ports)")
 	cmd.MarkFlagRequired("dir")
 	return cmd

@@ -1,0 +1,114 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/reshard/reshard/etcd"
+	"github.com/reshard/reshard/router"
+	"github.com/spf13/cobra"
+)
+
+func newRouterCmd(g *globals) *cobra.Command {
+	var listen, name, advertise, token, tokenFile string
+	cfg := router.Config{}
+	cmd := &cobra.Command{
+		Use:   "router --etcd URL --listen ADDR",
+		Short: "Serve objects over HTTP/JSON, routed by the ring (electric-moray's role)",
+		Long: `The router is stateless. It reads the ring from etcd and follows every new
+version through a watch, without a restart, and keeps a pool of connections
+to each pnode's primary. When a shard fences a write because its vnode is
+frozen or has moved, the router waits for the next ring version and retries
+(up to --retry-for), so clients see a short delay during a reshard, not an
+error. It registers itself in etcd with the ring version it serves, so a
+reshard can wait until every router has the new ring.
+
+API (JSON):
+  PUT    /buckets/B                 create bucket B on every shard ({"hash_dir":true} optional)
+  PUT    /buckets/B/objects/KEY     write (If-Match: "ETAG" for a conditional write)
+  GET    /buckets/B/objects/KEY     read
+  DELETE /buckets/B/objects/KEY     delete (If-Match optional)
+  GET    /buckets/B/objects?prefix=P&limit=N
+  GET    /metrics (Prometheus), /healthz`,
+		Example: `  reshard router --etcd http://127.0.0.1:2379 --listen 127.0.0.1:8080
+  curl -X PUT localhost:8080/buckets/manta -d '{"hash_dir":true}'
+  curl -X PUT localhost:8080/buckets/manta/objects//u/stor/a -d '{"size":1}'`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if tokenFile != "" {
+				b, err := os.ReadFile(tokenFile)
+				if err != nil {
+					return fmt.Errorf("--token-file: %w", err)
+				}
+				token = strings.TrimSpace(string(b))
+			}
+			if name == "" {
+				h, _ := os.Hostname()
+				name = fmt.Sprintf("%s-%d", h, os.Getpid())
+			}
+			l, err := net.Listen("tcp", listen)
+			if err != nil {
+				return fmt.Errorf("--listen %s: %w", listen, err)
+			}
+			if advertise == "" {
+				advertise = "http://" + l.Addr().String()
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+			cli, err := etcd.Connect(cctx, g.etcd)
+			cancel()
+			if err != nil {
+				l.Close()
+				return err
+			}
+			defer cli.Close()
+			log := slog.New(slog.NewJSONHandler(cmd.ErrOrStderr(), nil)).With("router", name)
+			cfg.Etcd, cfg.Name, cfg.URL, cfg.Token, cfg.Log = cli, name, advertise, token, log
+			rt := router.New(cfg)
+			done := make(chan struct{})
+			go func() { rt.Run(ctx); close(done) }()
+			srv := &http.Server{
+				Handler:           rt.Handler(),
+				ReadHeaderTimeout: 10 * time.Second,
+				ReadTimeout:       30 * time.Second,
+				WriteTimeout:      cfg.RetryFor + 30*time.Second,
+				IdleTimeout:       2 * time.Minute,
+			}
+			log.Info("router listening", "addr", l.Addr().String(), "etcd", g.etcd)
+			errc := make(chan error, 1)
+			go func() { errc <- srv.Serve(l) }()
+			select {
+			case <-ctx.Done():
+			case err := <-errc:
+				if !errors.Is(err, http.ErrServerClosed) {
+					return err
+				}
+			}
+			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			srv.Shutdown(sctx)
+			<-done
+			log.Info("router stopped")
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8080", "address to serve HTTP on")
+	cmd.Flags().StringVar(&name, "name", "", "name in etcd (default HOST-PID)")
+	cmd.Flags().StringVar(&advertise, "url", "", "URL clients use (default http://LISTEN)")
+	cmd.Flags().StringVar(&token, "token", "", "require this bearer token (prefer --token-file)")
+	cmd.Flags().StringVar(&tokenFile, "token-file", "", "read the bearer token from this file")
+	cmd.Flags().DurationVar(&cfg.RetryFor, "retry-for", 15*time.Second, "how long to retry an operation on a moving vnode")
+	cmd.Flags().Int64Var(&cfg.MaxBody, "max-body", 1<<20, "largest request body in bytes")
+	cmd.Flags().Int32Var(&cfg.PoolSize, "pool-size", 16, "connections to each shard's primary")
+	return cmd
+}
