@@ -149,6 +149,24 @@ func (r *Router) RingVersion() int64 {
 	return 0
 }
 
+// WaitRing waits until the router has a ring, or ctx ends.
+func (r *Router) WaitRing(ctx context.Context) error {
+	for r.RingVersion() == 0 {
+		r.mu.Lock()
+		ch := r.changed
+		r.mu.Unlock()
+		if r.RingVersion() > 0 {
+			break
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ErrNoRing
+		}
+	}
+	return nil
+}
+
 // waitRing waits up to d for a ring version newer than seen.
 func (r *Router) waitRing(ctx context.Context, seen int64, d time.Duration) {
 	t := time.NewTimer(d)

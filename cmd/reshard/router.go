@@ -84,7 +84,14 @@ API (JSON):
 				WriteTimeout:      cfg.RetryFor + 30*time.Second,
 				IdleTimeout:       2 * time.Minute,
 			}
-			log.Info("router listening", "addr", l.Addr().String(), "etcd", g.etcd)
+			// Accept requests only once the ring is loaded, so a restarted
+			// router delays its first clients instead of failing them.
+			wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
+			if err := rt.WaitRing(wctx); err != nil {
+				log.Warn("serving without a ring", "err", err)
+			}
+			wcancel()
+			log.Info("router listening", "addr", l.Addr().String(), "etcd", g.etcd, "ring_version", rt.RingVersion())
 			errc := make(chan error, 1)
 			go func() { errc <- srv.Serve(l) }()
 			select {
