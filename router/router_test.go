@@ -41,7 +41,7 @@ type env struct {
 }
 
 // setup brings up a lab of two single-peer shards and a router in-process.
-func setup(t *testing.T, token string) *env {
+func setup(t testing.TB, token string) *env {
 	t.Helper()
 	ctx := context.Background()
 	exe, _ := os.Executable()
@@ -67,7 +67,7 @@ func setup(t *testing.T, token string) *env {
 	return &env{st: st, cli: cli, srv: srv, rt: rt}
 }
 
-func waitVersion(t *testing.T, rt *router.Router, v int64) {
+func waitVersion(t testing.TB, rt *router.Router, v int64) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for rt.RingVersion() < v {
@@ -78,7 +78,7 @@ func waitVersion(t *testing.T, rt *router.Router, v int64) {
 	}
 }
 
-func (e *env) do(t *testing.T, method, path, body string, hdr ...string) (*http.Response, string) {
+func (e *env) do(t testing.TB, method, path, body string, hdr ...string) (*http.Response, string) {
 	t.Helper()
 	req, _ := http.NewRequest(method, e.srv.URL+path, strings.NewReader(body))
 	for i := 0; i+1 < len(hdr); i += 2 {

@@ -1,0 +1,122 @@
+package router_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/reshard/reshard/etcd"
+	"github.com/reshard/reshard/shard"
+)
+
+// BenchmarkRouterVsDirect measures the same puts and gets through the
+// router's HTTP API and with pgx straight to the shard, at the same
+// concurrency, in one run. Run with:
+//
+//	go test -run '^$' -bench RouterVsDirect -benchtime 5s ./router/
+func BenchmarkRouterVsDirect(b *testing.B) {
+	e := setup(b, "")
+	ctx := context.Background()
+	e.do(b, "PUT", "/buckets/bench", `{}`)
+	rg, _, err := etcd.NewRingStore(e.cli).Current(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	pools := map[string]*pgxpool.Pool{}
+	for _, sh := range e.st.Shards {
+		p, err := pgxpool.New(ctx, sh.Peers[0].DSN())
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer p.Close()
+		pools[sh.Name] = p
+	}
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	value := []byte(`{"size": 1024, "owner": "5884dd74-949a-40ec-8d13-dd3151897343"}`)
+	const concurrency = 16
+	type op func(i int64) error
+	cases := []struct {
+		name string
+		run  op
+	}{
+		{"put/router", func(i int64) error {
+			req, _ := http.NewRequest("PUT", fmt.Sprintf("%s/buckets/bench/objects/k%d", e.srv.URL, i%5000), bytes.NewReader(value))
+			return send(client, req, 200)
+		}},
+		{"put/direct", func(i int64) error {
+			key := fmt.Sprintf("k%d", i%5000)
+			loc := rg.LocateString(key)
+			_, err := shard.PutObject(ctx, pools[loc.Pnode], "bench", shard.Object{Key: key, Value: value, Vnode: int32(loc.Vnode)}, "")
+			return err
+		}},
+		{"get/router", func(i int64) error {
+			req, _ := http.NewRequest("GET", fmt.Sprintf("%s/buckets/bench/objects/k%d", e.srv.URL, i%5000), nil)
+			return send(client, req, 200)
+		}},
+		{"get/direct", func(i int64) error {
+			key := fmt.Sprintf("k%d", i%5000)
+			loc := rg.LocateString(key)
+			_, err := shard.GetObject(ctx, pools[loc.Pnode], "bench", key, int32(loc.Vnode))
+			return err
+		}},
+	}
+	for _, c := range cases {
+		b.Run(c.name, func(b *testing.B) {
+			var n atomic.Int64
+			lat := make([][]time.Duration, concurrency)
+			var wg sync.WaitGroup
+			b.ResetTimer()
+			for w := 0; w < concurrency; w++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for {
+						i := n.Add(1)
+						if i > int64(b.N) {
+							return
+						}
+						t0 := time.Now()
+						if err := c.run(i); err != nil {
+							b.Error(err)
+							return
+						}
+						lat[w] = append(lat[w], time.Since(t0))
+					}
+				}()
+			}
+			wg.Wait()
+			b.StopTimer()
+			var all []time.Duration
+			for _, l := range lat {
+				all = append(all, l...)
+			}
+			sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
+			if len(all) > 0 {
+				b.ReportMetric(float64(all[len(all)/2].Microseconds()), "p50-µs")
+				b.ReportMetric(float64(all[len(all)*99/100].Microseconds()), "p99-µs")
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
+		})
+	}
+}
+
+func send(c *http.Client, req *http.Request, want int) error {
+	resp, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != want {
+		return fmt.Errorf("%s %s: HTTP %d", req.Method, req.URL.Path, resp.StatusCode)
+	}
+	return nil
+}
