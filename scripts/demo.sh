@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The demo so far: a lab of two Manatee-shaped shards, an empty third shard
-# added as a reshard destination, and the operator's views of them.
+# The demo so far: a lab of two Manatee-shaped shards behind two routers,
+# traffic through them with a ledger of every acknowledged write, a router
+# killed mid-run, and a verify that nothing was lost. (The online split
+# itself arrives with the orchestrator.)
 set -euo pipefail
 BIN="${1:-bin/reshard}"
 DIR="$(mktemp -d /tmp/reshard-demo-XXXXXX)"
@@ -8,17 +10,31 @@ trap '"$BIN" lab down --dir "$DIR" >/dev/null 2>&1 || true; rm -rf "$DIR"' EXIT
 
 step() { printf '\n== %s\n' "$*"; }
 
-step "lab up: embedded etcd, 2 shards x 3 peers (primary, sync, async)"
-"$BIN" lab up --dir "$DIR" --shards 2 --peers 3
-export RESHARD_ETCD="$(sed -n 's/.*"etcd": "\(.*\)".*/\1/p' "$DIR/lab.json")"
+step "lab up: embedded etcd, 2 shards x 3 peers (primary, sync, async), 2 routers"
+"$BIN" lab up --dir "$DIR" --shards 2 --peers 3 --routers 2 --json > "$DIR/lab-up.json"
+export RESHARD_ETCD="$(sed -n 's/.*"etcd": "\([^"]*\)".*/\1/p' "$DIR/lab.json")"
+ROUTERS=$(grep -o 'http://127.0.0.1:[0-9]*' "$DIR/lab-up.json" | grep -v "$RESHARD_ETCD" | sed 's/^/--router /' | tr '\n' ' ')
 
 step "lab status: the lab's manatee-adm show"
 "$BIN" lab status --dir "$DIR"
 
+step "ring: 1024 vnodes over the pnodes, stored in etcd"
+"$BIN" ring get-pnodes
+"$BIN" ring locate /user/stor/re-shard-canary-dir
+
+step "load: 15s of mixed traffic through both routers; router-1 is killed at 5s"
+( sleep 5; kill -9 "$(cat "$DIR/run/router-1.pid")" && echo ">> killed router-1 (the supervisor restarts it)" >&2 ) &
+# shellcheck disable=SC2086
+"$BIN" load $ROUTERS --duration 15s --rate 400 --keys 2000 --ledger "$DIR/ledger.jsonl"
+
+step "verify: every acknowledged write is on the shard that owns its key"
+"$BIN" verify --ledger "$DIR/ledger.jsonl"
+
+step "vnode-stats: the RFD's step 1 on 1.moray (top 10)"
+"$BIN" vnode-stats --pnode 1.moray --top 10
+
 step "lab add-shard: an empty 3.moray, the destination of a reshard"
 "$BIN" lab add-shard --dir "$DIR" --name 3.moray --peers 3 >/dev/null
-
-step "pnode list: the shard registry in etcd"
 "$BIN" pnode list
 
 step "lab down"
