@@ -198,7 +198,8 @@ func TestUpBadInputStartsNothing(t *testing.T) {
 		{"negative peers", func(c *Config) { c.Peers = -1 }, "--peers"},
 		{"dir is a file", func(c *Config) { c.Dir = file }, "is a file"},
 		{"occupied port", func(c *Config) { c.BasePort = busyPort }, "in use"},
-		{"routers", func(c *Config) { c.Routers = 2 }, "--routers"},
+		{"negative routers", func(c *Config) { c.Routers = -1 }, "--routers"},
+		{"too many vnodes", func(c *Config) { c.Vnodes = 20_000_000 }, "--vnodes"},
 		// Fails after the data root exists: everything must be undone.
 		{"supervisor dies", func(c *Config) { c.Supervisor = []string{"/bin/false"} }, "supervisor exited"},
 	}
