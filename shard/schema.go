@@ -48,6 +48,11 @@ create table if not exists reshard_vnodes (
 	writable boolean not null,
 	ring_version bigint not null
 );
+create table if not exists reshard_markers (
+	job text not null,
+	token text not null,
+	primary key (job, token)
+);
 create table if not exists reshard_buckets (
 	name text primary key,
 	options jsonb not null default '{}'
@@ -67,6 +72,10 @@ end $$;
 create or replace function reshard_fence() returns trigger
 language plpgsql as $$
 begin
+	-- A reshard's cleanup deletes rows of vnodes this shard gave away.
+	if tg_op = 'DELETE' and current_setting('reshard.cleanup', true) = 'on' then
+		return old;
+	end if;
 	if tg_op in ('UPDATE', 'DELETE') then
 		perform reshard_fence_check(old._vnode);
 	end if;

@@ -1,0 +1,389 @@
+package shard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// A reshard's logical strategy copies the moving vnodes' rows with
+// PostgreSQL's row-filtered logical replication: a publication on the
+// origin whose filter selects the moving vnodes, and a subscription on the
+// destination. Every function here is idempotent: a resumed job runs it again.
+
+// Range is an inclusive range of vnode ids.
+type Range struct{ Lo, Hi int32 }
+
+// Filter is a row filter over _vnode. A filter's cost while streaming grows
+// with its length, so callers pass few ranges (one for a split in half).
+func Filter(ranges []Range) string {
+	parts := make([]string, len(ranges))
+	for i, r := range ranges {
+		if r.Lo == r.Hi {
+			parts[i] = fmt.Sprintf("_vnode = %d", r.Lo)
+		} else {
+			parts[i] = fmt.Sprintf("(_vnode >= %d and _vnode <= %d)", r.Lo, r.Hi)
+		}
+	}
+	return strings.Join(parts, " or ")
+}
+
+var objectName = regexp.MustCompile(`^[a-z][a-z0-9_]{0,62}$`)
+
+func checkName(n string) error {
+	if !objectName.MatchString(n) {
+		return fmt.Errorf("invalid replication object name %q", n)
+	}
+	return nil
+}
+
+// CreatePublication publishes the buckets' rows in ranges, and the marker
+// table whole, on the origin.
+func CreatePublication(ctx context.Context, q Querier, name string, buckets []string, ranges []Range) error {
+	if err := checkName(name); err != nil {
+		return err
+	}
+	var exists bool
+	if err := q.QueryRow(ctx, `select exists (select 1 from pg_publication where pubname = $1)`, name).Scan(&exists); err != nil {
+		return err
+	}
+	if exists {
+		return nil
+	}
+	filter := Filter(ranges)
+	tables := make([]string, 0, len(buckets)+1)
+	for _, b := range buckets {
+		if err := ValidateBucket(b); err != nil {
+			return err
+		}
+		tables = append(tables, fmt.Sprintf("table %s where (%s)", quoteIdent(b), filter))
+	}
+	tables = append(tables, "table reshard_markers")
+	_, err := q.Exec(ctx, fmt.Sprintf("create publication %s for %s", quoteIdent(name), strings.Join(tables, ", ")))
+	if err != nil {
+		return fmt.Errorf("create publication %s: %w", name, err)
+	}
+	return nil
+}
+
+// DropPublication removes the publication if it exists.
+func DropPublication(ctx context.Context, q Querier, name string) error {
+	if err := checkName(name); err != nil {
+		return err
+	}
+	_, err := q.Exec(ctx, "drop publication if exists "+quoteIdent(name))
+	return err
+}
+
+// CreateSubscription subscribes the destination to the origin's publication;
+// its slot on the origin has the subscription's name. The conninfo holds the
+// origin's credentials: it goes into the statement only, never into an error.
+func CreateSubscription(ctx context.Context, q Querier, name, conninfo, publication string) error {
+	if err := checkName(name); err != nil {
+		return err
+	}
+	if err := checkName(publication); err != nil {
+		return err
+	}
+	var exists bool
+	if err := q.QueryRow(ctx, `select exists (select 1 from pg_subscription where subname = $1)`, name).Scan(&exists); err != nil {
+		return err
+	}
+	if exists {
+		return nil
+	}
+	lit := "'" + strings.ReplaceAll(conninfo, "'", "''") + "'"
+	_, err := q.Exec(ctx, fmt.Sprintf("create subscription %s connection %s publication %s with (copy_data = true)",
+		quoteIdent(name), lit, quoteIdent(publication)))
+	if err != nil {
+		return fmt.Errorf("create subscription %s: %s", name, scrubConninfo(err, conninfo))
+	}
+	return nil
+}
+
+func scrubConninfo(err error, conninfo string) string {
+	return strings.ReplaceAll(err.Error(), conninfo, "(origin)")
+}
+
+// DropSubscription removes the subscription and, through it, its slot on
+// the origin. If the origin cannot be reached the slot is detached first so
+// the drop succeeds; DropSlot on the origin then removes it.
+func DropSubscription(ctx context.Context, q Querier, name string) error {
+	if err := checkName(name); err != nil {
+		return err
+	}
+	var exists bool
+	if err := q.QueryRow(ctx, `select exists (select 1 from pg_subscription where subname = $1)`, name).Scan(&exists); err != nil {
+		return err
+	}
+	if !exists {
+		return nil
+	}
+	id := quoteIdent(name)
+	if _, err := q.Exec(ctx, "drop subscription "+id); err == nil {
+		return nil
+	}
+	if _, err := q.Exec(ctx, "alter subscription "+id+" disable"); err != nil {
+		return err
+	}
+	if _, err := q.Exec(ctx, "alter subscription "+id+" set (slot_name = none)"); err != nil {
+		return err
+	}
+	_, err := q.Exec(ctx, "drop subscription "+id)
+	return err
+}
+
+// DropSlot removes a replication slot on the origin if it is still there.
+// A slot left behind holds WAL until the origin's disk fills.
+func DropSlot(ctx context.Context, q Querier, name string) error {
+	for i := 0; i < 50; i++ {
+		var active *bool
+		err := q.QueryRow(ctx, `select active from pg_replication_slots where slot_name = $1`, name).Scan(&active)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if active != nil && !*active {
+			_, err := q.Exec(ctx, `select pg_drop_replication_slot($1)`, name)
+			return err
+		}
+		// The walsender is still attached; it goes once the subscription does.
+		if _, err := q.Exec(ctx, `select pg_terminate_backend(active_pid) from pg_replication_slots where slot_name = $1 and active_pid is not null`, name); err != nil {
+			return err
+		}
+		if _, err := q.Exec(ctx, `select pg_sleep(0.1)`); err != nil {
+			return err
+		}
+	}
+	return fmt.Errorf("replication slot %s stays active", name)
+}
+
+// SlotExists reports whether the origin still has the slot.
+func SlotExists(ctx context.Context, q Querier, name string) (bool, error) {
+	var n int
+	err := q.QueryRow(ctx, `select count(*) from pg_replication_slots where slot_name = $1`, name).Scan(&n)
+	return n > 0, err
+}
+
+// SyncState says how far the subscription's initial copy is: tables ready
+// (streaming) out of all.
+func SyncState(ctx context.Context, q Querier, subscription string) (ready, total int, err error) {
+	err = q.QueryRow(ctx, `select count(*) filter (where r.srsubstate = 'r'), count(*)
+		from pg_subscription_rel r join pg_subscription s on s.oid = r.srsubid where s.subname = $1`,
+		subscription).Scan(&ready, &total)
+	return ready, total, err
+}
+
+// SlotLag is how many bytes of WAL the origin has written that the slot's
+// subscriber has not yet confirmed.
+func SlotLag(ctx context.Context, q Querier, slot string) (int64, error) {
+	var lag *int64
+	err := q.QueryRow(ctx, `select pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint
+		from pg_replication_slots where slot_name = $1`, slot).Scan(&lag)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, fmt.Errorf("replication slot %s does not exist", slot)
+	}
+	if err != nil || lag == nil {
+		return 0, err
+	}
+	return *lag, nil
+}
+
+// PutMarker writes a marker row on the origin. The destination applies
+// transactions in commit order, so once it sees the marker it has applied
+// every change committed before it.
+func PutMarker(ctx context.Context, q Querier, job, token string) error {
+	_, err := q.Exec(ctx, `insert into reshard_markers (job, token) values ($1, $2) on conflict do nothing`, job, token)
+	return err
+}
+
+// HasMarker reports whether the marker has arrived.
+func HasMarker(ctx context.Context, q Querier, job, token string) (bool, error) {
+	var ok bool
+	err := q.QueryRow(ctx, `select exists (select 1 from reshard_markers where job = $1 and token = $2)`, job, token).Scan(&ok)
+	return ok, err
+}
+
+// DropMarkers removes a job's markers.
+func DropMarkers(ctx context.Context, q Querier, job string) error {
+	_, err := q.Exec(ctx, `delete from reshard_markers where job = $1`, job)
+	return err
+}
+
+// Checksum summarizes one vnode's rows in one bucket: their number and a
+// sum of hashes of key and etag, so a lost, extra or different row shows.
+type Checksum struct {
+	Rows int64
+	Sum  string // numeric, as text: exact, whatever the row count
+}
+
+// BucketVnode names one vnode's rows in one bucket.
+type BucketVnode struct {
+	Bucket string
+	Vnode  int32
+}
+
+// Checksums computes the checksum of every vnode in ranges, per bucket.
+func Checksums(ctx context.Context, q Querier, buckets []string, ranges []Range) (map[BucketVnode]Checksum, error) {
+	out := map[BucketVnode]Checksum{}
+	filter := Filter(ranges)
+	for _, b := range buckets {
+		if err := ValidateBucket(b); err != nil {
+			return nil, err
+		}
+		rows, err := q.Query(ctx, fmt.Sprintf(`select _vnode, count(*),
+			sum(hashtextextended(_key || ':' || _etag, 0)::numeric)::text
+			from %s where %s group by _vnode`, quoteIdent(b), filter))
+		if err != nil {
+			return nil, fmt.Errorf("checksums of %s: %w", b, err)
+		}
+		for rows.Next() {
+			var v int32
+			var c Checksum
+			if err := rows.Scan(&v, &c.Rows, &c.Sum); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			out[BucketVnode{b, v}] = c
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// Mismatches lists the vnodes whose checksums differ between two sides.
+func Mismatches(a, b map[BucketVnode]Checksum) []int32 {
+	bad := map[int32]bool{}
+	for k, ca := range a {
+		if b[k] != ca {
+			bad[k.Vnode] = true
+		}
+	}
+	for k := range b {
+		if _, ok := a[k]; !ok {
+			bad[k.Vnode] = true
+		}
+	}
+	out := make([]int32, 0, len(bad))
+	for v := range bad {
+		out = append(out, v)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// DeleteBatch deletes up to limit rows of vnodes in ranges that the shard
+// does not own, bypassing the fence for this delete only. It returns the
+// number deleted; 0 means none are left.
+func DeleteBatch(ctx context.Context, q Batcher, bucket string, ranges []Range, limit int) (int64, error) {
+	if err := ValidateBucket(bucket); err != nil {
+		return 0, err
+	}
+	t := quoteIdent(bucket)
+	b := &pgx.Batch{}
+	b.Queue(`select set_config('reshard.cleanup', 'on', true)`)
+	b.Queue(fmt.Sprintf(`delete from %[1]s where ctid = any(array(
+		select ctid from %[1]s b where (%[2]s)
+		and not exists (select 1 from reshard_vnodes v where v.vnode = b._vnode) limit $1))`, t, Filter(ranges)), limit)
+	br := q.SendBatch(ctx, b)
+	defer br.Close()
+	if _, err := br.Exec(); err != nil {
+		return 0, err
+	}
+	tag, err := br.Exec()
+	if err != nil {
+		return 0, err
+	}
+	return tag.RowsAffected(), br.Close()
+}
+
+// DeleteAll deletes every row of vnodes in ranges, owned or not: an aborted
+// job's copy on a destination that never served them.
+func DeleteAll(ctx context.Context, q Batcher, bucket string, ranges []Range, limit int) (int64, error) {
+	if err := ValidateBucket(bucket); err != nil {
+		return 0, err
+	}
+	t := quoteIdent(bucket)
+	b := &pgx.Batch{}
+	b.Queue(`select set_config('reshard.cleanup', 'on', true)`)
+	b.Queue(fmt.Sprintf(`delete from %[1]s where ctid = any(array(
+		select ctid from %[1]s where (%[2]s) limit $1))`, t, Filter(ranges)), limit)
+	br := q.SendBatch(ctx, b)
+	defer br.Close()
+	if _, err := br.Exec(); err != nil {
+		return 0, err
+	}
+	tag, err := br.Exec()
+	if err != nil {
+		return 0, err
+	}
+	return tag.RowsAffected(), br.Close()
+}
+
+// SyncSequences moves each bucket's _id sequence on dst past the origin's,
+// since logical replication does not carry sequences.
+func SyncSequences(ctx context.Context, origin, dst Querier, buckets []string) error {
+	for _, b := range buckets {
+		if err := ValidateBucket(b); err != nil {
+			return err
+		}
+		var last *int64
+		if err := origin.QueryRow(ctx, `select last_value from pg_sequences where schemaname = 'public' and sequencename = $1`,
+			b+"__id_seq").Scan(&last); err != nil {
+			return fmt.Errorf("sequence of %s on the origin: %w", b, err)
+		}
+		if last == nil {
+			continue
+		}
+		if _, err := dst.Exec(ctx, `select setval(pg_get_serial_sequence($1, '_id'), greatest($2::bigint,
+			(select coalesce(last_value, 1) from pg_sequences where schemaname = 'public' and sequencename = $3)))`,
+			quoteIdent(b), *last, b+"__id_seq"); err != nil {
+			return fmt.Errorf("sequence of %s on the destination: %w", b, err)
+		}
+	}
+	return nil
+}
+
+// RowCount counts rows of vnodes in ranges over the buckets.
+func RowCount(ctx context.Context, q Querier, buckets []string, ranges []Range) (int64, error) {
+	var total int64
+	for _, b := range buckets {
+		if err := ValidateBucket(b); err != nil {
+			return 0, err
+		}
+		var n int64
+		if err := q.QueryRow(ctx, fmt.Sprintf(`select count(*) from %s where %s`, quoteIdent(b), Filter(ranges))).Scan(&n); err != nil {
+			return 0, err
+		}
+		total += n
+	}
+	return total, nil
+}
+
+// UnownedRows counts rows in ranges whose vnode the shard does not own:
+// leftovers of an earlier move that a new publication would copy along.
+func UnownedRows(ctx context.Context, q Querier, buckets []string, ranges []Range) (int64, error) {
+	var total int64
+	for _, b := range buckets {
+		if err := ValidateBucket(b); err != nil {
+			return 0, err
+		}
+		var n int64
+		if err := q.QueryRow(ctx, fmt.Sprintf(`select count(*) from %s b where (%s)
+			and not exists (select 1 from reshard_vnodes v where v.vnode = b._vnode)`, quoteIdent(b), Filter(ranges))).Scan(&n); err != nil {
+			return 0, err
+		}
+		total += n
+	}
+	return total, nil
+}
