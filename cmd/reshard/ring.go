@@ -60,7 +60,7 @@ Vnode lists accept "0, 106, 943, 689", ranges "0-99" and strided ranges
   # Where does a key live?
   reshard ring locate --ring-file ring.json '/poseidon/stor/foo.txt'`,
 	}
-	cmd.PersistentFlags().StringVar(&o.file, "ring-file", "", "work on this ring file (node-fash JSON or reshard ring file) instead of etcd")
+	cmd.PersistentFlags().StringVar(&o.file, "ring-file", "", "work on this ring file instead of etcd: node-fash JSON, reshard ring file, or (read-only) a node-fash LevelDB directory or hash_ring.tar.gz image")
 	cmd.PersistentFlags().Int64Var(&o.expect, "expect-version", 0, "refuse to write unless the ring in etcd is at this version")
 	cmd.PersistentFlags().StringVar(&o.comment, "comment", "", "note recorded with the new ring version in etcd")
 	cmd.AddCommand(
@@ -99,20 +99,10 @@ func (o *ringOpts) load(cmd *cobra.Command) (*ring.Ring, int64, error) {
 	return r, rv.Version, err
 }
 
+// readRingFile reads any ring reshard knows (ring.Load); a LevelDB ring is
+// opened read-only.
 func readRingFile(path string) (*ring.Ring, string, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, "", err
-	}
-	format, err := ring.Detect(b)
-	if err != nil {
-		return nil, "", fmt.Errorf("%s: %v", path, err)
-	}
-	r, err := ring.Parse(b)
-	if err != nil {
-		return nil, "", fmt.Errorf("%s: %v", path, err)
-	}
-	return r, format, nil
+	return ring.Load(path)
 }
 
 // writeRingFile replaces path atomically, so a failed write never leaves a
@@ -157,6 +147,10 @@ func (o *ringOpts) update(cmd *cobra.Command, what string, change func(*ring.Rin
 		r, format, err := readRingFile(o.file)
 		if err != nil {
 			return 0, err
+		}
+		if format == ring.FormatLevelDB || format == ring.FormatImage {
+			// An operator's electric-moray ring is never changed in place.
+			return 0, fmt.Errorf("%s is a node-fash %s ring, which reshard only reads: import-fash it into etcd or a ring file first", o.file, format)
 		}
 		if err := change(r); err != nil {
 			return 0, err
@@ -634,24 +628,27 @@ func appendJSONString(b []byte, s string) []byte {
 
 func newRingImportFashCmd(o *ringOpts) *cobra.Command {
 	return &cobra.Command{
-		Use:   "import-fash FILE",
-		Short: "Store a node-fash serialized ring (e.g. from Manta's HASH_RING_IMAGE) as the ring",
-		Long: `Read a ring as 'fash serialize' writes it and store it: in etcd as a new
-version (replacing the current one, which stays in history), or with
---ring-file as reshard's ring file. The file is checked completely first:
-every vnode exactly once, known vnodes only, no duplicate pnodes, and an
-algorithm block consistent with the vnode count.`,
+		Use:   "import-fash PATH",
+		Short: "Store a node-fash ring (e.g. from Manta's HASH_RING_IMAGE) as the ring",
+		Long: `Read a node-fash ring and store it: in etcd as a new version (replacing
+the current one, which stays in history), or with --ring-file as reshard's
+ring file. PATH is a ring as 'fash serialize' writes it, a node-fash LevelDB
+directory (electric-moray's /electric-moray/chash/leveldb-*, opened
+read-only and never changed), or a hash_ring.tar.gz image holding one.
+The ring is checked completely first: every vnode exactly once, known
+vnodes only, no duplicate pnodes, and an algorithm block consistent with
+the vnode count.`,
 		Example: `  reshard ring import-fash /var/tmp/hash_ring/ring.json
-  reshard ring import-fash ring.json --ring-file ring.reshard`,
+  reshard ring import-fash /var/tmp/hash_ring.tar.gz
+  reshard ring import-fash /electric-moray/chash/leveldb-2021 --ring-file ring.reshard`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			b, err := os.ReadFile(args[0])
+			r, format, err := ring.Load(args[0])
 			if err != nil {
 				return err
 			}
-			r, err := ring.ParseFash(b)
-			if err != nil {
-				return fmt.Errorf("%s: %v", args[0], err)
+			if format == ring.FormatRing {
+				return fmt.Errorf("%s is a reshard ring file, not a node-fash ring", args[0])
 			}
 			text := fmt.Sprintf("imported a %s ring of %d vnodes on %d pnodes", r.Algorithm(), r.Vnodes(), len(r.Pnodes()))
 			if o.file != "" {
@@ -684,15 +681,21 @@ algorithm block consistent with the vnode count.`,
 }
 
 func newRingExportFashCmd(o *ringOpts) *cobra.Command {
-	var out string
+	var out, ldb string
 	var version int64
 	cmd := &cobra.Command{
 		Use:   "export-fash",
-		Short: "Print the ring in node-fash's serialized format",
+		Short: "Print the ring in node-fash's serialized format or write it as a LevelDB ring",
 		Long: `Write the ring exactly as 'fash serialize' would, so node-fash tools and
-electric-moray can read it. A ring imported from fash exports byte for byte.`,
+electric-moray can read it. A ring imported from fash exports byte for byte.
+
+With --leveldb DIR, write it as a node-fash LevelDB ring directory, the
+layout electric-moray loads, to go back to electric-moray; DIR must be new
+or empty. Pack it as RFD 103 does for a HASH_RING_IMAGE:
+tar -czf IMAGE.tar.gz -C PARENT hash_ring.`,
 		Example: `  reshard ring export-fash > ring.json
-  reshard ring export-fash --version 3 --out v3.json`,
+  reshard ring export-fash --version 3 --out v3.json
+  reshard ring export-fash --leveldb /var/tmp/hash_ring && tar -czf hash_ring.tar.gz -C /var/tmp hash_ring`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var r *ring.Ring
@@ -708,6 +711,16 @@ electric-moray can read it. A ring imported from fash exports byte for byte.`,
 			if err != nil {
 				return err
 			}
+			if ldb != "" {
+				if out != "" {
+					return fmt.Errorf("give --out or --leveldb, not both")
+				}
+				if err := r.WriteLevelDB(ldb); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "wrote a %s ring of %d vnodes on %d pnodes to %s\n", r.Algorithm(), r.Vnodes(), len(r.Pnodes()), ldb)
+				return nil
+			}
 			if out == "" {
 				return r.WriteFash(cmd.OutOrStdout())
 			}
@@ -715,6 +728,7 @@ electric-moray can read it. A ring imported from fash exports byte for byte.`,
 		},
 	}
 	cmd.Flags().StringVar(&out, "out", "", "write to this file instead of standard output")
+	cmd.Flags().StringVar(&ldb, "leveldb", "", "write a node-fash LevelDB ring into this new or empty directory")
 	cmd.Flags().Int64Var(&version, "version", 0, "export this etcd version instead of the current one")
 	return cmd
 }

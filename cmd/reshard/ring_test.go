@@ -1,8 +1,11 @@
 package main
 
 import (
+	"archive/tar"
 	"bufio"
 	"bytes"
+	"compress/gzip"
+	"crypto/sha256"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -183,5 +186,108 @@ func TestRingFileRejectsBadInputUntouched(t *testing.T) {
 	os.WriteFile(bad, []byte(`{"vnodes":2,"pnodeToVnodeMap":{"a":{"0":1}},"algorithm":{"NAME":"sha256"},"version":"2.1.0"}`), 0o644)
 	if _, err := runIn(t, "ring", "locate", "--ring-file", bad, "k"); err == nil || !strings.Contains(err.Error(), "malformed node-fash ring") {
 		t.Fatalf("malformed fash file: %v", err)
+	}
+}
+
+// hashDir hashes every file in dir, to prove a command left it alone.
+func hashDir(t *testing.T, dir string) map[string][32]byte {
+	t.Helper()
+	out := map[string][32]byte{}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[e.Name()] = sha256.Sum256(b)
+	}
+	return out
+}
+
+// tarGz packs dir as `tar -czf out -C parent hash_ring` does.
+func tarGz(t *testing.T, dir, out string) {
+	t.Helper()
+	f, err := os.Create(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	zw := gzip.NewWriter(f)
+	tw := tar.NewWriter(zw)
+	tw.WriteHeader(&tar.Header{Name: "hash_ring/", Typeflag: tar.TypeDir, Mode: 0o755})
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		b, _ := os.ReadFile(filepath.Join(dir, e.Name()))
+		tw.WriteHeader(&tar.Header{Name: "hash_ring/" + e.Name(), Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(b))})
+		tw.Write(b)
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// export-fash --leveldb writes electric-moray's layout; locate and
+// import-fash read it (and its hash_ring.tar.gz) without changing it, and
+// the round trip gives node-fash's file back byte for byte.
+func TestRingLevelDBCommands(t *testing.T) {
+	testdata := filepath.Join("..", "..", "ring", "testdata")
+	fashFile := filepath.Join(testdata, "ldb-md5-1024.fash.json")
+	b, err := os.ReadFile(filepath.Join(testdata, "ldb-md5-1024.vectors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := readLines(t, string(b))
+	tmp := t.TempDir()
+	ldb := filepath.Join(tmp, "hash_ring")
+	mustRun(t, "ring", "export-fash", "--ring-file", fashFile, "--leveldb", ldb)
+	if _, err := runIn(t, "ring", "export-fash", "--ring-file", fashFile, "--leveldb", ldb); err == nil || !strings.Contains(err.Error(), "not empty") {
+		t.Fatalf("export into a non-empty directory: %v", err)
+	}
+	image := filepath.Join(tmp, "hash_ring.tar.gz")
+	tarGz(t, ldb, image)
+	before := hashDir(t, ldb)
+
+	imported := filepath.Join(tmp, "imported.json")
+	mustRun(t, "ring", "import-fash", "--ring-file", imported, ldb)
+	fromImage := filepath.Join(tmp, "from-image.json")
+	mustRun(t, "ring", "import-fash", "--ring-file", fromImage, image)
+	for _, file := range []string{ldb, image, imported, fromImage} {
+		args := []string{"ring", "locate", "--ring-file", file, "--"}
+		for _, l := range want {
+			args = append(args, l.Key)
+		}
+		got := readLines(t, mustRun(t, args...))
+		if len(got) != len(want) {
+			t.Fatalf("%s: %d lines for %d keys", file, len(got), len(want))
+		}
+		for i := range want {
+			if got[i].Vnode != want[i].Vnode || got[i].Pnode != want[i].Pnode || !bytes.Equal(got[i].Data, want[i].Data) {
+				t.Fatalf("%s: got %+v, node-fash %+v", file, got[i], want[i])
+			}
+		}
+	}
+	orig, _ := os.ReadFile(fashFile)
+	for _, file := range []string{ldb, imported, fromImage} {
+		if out := mustRun(t, "ring", "export-fash", "--ring-file", file); out != string(orig) {
+			t.Fatalf("%s: export-fash differs from node-fash's file", file)
+		}
+	}
+	if _, err := runIn(t, "ring", "remap-vnode", "--ring-file", ldb, "--vnodes", "0", "--pnode", "x"); err == nil || !strings.Contains(err.Error(), "only reads") {
+		t.Fatalf("remap-vnode on a LevelDB ring: %v", err)
+	}
+	after := hashDir(t, ldb)
+	if len(after) != len(before) {
+		t.Fatalf("commands changed the LevelDB file list: %d files, then %d", len(before), len(after))
+	}
+	for name, h := range before {
+		if after[name] != h {
+			t.Fatalf("commands changed %s in the LevelDB ring", name)
+		}
 	}
 }
