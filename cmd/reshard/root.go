@@ -37,7 +37,8 @@ lab's embedded etcd.`,
 	}
 	root.PersistentFlags().StringVar(&g.etcd, "etcd", def, "etcd endpoints, comma-separated (env RESHARD_ETCD)")
 	root.PersistentFlags().BoolVar(&g.json, "json", false, "print JSON for scripts")
-	root.AddCommand(newLabCmd(g), newPnodeCmd(g), newRingCmd(g), newRouterCmd(g), newLoadCmd(g), newVerifyCmd(g), newVnodeStatsCmd(g))
+	root.AddCommand(newLabCmd(g), newPnodeCmd(g), newRingCmd(g), newRouterCmd(g), newLoadCmd(g), newVerifyCmd(g), newVnodeStatsCmd(g),
+		newStartCmd(g), newResumeCmd(g), newRunCmd(g), newAbortCmd(g), newStatusCmd(g), newWatchCmd(g), newJobsCmd(g))
 	return root
 }
 

@@ -1,0 +1,34 @@
+package main
+
+import (
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+)
+
+func newResumeCmd(g *globals) *cobra.Command {
+	var crashAt string
+	cmd := &cobra.Command{
+		Use:   "resume JOB",
+		Short: "Continue a job where it stopped (after a crash, a kill or a failed phase)",
+		Long: `Every phase is recorded in etcd and safe to run twice, so a job whose
+orchestrator died continues from its current phase. If another orchestrator
+holds the job, this waits for it.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			o, done, err := connectOrchestrator(ctx, g)
+			if err != nil {
+				return err
+			}
+			defer done()
+			return runJob(ctx, cmd, g, o, args[0], crashAt)
+		},
+	}
+	cmd.Flags().StringVar(&crashAt, "crash-at", os.Getenv("RESHARD_CRASH_AT"), "fault injection for tests")
+	cmd.Flags().MarkHidden("crash-at")
+	return cmd
+}

@@ -1,0 +1,167 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/reshard/reshard/orchestrator"
+	"github.com/spf13/cobra"
+)
+
+func newStartCmd(g *globals) *cobra.Command {
+	req := orchestrator.Request{}
+	var dryRun, detach bool
+	var crashAt string
+	cmd := &cobra.Command{
+		Use:   "start --from PNODE --to PNODE... (--split-half | --vnodes LIST) --dc-mode single|triple --servers N",
+		Short: "Plan and run a reshard: move vnodes of one pnode to new pnodes, online",
+		Long: `Start a reshard job (RFD 103's inputs): the origin pnode, the destination
+pnode(s), which vnodes move, the DC mode and the number of destination
+servers (1 destination pnode is 1 server in single-DC mode, 3 in
+triple-DC mode).
+
+--split-half moves a contiguous run of the origin's vnodes holding about
+half its rows (by vnode-stats), so the replication filter is one range.
+--vnodes moves an explicit list, e.g. '0, 106, 943, 689'. With several
+--to, the moving vnodes are divided among them by rows.
+
+The job is validated first; a bad input changes nothing. It then runs in
+the foreground, phase by phase, each recorded in etcd: if this process is
+killed, 'reshard resume JOB' (or a 'reshard run' service) continues where
+it stopped. --detach records the job for a 'reshard run' service instead.`,
+		Example: `  reshard start --from 1.moray --to 3.moray --split-half --dc-mode single --servers 1
+  reshard start --from 1.moray --to 3.moray --vnodes '0, 106, 943, 689' --dc-mode single --servers 1 --dry-run`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			o, done, err := connectOrchestrator(ctx, g)
+			if err != nil {
+				return err
+			}
+			defer done()
+			if dryRun {
+				j, err := o.Plan(ctx, req)
+				if err != nil {
+					return err
+				}
+				if g.json {
+					return printJSON(cmd.OutOrStdout(), j)
+				}
+				printPlan(cmd.OutOrStdout(), j)
+				return nil
+			}
+			j, err := o.Start(ctx, req)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "job %s created\n", j.ID)
+			if detach {
+				if g.json {
+					return printJSON(cmd.OutOrStdout(), j)
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), j.ID)
+				return nil
+			}
+			return runJob(ctx, cmd, g, o, j.ID, crashAt)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&req.From, "from", "", "origin pnode")
+	f.StringArrayVar(&req.To, "to", nil, "destination pnode (repeatable)")
+	f.BoolVar(&req.SplitHalf, "split-half", false, "move about half the origin's rows")
+	f.StringVar(&req.Vnodes, "vnodes", "", "move these vnodes, e.g. '0, 106, 943, 689' or '0-99'")
+	f.StringVar(&req.DCMode, "dc-mode", "single", "single (lab) or triple (production) DC mode")
+	f.IntVar(&req.Servers, "servers", 0, "destination servers: 1 per destination pnode in single-DC mode, 3 in triple")
+	f.StringVar(&req.Strategy, "strategy", "logical", "how rows are copied: logical (row-filtered logical replication)")
+	f.IntVar(&req.RateLimit, "rate-limit", 20000, "rows per second deleted from the origin in cleanup")
+	f.Int64Var(&req.LagBytes, "lag-threshold", 1<<20, "catch-up ends when replication is fewer bytes behind than this")
+	f.BoolVar(&dryRun, "dry-run", false, "print the plan and change nothing")
+	f.BoolVar(&detach, "detach", false, "record the job for a 'reshard run' service and return")
+	f.StringVar(&crashAt, "crash-at", os.Getenv("RESHARD_CRASH_AT"), "fault injection for tests: SIGKILL this process at PHASE[:POINT]")
+	f.MarkHidden("crash-at")
+	return cmd
+}
+
+func printPlan(w io.Writer, j *orchestrator.Job) {
+	fmt.Fprintf(w, "plan: %s %s -> %s (%s-DC mode, %d servers), ring version %d\n",
+		j.Strategy, j.From, strings.Join(j.To, ", "), j.DCMode, j.Servers, j.RingVersionBefore)
+	for _, m := range j.Moves {
+		fmt.Fprintf(w, "  to %s: %d vnodes (%s), %d rows, %s to copy; row filter: %d range(s)\n",
+			m.To, m.Count, abbreviate(m.Vnodes, 60), m.Rows, humanBytes(m.Bytes), len(m.Ranges))
+	}
+	fmt.Fprintf(w, "  buckets: %s\n  phases: ", strings.Join(j.Buckets, ", "))
+	for i, p := range j.Phases {
+		if i > 0 {
+			fmt.Fprint(w, " -> ")
+		}
+		fmt.Fprint(w, p.Name)
+	}
+	fmt.Fprintln(w)
+}
+
+// runJob runs a job in the foreground, showing its phases as they go: a
+// live view on a terminal, one line per phase change otherwise.
+func runJob(ctx context.Context, cmd *cobra.Command, g *globals, o *orchestrator.Orchestrator, id, crashAt string) error {
+	o.CrashAt = crashAt
+	out := cmd.ErrOrStderr()
+	tty := isTerminal(out)
+	var mu sync.Mutex
+	lastPhase, lastDraw := "", time.Time{}
+	o.OnUpdate = func(j *orchestrator.Job) {
+		mu.Lock()
+		defer mu.Unlock()
+		if tty {
+			if time.Since(lastDraw) < 200*time.Millisecond && j.State == orchestrator.Running {
+				return
+			}
+			lastDraw = time.Now()
+			var b strings.Builder
+			renderStatus(&b, statusView{Job: j})
+			fmt.Fprint(out, "\033[H\033[2J"+b.String())
+			return
+		}
+		if j.Current != lastPhase {
+			lastPhase = j.Current
+			if j.Current != "" {
+				fmt.Fprintf(out, "%s phase %s\n", time.Now().Format("15:04:05.000"), j.Current)
+			}
+		}
+	}
+	err := o.Run(ctx, id)
+	j, gerr := o.Get(context.WithoutCancel(ctx), id)
+	if gerr != nil {
+		return errors.Join(err, gerr)
+	}
+	if g.json {
+		if perr := printJSON(cmd.OutOrStdout(), j); perr != nil {
+			return perr
+		}
+	} else if !tty {
+		var b strings.Builder
+		locks, _ := o.Locks(context.WithoutCancel(ctx))
+		renderStatus(&b, statusView{Job: j, Locks: locks})
+		fmt.Fprint(cmd.OutOrStdout(), b.String())
+	}
+	if errors.Is(err, orchestrator.ErrAborted) {
+		return fmt.Errorf("job %s was aborted", id)
+	}
+	return err
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}

@@ -1,0 +1,135 @@
+package etcd
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// The dump lock is RFD 103's /pg_dump_lock: while a reshard holds it, no
+// maintenance dump starts. It lives on its holder's lease, so a holder that
+// dies releases it when the lease expires.
+const (
+	DumpLockKey = Prefix + "locks/pg_dump"
+	dumpsPrefix = Prefix + "dumps/"
+)
+
+// ErrLockHeld means someone else holds the lock.
+var ErrLockHeld = errors.New("lock held")
+
+// LockInfo says who holds a lock.
+type LockInfo struct {
+	Holder string    `json:"holder"`
+	Since  time.Time `json:"since"`
+	Lease  int64     `json:"lease"`
+}
+
+// AcquireDumpLock takes the dump lock for holder on lease. Taking it again
+// as the same holder (a resumed job, on a new lease) moves it to the lease.
+func AcquireDumpLock(ctx context.Context, cli *clientv3.Client, lease clientv3.LeaseID, holder string) error {
+	info := LockInfo{Holder: holder, Since: time.Now().UTC(), Lease: int64(lease)}
+	if cur, err := DumpLock(ctx, cli); err != nil {
+		return err
+	} else if cur != nil && cur.Holder == holder {
+		info.Since = cur.Since
+	}
+	b, _ := json.Marshal(info)
+	resp, err := cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(DumpLockKey), "=", 0)).
+		Then(clientv3.OpPut(DumpLockKey, string(b), clientv3.WithLease(lease))).
+		Else(clientv3.OpGet(DumpLockKey)).Commit()
+	if err != nil {
+		return fmt.Errorf("take the dump lock: %w", err)
+	}
+	if resp.Succeeded {
+		return nil
+	}
+	kvs := resp.Responses[0].GetResponseRange().Kvs
+	if len(kvs) == 0 {
+		return AcquireDumpLock(ctx, cli, lease, holder)
+	}
+	var cur LockInfo
+	json.Unmarshal(kvs[0].Value, &cur)
+	if cur.Holder != holder {
+		return fmt.Errorf("dump lock held by %s since %s: %w", cur.Holder, cur.Since.Format(time.RFC3339), ErrLockHeld)
+	}
+	// Ours, on an older lease: move it, unless it changed meanwhile.
+	r, err := cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(DumpLockKey), "=", kvs[0].ModRevision)).
+		Then(clientv3.OpPut(DumpLockKey, string(b), clientv3.WithLease(lease))).Commit()
+	if err != nil {
+		return fmt.Errorf("take the dump lock: %w", err)
+	}
+	if !r.Succeeded {
+		return AcquireDumpLock(ctx, cli, lease, holder)
+	}
+	return nil
+}
+
+// ReleaseDumpLock releases the lock if holder has it.
+func ReleaseDumpLock(ctx context.Context, cli *clientv3.Client, holder string) error {
+	cur, err := DumpLock(ctx, cli)
+	if err != nil || cur == nil || cur.Holder != holder {
+		return err
+	}
+	_, err = cli.Delete(ctx, DumpLockKey)
+	return err
+}
+
+// DumpLock returns the holder of the dump lock, or nil when it is free.
+func DumpLock(ctx context.Context, cli *clientv3.Client) (*LockInfo, error) {
+	resp, err := cli.Get(ctx, DumpLockKey)
+	if err != nil {
+		return nil, fmt.Errorf("read the dump lock: %w", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, nil
+	}
+	var info LockInfo
+	if err := json.Unmarshal(resp.Kvs[0].Value, &info); err != nil {
+		return nil, fmt.Errorf("dump lock: corrupt record: %w", err)
+	}
+	return &info, nil
+}
+
+// DumpMarker records a running dump of pnode on the dumper's lease, so a
+// reshard can wait for it to end (RFD 103 step 6).
+func DumpMarker(ctx context.Context, cli *clientv3.Client, lease clientv3.LeaseID, pnode, id string) (func(), error) {
+	key := dumpsPrefix + pnode + "/" + id
+	if _, err := cli.Put(ctx, key, time.Now().UTC().Format(time.RFC3339), clientv3.WithLease(lease)); err != nil {
+		return nil, fmt.Errorf("record the dump: %w", err)
+	}
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		cli.Delete(ctx, key)
+	}, nil
+}
+
+// RunningDumps lists running dumps ("PNODE/ID") of the given pnodes, or of
+// all pnodes when none are given.
+func RunningDumps(ctx context.Context, cli *clientv3.Client, pnodes ...string) ([]string, error) {
+	resp, err := cli.Get(ctx, dumpsPrefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return nil, fmt.Errorf("list dumps: %w", err)
+	}
+	var out []string
+	for _, kv := range resp.Kvs {
+		d := string(kv.Key[len(dumpsPrefix):])
+		if len(pnodes) == 0 {
+			out = append(out, d)
+			continue
+		}
+		for _, p := range pnodes {
+			if strings.HasPrefix(d, p+"/") {
+				out = append(out, d)
+			}
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,236 @@
+// Package orchestrator runs reshard jobs: RFD 103's runbook as persisted,
+// idempotent phases in etcd. A killed orchestrator resumes where it
+// stopped; every phase is safe to run twice.
+package orchestrator
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/reshard/reshard"
+	"github.com/reshard/reshard/etcd"
+	"github.com/reshard/reshard/shard"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// State of a job or a phase.
+type State string
+
+const (
+	Pending  State = "pending"
+	Running  State = "running"
+	Done     State = "done"
+	Failed   State = "failed"
+	Aborted  State = "aborted"
+	Aborting State = "aborting"
+)
+
+// Progress of a long phase.
+type Progress struct {
+	Done       int64   `json:"done"`
+	Total      int64   `json:"total"`
+	Unit       string  `json:"unit"`
+	Rate       float64 `json:"rate,omitempty"` // units per second
+	ETASeconds float64 `json:"eta_seconds,omitempty"`
+	Note       string  `json:"note,omitempty"`
+}
+
+// Phase is one step of a job.
+type Phase struct {
+	Name     string     `json:"name"`
+	State    State      `json:"state"`
+	Started  *time.Time `json:"started,omitempty"`
+	Ended    *time.Time `json:"ended,omitempty"`
+	Seconds  float64    `json:"seconds"`
+	Attempts int        `json:"attempts,omitempty"`
+	Progress *Progress  `json:"progress,omitempty"`
+	Error    string     `json:"error,omitempty"`
+}
+
+// Move is the part of a job that goes to one destination.
+type Move struct {
+	To     string        `json:"to"`
+	Vnodes string        `json:"vnodes"` // compact list: "0-510/2,7"
+	Count  int           `json:"count"`
+	Ranges []shard.Range `json:"ranges"` // the row filter: ranges over the origin's vnodes
+	Rows   int64         `json:"rows"`
+	Bytes  int64         `json:"bytes"`
+}
+
+// Job is a reshard: the vnodes of one pnode moving to others.
+type Job struct {
+	ID        string    `json:"id"`
+	Strategy  string    `json:"strategy"`
+	From      string    `json:"from"`
+	To        []string  `json:"to"`
+	DCMode    string    `json:"dc_mode"`
+	Servers   int       `json:"servers"`
+	Moves     []Move    `json:"moves"`
+	Buckets   []string  `json:"buckets"`
+	RateLimit int       `json:"rate_limit"` // rows per second deleted in cleanup
+	LagBytes  int64     `json:"lag_threshold_bytes"`
+	State     State     `json:"state"`
+	Phases    []Phase   `json:"phases"`
+	Current   string    `json:"current,omitempty"`
+	Created   time.Time `json:"created"`
+	Updated   time.Time `json:"updated"`
+	Error     string    `json:"error,omitempty"`
+
+	RingVersionBefore int64 `json:"ring_version_before"`
+	RingVersionAfter  int64 `json:"ring_version_after,omitempty"`
+	// Cutover records the last cutover step finished, so a resumed cutover
+	// never repeats a step whose effect a later step built on.
+	Cutover      int       `json:"cutover_step"`
+	Frozen       bool      `json:"frozen"`
+	FrozenAt     time.Time `json:"frozen_at,omitempty"`
+	WriteBlockMS float64   `json:"write_block_ms,omitempty"`
+	Mismatched   []int32   `json:"mismatched,omitempty"` // vnodes to check again, exactly, while frozen
+	Warnings     []string  `json:"warnings,omitempty"`
+	// Physical strategy: peers created for the new pnodes.
+	NewPeers map[string][]reshard.Peer `json:"new_peers,omitempty"`
+}
+
+// phase returns the named phase.
+func (j *Job) phase(name string) *Phase {
+	for i := range j.Phases {
+		if j.Phases[i].Name == name {
+			return &j.Phases[i]
+		}
+	}
+	return nil
+}
+
+// FlipDone reports whether the ring already sends the moved vnodes to their
+// new pnodes; after that a job can only go forward.
+func (j *Job) FlipDone() bool { return j.RingVersionAfter != 0 }
+
+// AllRanges is every moving range.
+func (j *Job) AllRanges() []shard.Range {
+	var out []shard.Range
+	for _, m := range j.Moves {
+		out = append(out, m.Ranges...)
+	}
+	return out
+}
+
+// Pnodes lists the origin and destinations.
+func (j *Job) Pnodes() []string { return append([]string{j.From}, j.To...) }
+
+const (
+	jobPrefix   = etcd.Prefix + "jobs/"
+	pnodeLocks  = etcd.Prefix + "locks/pnode/"
+	jobMutexes  = etcd.Prefix + "joblocks/"
+	dumpLockKey = etcd.Prefix + "locks/pg_dump"
+	dumpPrefix  = etcd.Prefix + "dumps/"
+)
+
+// Store keeps jobs in etcd.
+type Store struct{ cli *clientv3.Client }
+
+// NewStore returns the job store.
+func NewStore(cli *clientv3.Client) *Store { return &Store{cli: cli} }
+
+// Create stores a new job and locks its pnodes in one transaction, so two
+// jobs can never touch the same pnode.
+func (s *Store) Create(ctx context.Context, j *Job) error {
+	b, err := json.Marshal(j)
+	if err != nil {
+		return err
+	}
+	var cmps []clientv3.Cmp
+	ops := []clientv3.Op{clientv3.OpPut(jobPrefix+j.ID, string(b))}
+	for _, p := range j.Pnodes() {
+		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(pnodeLocks+p), "=", 0))
+		ops = append(ops, clientv3.OpPut(pnodeLocks+p, j.ID))
+	}
+	cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(jobPrefix+j.ID), "=", 0))
+	resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+	if err != nil {
+		return fmt.Errorf("create job: %w", err)
+	}
+	if !resp.Succeeded {
+		holders, _ := s.PnodeLocks(ctx)
+		for _, p := range j.Pnodes() {
+			if h, ok := holders[p]; ok {
+				return fmt.Errorf("pnode %s is in job %s; one job per pnode at a time", p, h)
+			}
+		}
+		return fmt.Errorf("job %s already exists", j.ID)
+	}
+	return nil
+}
+
+// Save writes the job back.
+func (s *Store) Save(ctx context.Context, j *Job) error {
+	j.Updated = time.Now().UTC()
+	b, err := json.Marshal(j)
+	if err != nil {
+		return err
+	}
+	if _, err := s.cli.Put(ctx, jobPrefix+j.ID, string(b)); err != nil {
+		return fmt.Errorf("save job %s: %w", j.ID, err)
+	}
+	return nil
+}
+
+// Get reads one job.
+func (s *Store) Get(ctx context.Context, id string) (*Job, error) {
+	resp, err := s.cli.Get(ctx, jobPrefix+id)
+	if err != nil {
+		return nil, fmt.Errorf("read job %s: %w", id, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, fmt.Errorf("job %s: %w", id, reshard.ErrNotFound)
+	}
+	var j Job
+	if err := json.Unmarshal(resp.Kvs[0].Value, &j); err != nil {
+		return nil, fmt.Errorf("job %s: corrupt record: %w", id, err)
+	}
+	return &j, nil
+}
+
+// List reads every job, newest first.
+func (s *Store) List(ctx context.Context) ([]*Job, error) {
+	resp, err := s.cli.Get(ctx, jobPrefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("list jobs: %w", err)
+	}
+	var out []*Job
+	for _, kv := range resp.Kvs {
+		var j Job
+		if err := json.Unmarshal(kv.Value, &j); err != nil {
+			return nil, fmt.Errorf("job key %s: %w", kv.Key, err)
+		}
+		out = append(out, &j)
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a].Created.After(out[b].Created) })
+	return out, nil
+}
+
+// ReleasePnodes frees the job's pnodes for other jobs.
+func (s *Store) ReleasePnodes(ctx context.Context, j *Job) error {
+	for _, p := range j.Pnodes() {
+		if _, err := s.cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.Value(pnodeLocks+p), "=", j.ID)).
+			Then(clientv3.OpDelete(pnodeLocks + p)).Commit(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// PnodeLocks maps each locked pnode to the job holding it.
+func (s *Store) PnodeLocks(ctx context.Context) (map[string]string, error) {
+	resp, err := s.cli.Get(ctx, pnodeLocks, clientv3.WithPrefix())
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for _, kv := range resp.Kvs {
+		out[string(kv.Key[len(pnodeLocks):])] = string(kv.Value)
+	}
+	return out, nil
+}

@@ -1,0 +1,774 @@
+package orchestrator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/reshard/reshard/etcd"
+	"github.com/reshard/reshard/ring"
+	"github.com/reshard/reshard/shard"
+)
+
+func strategyPhases(strategy string) map[string]func(context.Context, *run) error {
+	return map[string]func(context.Context, *run) error{
+		"validate":          validate,
+		"prepare":           prepare,
+		"replicate":         replicate,
+		"copy":              copyPhase,
+		"catchup":           catchup,
+		"dump-lock":         dumpLock,
+		"verify":            verifyPhase,
+		"cutover":           cutover,
+		"teardown":          teardown,
+		"release-dump-lock": releaseDumpLock,
+		"cleanup":           cleanup,
+	}
+}
+
+// Replication objects are named after the job and the destination.
+func pubName(j *Job, i int) string { return fmt.Sprintf("reshard_%s_%d", j.ID, i) }
+
+// moving lists a move's vnodes as int32 for the ownership functions.
+func moving(m Move) ([]int32, error) {
+	vs, err := ring.ParseVnodeList(m.Vnodes, 0)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]int32, len(vs))
+	for i, v := range vs {
+		out[i] = int32(v)
+	}
+	return out, nil
+}
+
+func allMoving(j *Job) ([]int32, error) {
+	var out []int32
+	for _, m := range j.Moves {
+		vs, err := moving(m)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, vs...)
+	}
+	return out, nil
+}
+
+// validate checks, at run time, that the ring still maps the moving vnodes
+// to the origin: between plan and run an operator may have changed it.
+func validate(ctx context.Context, r *run) error {
+	j := r.job
+	rg, rv, err := r.o.rings.Current(ctx)
+	if err != nil {
+		return err
+	}
+	vs, err := allMoving(j)
+	if err != nil {
+		return fatal("%v", err)
+	}
+	for _, v := range vs {
+		p, _, err := rg.Vnode(uint32(v))
+		if err != nil {
+			return fatal("%v", err)
+		}
+		if p != j.From {
+			return fatal("vnode %d is now on %s, not %s (ring version %d)", v, p, j.From, rv.Version)
+		}
+	}
+	for _, p := range j.Pnodes() {
+		if _, err := r.pool(ctx, p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// prepare gives each destination the schema, the buckets and ownership rows
+// for its moving vnodes, not yet writable.
+func prepare(ctx context.Context, r *run) error {
+	j := r.job
+	origin, err := r.pool(ctx, j.From)
+	if err != nil {
+		return err
+	}
+	opts, err := shard.Buckets(ctx, origin)
+	if err != nil {
+		return err
+	}
+	for _, m := range j.Moves {
+		dst, err := r.pool(ctx, m.To)
+		if err != nil {
+			return err
+		}
+		if err := shard.Init(ctx, dst); err != nil {
+			return err
+		}
+		for _, b := range j.Buckets {
+			if err := shard.CreateBucket(ctx, dst, b, opts[b]); err != nil {
+				return err
+			}
+		}
+		r.crash("mid")
+		vs, err := moving(m)
+		if err != nil {
+			return fatal("%v", err)
+		}
+		if err := shard.Own(ctx, dst, vs, false, j.RingVersionBefore); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// replicate creates on the origin one publication per destination, filtered
+// to its ranges, and the matching subscription on the destination.
+func replicate(ctx context.Context, r *run) error {
+	j := r.job
+	origin, err := r.pool(ctx, j.From)
+	if err != nil {
+		return err
+	}
+	conninfo, err := r.primaryDSN(ctx, j.From)
+	if err != nil {
+		return err
+	}
+	for i, m := range j.Moves {
+		name := pubName(j, i)
+		if err := shard.CreatePublication(ctx, origin, name, j.Buckets, m.Ranges); err != nil {
+			return err
+		}
+		r.crash("mid")
+		dst, err := r.pool(ctx, m.To)
+		if err != nil {
+			return err
+		}
+		if err := shard.CreateSubscription(ctx, dst, name, conninfo, name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// copyPhase waits for the initial copy, showing rows copied against the
+// rows the plan counted.
+func copyPhase(ctx context.Context, r *run) error {
+	j := r.job
+	var total int64
+	for _, m := range j.Moves {
+		total += m.Rows
+	}
+	start := time.Now()
+	crashed := false
+	for {
+		ready, all, copied := 0, 0, int64(0)
+		for i, m := range j.Moves {
+			dst, err := r.pool(ctx, m.To)
+			if err != nil {
+				return err
+			}
+			rd, n, err := shard.SyncState(ctx, dst, pubName(j, i))
+			if err != nil {
+				return err
+			}
+			if n == 0 {
+				return fmt.Errorf("subscription %s has no tables yet", pubName(j, i))
+			}
+			ready, all = ready+rd, all+n
+			c, err := shard.RowCount(ctx, dst, j.Buckets, m.Ranges)
+			if err != nil {
+				return err
+			}
+			copied += c
+		}
+		p := Progress{Done: copied, Total: max(total, copied), Unit: "rows",
+			Note: fmt.Sprintf("%d of %d tables streaming", ready, all)}
+		if el := time.Since(start).Seconds(); el > 0.5 && copied > 0 {
+			p.Rate = float64(copied) / el
+			if p.Total > copied {
+				p.ETASeconds = float64(p.Total-copied) / p.Rate
+			}
+		}
+		r.progress(ctx, p)
+		if !crashed {
+			crashed = true
+			r.crash("mid")
+		}
+		if ready == all {
+			return nil
+		}
+		if err := r.checkAbort(ctx); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// catchup waits until every slot's unconfirmed WAL is under the threshold.
+func catchup(ctx context.Context, r *run) error {
+	j := r.job
+	origin, err := r.pool(ctx, j.From)
+	if err != nil {
+		return err
+	}
+	r.crash("mid")
+	for {
+		var worst int64
+		for i := range j.Moves {
+			lag, err := shard.SlotLag(ctx, origin, pubName(j, i))
+			if err != nil {
+				return err
+			}
+			worst = max(worst, lag)
+		}
+		r.progress(ctx, Progress{Done: worst, Total: j.LagBytes, Unit: "bytes behind",
+			Note: fmt.Sprintf("waiting for lag under %d bytes", j.LagBytes)})
+		if worst <= j.LagBytes {
+			return nil
+		}
+		if err := r.checkAbort(ctx); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// dumpLock takes RFD 103's dump lock and waits for running dumps of the
+// job's pnodes to end (steps 5 and 6).
+func dumpLock(ctx context.Context, r *run) error {
+	if err := r.holdDumpLock(ctx); err != nil {
+		return err
+	}
+	r.crash("mid")
+	for {
+		dumps, err := etcd.RunningDumps(ctx, r.o.cli, r.job.Pnodes()...)
+		if err != nil {
+			return err
+		}
+		if len(dumps) == 0 {
+			return nil
+		}
+		if err := r.checkAbort(ctx); err != nil {
+			return err
+		}
+		r.progress(ctx, Progress{Done: 0, Total: int64(len(dumps)), Unit: "dumps", Note: fmt.Sprintf("waiting for %v", dumps)})
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// holdDumpLock takes the dump lock on this orchestrator's lease. Phases
+// after dump-lock call it again, so a resumed job holds it anew.
+func (r *run) holdDumpLock(ctx context.Context) error {
+	err := etcd.AcquireDumpLock(ctx, r.o.cli, r.session.Lease(), r.job.holder())
+	if errors.Is(err, etcd.ErrLockHeld) {
+		r.progress(ctx, Progress{Unit: "lock", Note: err.Error()})
+	}
+	return err
+}
+
+// verifyPhase compares per-vnode row counts and checksums on both sides.
+// Writes keep coming, so it compares at a marker: the origin's checksums in
+// one snapshot, then a marker, and the destination's once the marker has
+// arrived. Vnodes written in between differ; they are compared again, and
+// any still different are compared exactly during the cutover, when frozen.
+func verifyPhase(ctx context.Context, r *run) error {
+	j := r.job
+	if err := r.holdDumpLock(ctx); err != nil {
+		return err
+	}
+	origin, err := r.pool(ctx, j.From)
+	if err != nil {
+		return err
+	}
+	var remaining []int32
+	for i, m := range j.Moves {
+		dst, err := r.pool(ctx, m.To)
+		if err != nil {
+			return err
+		}
+		rgs := m.Ranges
+		for round := 1; round <= 3 && len(rgs) > 0; round++ {
+			tx, err := origin.Begin(ctx)
+			if err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, "set transaction isolation level repeatable read"); err != nil {
+				tx.Rollback(ctx)
+				return err
+			}
+			src, err := shard.Checksums(ctx, tx, j.Buckets, rgs)
+			tx.Rollback(ctx)
+			if err != nil {
+				return err
+			}
+			token := fmt.Sprintf("verify-%d-%d-%d", i, round, time.Now().UnixNano())
+			if err := shard.PutMarker(ctx, origin, j.ID, token); err != nil {
+				return err
+			}
+			if err := waitMarker(ctx, r, m.To, token); err != nil {
+				return err
+			}
+			got, err := shard.Checksums(ctx, dst, j.Buckets, rgs)
+			if err != nil {
+				return err
+			}
+			bad := shard.Mismatches(src, got)
+			r.progress(ctx, Progress{Done: int64(round), Total: 3, Unit: "rounds",
+				Note: fmt.Sprintf("%s: %d vnodes differ while writes continue", m.To, len(bad))})
+			rgs = vnodeRanges(bad)
+			if round == 3 {
+				remaining = append(remaining, bad...)
+			}
+		}
+	}
+	r.crash("mid")
+	j.Mismatched = remaining
+	return r.save(ctx)
+}
+
+func vnodeRanges(vs []int32) []shard.Range {
+	out := make([]shard.Range, len(vs))
+	for i, v := range vs {
+		out[i] = shard.Range{Lo: v, Hi: v}
+	}
+	return out
+}
+
+// waitMarker waits until a destination has applied a marker.
+func waitMarker(ctx context.Context, r *run, pnode, token string) error {
+	dst, err := r.pool(ctx, pnode)
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		ok, err := shard.HasMarker(ctx, dst, r.job.ID, token)
+		if err != nil {
+			return err
+		}
+		if ok {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s has not applied marker %s after 2 minutes", pnode, token)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+}
+
+// Cutover steps, recorded in job.Cutover as each finishes.
+const (
+	stepFreeze = iota + 1
+	stepCaughtUp
+	stepVerified
+	stepSequences
+	stepDisowned
+	stepWritable
+	stepRing
+	stepRouters
+)
+
+// cutover moves ownership: freeze on the origin (which waits for writers
+// inside the fence), wait until each destination has applied a marker
+// written after the freeze, check the vnodes that differed, hand ownership
+// over and publish the ring. The write block runs from the freeze to the
+// destination becoming writable.
+func cutover(ctx context.Context, r *run) error {
+	j := r.job
+	if err := r.holdDumpLock(ctx); err != nil {
+		return err
+	}
+	origin, err := r.pool(ctx, j.From)
+	if err != nil {
+		return err
+	}
+	all, err := allMoving(j)
+	if err != nil {
+		return fatal("%v", err)
+	}
+	step := func(n int, fn func() error) error {
+		if j.Cutover >= n {
+			return nil
+		}
+		if err := fn(); err != nil {
+			return err
+		}
+		j.Cutover = n
+		return r.save(ctx)
+	}
+	if err := step(stepFreeze, func() error {
+		if _, err := shard.SetWritable(ctx, origin, all, false, j.RingVersionBefore); err != nil {
+			return err
+		}
+		if !j.Frozen {
+			j.Frozen, j.FrozenAt = true, time.Now().UTC()
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	r.crash("frozen")
+	if err := step(stepCaughtUp, func() error {
+		token := "cutover"
+		if err := shard.PutMarker(ctx, origin, j.ID, token); err != nil {
+			return err
+		}
+		for _, m := range j.Moves {
+			if err := waitMarker(ctx, r, m.To, token); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	if err := step(stepVerified, func() error {
+		if len(j.Mismatched) == 0 {
+			return nil
+		}
+		rgs := vnodeRanges(j.Mismatched)
+		src, err := shard.Checksums(ctx, origin, j.Buckets, rgs)
+		if err != nil {
+			return err
+		}
+		got := map[shard.BucketVnode]shard.Checksum{}
+		for _, m := range j.Moves {
+			dst, err := r.pool(ctx, m.To)
+			if err != nil {
+				return err
+			}
+			c, err := shard.Checksums(ctx, dst, j.Buckets, rgs)
+			if err != nil {
+				return err
+			}
+			for k, v := range c {
+				got[k] = v
+			}
+		}
+		if bad := shard.Mismatches(src, got); len(bad) > 0 {
+			return fatal("vnodes %v differ between %s and the destination after the freeze; abort the job", bad, j.From)
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	if err := step(stepSequences, func() error {
+		for _, m := range j.Moves {
+			dst, err := r.pool(ctx, m.To)
+			if err != nil {
+				return err
+			}
+			if err := shard.SyncSequences(ctx, origin, dst, j.Buckets); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	// The origin stops serving reads too before any destination takes a
+	// write, so no reader can see the old copy after a new write.
+	if err := step(stepDisowned, func() error { return shard.Disown(ctx, origin, all) }); err != nil {
+		return err
+	}
+	r.crash("disowned")
+	if err := step(stepWritable, func() error {
+		for _, m := range j.Moves {
+			dst, err := r.pool(ctx, m.To)
+			if err != nil {
+				return err
+			}
+			vs, err := moving(m)
+			if err != nil {
+				return err
+			}
+			if _, err := shard.SetWritable(ctx, dst, vs, true, j.RingVersionBefore); err != nil {
+				return err
+			}
+		}
+		j.WriteBlockMS = float64(time.Since(j.FrozenAt).Microseconds()) / 1000
+		return nil
+	}); err != nil {
+		return err
+	}
+	r.crash("writable")
+	if err := step(stepRing, func() error { return r.flipRing(ctx) }); err != nil {
+		return err
+	}
+	r.crash("flipped")
+	return step(stepRouters, func() error { return r.waitRouters(ctx) })
+}
+
+// flipRing publishes the ring with the moved vnodes on their new pnodes. It
+// is idempotent: a ring that already maps them there is left alone.
+func (r *run) flipRing(ctx context.Context) error {
+	j := r.job
+	rg, rv, err := r.o.rings.Current(ctx)
+	if err != nil {
+		return err
+	}
+	done := true
+	for _, m := range j.Moves {
+		vs, _ := ring.ParseVnodeList(m.Vnodes, 0)
+		for _, v := range vs {
+			p, _, err := rg.Vnode(v)
+			if err != nil {
+				return fatal("%v", err)
+			}
+			if p != m.To {
+				done = false
+			}
+			if p != m.To && p != j.From {
+				return fatal("vnode %d moved to %s outside this job", v, p)
+			}
+		}
+	}
+	if done {
+		j.RingVersionAfter = rv.Version
+		return nil
+	}
+	nv, err := r.o.rings.Update(ctx, rv.Version, "reshard "+j.ID, func(next *ring.Ring) error {
+		for _, m := range j.Moves {
+			vs, _ := ring.ParseVnodeList(m.Vnodes, 0)
+			var left []uint32
+			for _, v := range vs {
+				if p, _, _ := next.Vnode(v); p != m.To {
+					left = append(left, v)
+				}
+			}
+			if len(left) > 0 {
+				if err := next.Remap(left, m.To); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	j.RingVersionAfter = nv.Version
+	return nil
+}
+
+// waitRouters waits until every registered router serves the new ring. A
+// router that does not is still safe (the fence refuses its writes); after
+// RouterWait the job goes on and records a warning.
+func (r *run) waitRouters(ctx context.Context) error {
+	deadline := time.Now().Add(r.o.RouterWait)
+	for {
+		rs, err := etcd.Routers(ctx, r.o.cli)
+		if err != nil {
+			return err
+		}
+		var behind []string
+		for _, rt := range rs {
+			if rt.RingVersion < r.job.RingVersionAfter {
+				behind = append(behind, rt.Name)
+			}
+		}
+		if len(behind) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			r.job.Warnings = append(r.job.Warnings, fmt.Sprintf("routers %v did not report ring version %d within %s", behind, r.job.RingVersionAfter, r.o.RouterWait))
+			return nil
+		}
+		r.progress(ctx, Progress{Done: int64(len(rs) - len(behind)), Total: int64(len(rs)), Unit: "routers"})
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// teardown drops the subscriptions, their slots and the publications.
+func teardown(ctx context.Context, r *run) error {
+	j := r.job
+	origin, err := r.pool(ctx, j.From)
+	if err != nil {
+		return err
+	}
+	for i, m := range j.Moves {
+		dst, err := r.pool(ctx, m.To)
+		if err != nil {
+			return err
+		}
+		if err := shard.DropSubscription(ctx, dst, pubName(j, i)); err != nil {
+			return err
+		}
+		r.crash("mid")
+		if err := shard.DropSlot(ctx, origin, pubName(j, i)); err != nil {
+			return err
+		}
+		if err := shard.DropPublication(ctx, origin, pubName(j, i)); err != nil {
+			return err
+		}
+		if err := shard.DropMarkers(ctx, dst, j.ID); err != nil {
+			return err
+		}
+	}
+	return shard.DropMarkers(ctx, origin, j.ID)
+}
+
+func releaseDumpLock(ctx context.Context, r *run) error {
+	r.crash("mid")
+	return etcd.ReleaseDumpLock(ctx, r.o.cli, r.job.holder())
+}
+
+// cleanup deletes the moved rows from the origin in batches, at most
+// RateLimit rows a second, with progress.
+func cleanup(ctx context.Context, r *run) error {
+	j := r.job
+	origin, err := r.pool(ctx, j.From)
+	if err != nil {
+		return err
+	}
+	var total int64
+	for _, m := range j.Moves {
+		total += m.Rows
+	}
+	rgs := j.AllRanges()
+	left, err := shard.RowCount(ctx, origin, j.Buckets, rgs)
+	if err != nil {
+		return err
+	}
+	done := max(total-left, 0)
+	batch := min(max(j.RateLimit/10, 100), 5000)
+	start := time.Now()
+	var deleted int64
+	crashed := false
+	for _, b := range j.Buckets {
+		for {
+			t0 := time.Now()
+			n, err := shard.DeleteBatch(ctx, origin, b, rgs, batch)
+			if err != nil {
+				return err
+			}
+			deleted += n
+			p := Progress{Done: done + deleted, Total: max(total, done+deleted), Unit: "rows deleted"}
+			if el := time.Since(start).Seconds(); el > 0 {
+				p.Rate = float64(deleted) / el
+				if p.Rate > 0 && p.Total > p.Done {
+					p.ETASeconds = float64(p.Total-p.Done) / p.Rate
+				}
+			}
+			r.progress(ctx, p)
+			if !crashed && n > 0 {
+				crashed = true
+				r.crash("mid")
+			}
+			if n == 0 {
+				break
+			}
+			// Keep to the rate: a batch of n rows takes at least n/RateLimit.
+			if wait := time.Duration(float64(n)/float64(j.RateLimit)*float64(time.Second)) - time.Since(t0); wait > 0 {
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-time.After(wait):
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// abort undoes a job that has not flipped the ring: the origin owns and
+// serves its vnodes again, and nothing of the job is left on any side.
+func (r *run) abort(ctx context.Context) error {
+	j := r.job
+	if j.FlipDone() {
+		return fmt.Errorf("job %s has flipped the ring; it can only finish", j.ID)
+	}
+	j.State = Aborting
+	r.save(ctx)
+	all, err := allMoving(j)
+	if err != nil {
+		return err
+	}
+	origin, err := r.pool(ctx, j.From)
+	if err != nil {
+		return err
+	}
+	// Give the origin its vnodes back first: writes resume at once.
+	if err := shard.Own(ctx, origin, all, true, j.RingVersionBefore); err != nil {
+		return err
+	}
+	j.Frozen = false
+	for i, m := range j.Moves {
+		dst, err := r.pool(ctx, m.To)
+		if err != nil {
+			return err
+		}
+		if err := shard.DropSubscription(ctx, dst, pubName(j, i)); err != nil {
+			return err
+		}
+		if err := shard.DropSlot(ctx, origin, pubName(j, i)); err != nil {
+			return err
+		}
+		if err := shard.DropPublication(ctx, origin, pubName(j, i)); err != nil {
+			return err
+		}
+		vs, err := moving(m)
+		if err != nil {
+			return err
+		}
+		if err := shard.Disown(ctx, dst, vs); err != nil && !isUndefinedTable(err) {
+			return err
+		}
+		for _, b := range j.Buckets {
+			for {
+				n, err := shard.DeleteAll(ctx, dst, b, m.Ranges, 5000)
+				if err != nil && !isUndefinedTable(err) {
+					return err
+				}
+				if n == 0 || err != nil {
+					break
+				}
+			}
+		}
+		if err := shard.DropMarkers(ctx, dst, j.ID); err != nil && !isUndefinedTable(err) {
+			return err
+		}
+	}
+	if err := shard.DropMarkers(ctx, origin, j.ID); err != nil {
+		return err
+	}
+	if err := etcd.ReleaseDumpLock(ctx, r.o.cli, j.holder()); err != nil {
+		return err
+	}
+	j.State, j.Current = Aborted, ""
+	for i := range j.Phases {
+		if j.Phases[i].State == Running {
+			j.Phases[i].State = Aborted
+		}
+	}
+	if err := r.save(ctx); err != nil {
+		return err
+	}
+	if err := r.o.store.ReleasePnodes(ctx, j); err != nil {
+		return err
+	}
+	if _, err := r.o.cli.Delete(ctx, abortPrefix+j.ID); err != nil {
+		return err
+	}
+	return ErrAborted
+}

@@ -1,0 +1,354 @@
+package orchestrator
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/reshard/reshard"
+	"github.com/reshard/reshard/postgres"
+	"github.com/reshard/reshard/ring"
+	"github.com/reshard/reshard/shard"
+)
+
+// Request is what an operator asks for (RFD 103's inputs).
+type Request struct {
+	From      string
+	To        []string
+	SplitHalf bool
+	Vnodes    string // explicit list, e.g. "0, 106, 943, 689"
+	DCMode    string // single or triple
+	Servers   int
+	Strategy  string // logical (default) or physical
+	RateLimit int    // cleanup rows per second
+	LagBytes  int64  // catch-up threshold
+}
+
+// Strategies names the strategies and their phases.
+var Strategies = map[string][]string{
+	"logical": {"validate", "prepare", "replicate", "copy", "catchup", "dump-lock", "verify", "cutover",
+		"teardown", "release-dump-lock", "cleanup"},
+}
+
+func (r *Request) check() error {
+	if r.Strategy == "" {
+		r.Strategy = "logical"
+	}
+	if _, ok := Strategies[r.Strategy]; !ok {
+		return fmt.Errorf("--strategy %q: use logical", r.Strategy)
+	}
+	if r.DCMode != "single" && r.DCMode != "triple" {
+		return fmt.Errorf("--dc-mode must be single or triple, got %q", r.DCMode)
+	}
+	if r.From == "" || len(r.To) == 0 {
+		return fmt.Errorf("--from and at least one --to are required")
+	}
+	if r.SplitHalf == (r.Vnodes != "") {
+		return fmt.Errorf("give exactly one of --split-half and --vnodes")
+	}
+	seen := map[string]bool{r.From: true}
+	for _, t := range r.To {
+		if seen[t] {
+			return fmt.Errorf("pnode %s given twice (a destination must differ from the origin and the other destinations)", t)
+		}
+		seen[t] = true
+	}
+	if r.RateLimit <= 0 {
+		return fmt.Errorf("--rate-limit must be positive, got %d", r.RateLimit)
+	}
+	if r.LagBytes <= 0 {
+		r.LagBytes = 1 << 20
+	}
+	return nil
+}
+
+// Plan validates a request against the registry, the ring and the shards,
+// and says what the job would do. It changes nothing.
+func (o *Orchestrator) Plan(ctx context.Context, req Request) (*Job, error) {
+	if err := req.check(); err != nil {
+		return nil, err
+	}
+	if err := reshard.ValidatePnodeName(req.From); err != nil {
+		return nil, err
+	}
+	origin, err := o.reg.Pnode(ctx, req.From)
+	if err != nil {
+		return nil, fmt.Errorf("origin: %w", err)
+	}
+	dests := make([]reshard.Pnode, len(req.To))
+	for i, t := range req.To {
+		if dests[i], err = o.reg.Pnode(ctx, t); err != nil {
+			return nil, fmt.Errorf("destination: %w", err)
+		}
+	}
+	locks, err := o.store.PnodeLocks(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range append([]string{req.From}, req.To...) {
+		if id, ok := locks[p]; ok {
+			return nil, fmt.Errorf("pnode %s is in job %s; one job per pnode at a time", p, id)
+		}
+	}
+	if err := checkServers(req, dests); err != nil {
+		return nil, err
+	}
+	rg, rv, err := o.rings.Current(ctx)
+	if err != nil {
+		return nil, err
+	}
+	owned, err := rg.VnodesOf(req.From)
+	if err != nil || len(owned) == 0 {
+		return nil, fmt.Errorf("the ring maps no vnodes to %s", req.From)
+	}
+	for _, t := range req.To {
+		if rg.PnodeVnodeCount(t) > 0 {
+			return nil, fmt.Errorf("destination %s already owns %d vnodes in the ring", t, rg.PnodeVnodeCount(t))
+		}
+	}
+	buckets, err := o.buckets.Names(ctx)
+	if err != nil {
+		return nil, err
+	}
+	sort.Strings(buckets)
+
+	oconn, err := connectPrimary(ctx, origin)
+	if err != nil {
+		return nil, err
+	}
+	defer oconn.Close(ctx)
+	have, err := shard.Buckets(ctx, oconn)
+	if err != nil {
+		return nil, fmt.Errorf("origin %s: %w", req.From, err)
+	}
+	for _, b := range buckets {
+		if _, ok := have[b]; !ok {
+			return nil, fmt.Errorf("bucket %s is missing on the origin %s", b, req.From)
+		}
+	}
+	for _, d := range dests {
+		if err := checkEmpty(ctx, d); err != nil {
+			return nil, err
+		}
+	}
+	stats, err := shard.VnodeStats(ctx, oconn, buckets...)
+	if err != nil {
+		return nil, err
+	}
+	rows := map[uint32]shard.VnodeStat{}
+	for _, s := range stats {
+		rows[uint32(s.Vnode)] = s
+	}
+
+	var moving []uint32
+	if req.SplitHalf {
+		moving = splitHalf(owned, rows)
+	} else {
+		list, err := ring.ParseVnodeList(req.Vnodes, rg.Vnodes())
+		if err != nil {
+			return nil, err
+		}
+		ownedSet := map[uint32]bool{}
+		for _, v := range owned {
+			ownedSet[v] = true
+		}
+		for _, v := range list {
+			if !ownedSet[v] {
+				p, _, _ := rg.Vnode(v)
+				return nil, fmt.Errorf("vnode %d is on %s, not on the origin %s", v, p, req.From)
+			}
+		}
+		if len(list) == len(owned) {
+			return nil, fmt.Errorf("that moves every vnode of %s; leave it at least one", req.From)
+		}
+		moving = list
+	}
+	if len(moving) == 0 {
+		return nil, fmt.Errorf("%s has a single vnode: there is nothing to split", req.From)
+	}
+	slices.Sort(moving)
+	job := &Job{
+		ID: newJobID(), Strategy: req.Strategy, From: req.From, To: req.To, DCMode: req.DCMode,
+		Servers: req.Servers, Buckets: buckets, RateLimit: req.RateLimit, LagBytes: req.LagBytes,
+		State: Pending, RingVersionBefore: rv.Version, Created: time.Now().UTC(),
+	}
+	for i, part := range divide(moving, rows, len(req.To)) {
+		m := Move{To: req.To[i], Vnodes: ring.FormatVnodeList(part), Count: len(part), Ranges: ranges(part, owned)}
+		for _, v := range part {
+			m.Rows += rows[v].Rows
+			m.Bytes += rows[v].Bytes
+		}
+		job.Moves = append(job.Moves, m)
+	}
+	if n, err := shard.UnownedRows(ctx, oconn, buckets, job.AllRanges()); err != nil {
+		return nil, err
+	} else if n > 0 {
+		return nil, fmt.Errorf("the origin %s holds %d rows of vnodes it does not own in the moving ranges (an earlier move not cleaned up)", req.From, n)
+	}
+	for _, name := range Strategies[req.Strategy] {
+		job.Phases = append(job.Phases, Phase{Name: name, State: Pending})
+	}
+	return job, nil
+}
+
+// checkServers applies the RFD's rule: each destination pnode is 1 server in
+// single-DC mode and 3 (one per DC) in triple-DC mode.
+func checkServers(req Request, dests []reshard.Pnode) error {
+	per := 1
+	if req.DCMode == "triple" {
+		per = 3
+	}
+	want := per * len(req.To)
+	if req.Servers != want {
+		return fmt.Errorf("--servers %d does not fit %d destination pnode(s) in %s-DC mode: expected %d", req.Servers, len(req.To), req.DCMode, want)
+	}
+	got := 0
+	for _, d := range dests {
+		if per == 1 {
+			got++
+			continue
+		}
+		got += len(d.Peers)
+	}
+	if got != want {
+		return fmt.Errorf("the destination pnodes have %d registered servers, %s-DC mode needs %d", got, req.DCMode, want)
+	}
+	return nil
+}
+
+// checkEmpty refuses a destination that holds rows or owns vnodes.
+func checkEmpty(ctx context.Context, p reshard.Pnode) error {
+	conn, err := connectPrimary(ctx, p)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	var owned int64
+	err = conn.QueryRow(ctx, `select count(*) from reshard_vnodes`).Scan(&owned)
+	if err != nil && !isUndefinedTable(err) {
+		return fmt.Errorf("destination %s: %w", p.Name, err)
+	}
+	if owned > 0 {
+		return fmt.Errorf("destination %s already owns %d vnodes", p.Name, owned)
+	}
+	bs, err := shard.Buckets(ctx, conn)
+	if err != nil && !isUndefinedTable(err) {
+		return fmt.Errorf("destination %s: %w", p.Name, err)
+	}
+	for b := range bs {
+		var any bool
+		if err := conn.QueryRow(ctx, fmt.Sprintf(`select exists (select 1 from %s)`, pgx.Identifier{b}.Sanitize())).Scan(&any); err != nil {
+			return fmt.Errorf("destination %s: %w", p.Name, err)
+		}
+		if any {
+			return fmt.Errorf("destination %s already holds rows in bucket %s", p.Name, b)
+		}
+	}
+	return nil
+}
+
+func isUndefinedTable(err error) bool {
+	var pe interface{ SQLState() string }
+	return errors.As(err, &pe) && pe.SQLState() == "42P01"
+}
+
+func connectPrimary(ctx context.Context, p reshard.Pnode) (*pgx.Conn, error) {
+	primary, err := p.Primary()
+	if err != nil {
+		return nil, err
+	}
+	return postgres.Connect(ctx, primary.DSN)
+}
+
+// splitHalf picks a prefix of the origin's vnodes, in vnode order, holding
+// about half its rows: one contiguous range, so the row filter stays one
+// range however many vnodes move. It never takes none or all of them.
+func splitHalf(owned []uint32, rows map[uint32]shard.VnodeStat) []uint32 {
+	vs := slices.Clone(owned)
+	slices.Sort(vs)
+	var total int64
+	for _, v := range vs {
+		total += rows[v].Rows
+	}
+	k := len(vs) / 2
+	if total > 0 {
+		var sum int64
+		best := int64(-1)
+		for i, v := range vs {
+			sum += rows[v].Rows
+			d := 2*sum - total
+			if d < 0 {
+				d = -d
+			}
+			if best < 0 || d < best {
+				best, k = d, i+1
+			}
+		}
+	}
+	return vs[:min(max(k, 1), len(vs)-1)]
+}
+
+// divide splits moving vnodes into n contiguous parts of about equal rows.
+func divide(moving []uint32, rows map[uint32]shard.VnodeStat, n int) [][]uint32 {
+	if n == 1 {
+		return [][]uint32{moving}
+	}
+	var total int64
+	for _, v := range moving {
+		total += rows[v].Rows + 1 // +1 so empty vnodes still spread
+	}
+	out := make([][]uint32, 0, n)
+	start := 0
+	var sum int64
+	for i, v := range moving {
+		sum += rows[v].Rows + 1
+		left := len(moving) - i - 1
+		if len(out) < n-1 && sum*int64(n) >= total*int64(len(out)+1) && left >= n-1-len(out) {
+			out = append(out, moving[start:i+1])
+			start = i + 1
+		}
+	}
+	out = append(out, moving[start:])
+	for len(out) < n {
+		out = append(out, nil)
+	}
+	return out
+}
+
+// ranges writes moving as ranges over vnode ids that select exactly the
+// moving vnodes among those the origin owns: the origin's tables hold only
+// its own vnodes, so vnodes in a range that it does not own select nothing.
+func ranges(moving, owned []uint32) []shard.Range {
+	mv := map[uint32]bool{}
+	for _, v := range moving {
+		mv[v] = true
+	}
+	vs := slices.Clone(owned)
+	slices.Sort(vs)
+	var out []shard.Range
+	in := false
+	for _, v := range vs {
+		switch {
+		case mv[v] && !in:
+			out = append(out, shard.Range{Lo: int32(v), Hi: int32(v)})
+			in = true
+		case mv[v]:
+			out[len(out)-1].Hi = int32(v)
+		default:
+			in = false
+		}
+	}
+	return out
+}
+
+func newJobID() string {
+	b := make([]byte, 2)
+	rand.Read(b)
+	return "r" + time.Now().UTC().Format("20060102t150405") + hex.EncodeToString(b)
+}
