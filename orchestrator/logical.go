@@ -81,6 +81,7 @@ func validate(ctx context.Context, r *run) error {
 			return err
 		}
 	}
+	r.crash("mid")
 	return nil
 }
 

@@ -35,6 +35,9 @@ type Orchestrator struct {
 	CrashAt string
 	// RouterWait bounds the wait for routers to serve a new ring.
 	RouterWait time.Duration
+	// SessionTTL is the lease that holds the job and the dump lock: how
+	// long a dead orchestrator keeps them before another can take over.
+	SessionTTL time.Duration
 }
 
 // New returns an orchestrator using cli.
@@ -43,7 +46,7 @@ func New(cli *clientv3.Client, log *slog.Logger) *Orchestrator {
 		log = slog.Default()
 	}
 	return &Orchestrator{cli: cli, store: NewStore(cli), reg: etcd.NewRegistry(cli), rings: etcd.NewRingStore(cli),
-		buckets: etcd.NewBuckets(cli), log: log, RouterWait: 30 * time.Second}
+		buckets: etcd.NewBuckets(cli), log: log, RouterWait: 30 * time.Second, SessionTTL: 5 * time.Second}
 }
 
 // Store is the job store.
@@ -89,7 +92,7 @@ func (o *Orchestrator) Run(ctx context.Context, id string) error {
 	if _, err := o.store.Get(ctx, id); err != nil {
 		return err
 	}
-	session, err := concurrency.NewSession(o.cli, concurrency.WithTTL(10))
+	session, err := concurrency.NewSession(o.cli, concurrency.WithTTL(int(max(o.SessionTTL, 2*time.Second).Seconds())))
 	if err != nil {
 		return fmt.Errorf("etcd session: %w", err)
 	}

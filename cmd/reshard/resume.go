@@ -4,12 +4,14 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 )
 
 func newResumeCmd(g *globals) *cobra.Command {
 	var crashAt string
+	var leaseTTL time.Duration
 	cmd := &cobra.Command{
 		Use:   "resume JOB",
 		Short: "Continue a job where it stopped (after a crash, a kill or a failed phase)",
@@ -25,9 +27,11 @@ holds the job, this waits for it.`,
 				return err
 			}
 			defer done()
+			o.SessionTTL = leaseTTL
 			return runJob(ctx, cmd, g, o, args[0], crashAt)
 		},
 	}
+	cmd.Flags().DurationVar(&leaseTTL, "lease-ttl", 5*time.Second, "lease holding the job and the dump lock; a dead orchestrator's job can be resumed after it")
 	cmd.Flags().StringVar(&crashAt, "crash-at", os.Getenv("RESHARD_CRASH_AT"), "fault injection for tests")
 	cmd.Flags().MarkHidden("crash-at")
 	return cmd

@@ -20,6 +20,7 @@ func newStartCmd(g *globals) *cobra.Command {
 	req := orchestrator.Request{}
 	var dryRun, detach bool
 	var crashAt string
+	var leaseTTL time.Duration
 	cmd := &cobra.Command{
 		Use:   "start --from PNODE --to PNODE... (--split-half | --vnodes LIST) --dc-mode single|triple --servers N",
 		Short: "Plan and run a reshard: move vnodes of one pnode to new pnodes, online",
@@ -71,6 +72,7 @@ it stopped. --detach records the job for a 'reshard run' service instead.`,
 				fmt.Fprintln(cmd.OutOrStdout(), j.ID)
 				return nil
 			}
+			o.SessionTTL = leaseTTL
 			return runJob(ctx, cmd, g, o, j.ID, crashAt)
 		},
 	}
@@ -86,6 +88,7 @@ it stopped. --detach records the job for a 'reshard run' service instead.`,
 	f.Int64Var(&req.LagBytes, "lag-threshold", 1<<20, "catch-up ends when replication is fewer bytes behind than this")
 	f.BoolVar(&dryRun, "dry-run", false, "print the plan and change nothing")
 	f.BoolVar(&detach, "detach", false, "record the job for a 'reshard run' service and return")
+	f.DurationVar(&leaseTTL, "lease-ttl", 5*time.Second, "lease holding the job and the dump lock; a dead orchestrator's job can be resumed after it")
 	f.StringVar(&crashAt, "crash-at", os.Getenv("RESHARD_CRASH_AT"), "fault injection for tests: SIGKILL this process at PHASE[:POINT]")
 	f.MarkHidden("crash-at")
 	return cmd

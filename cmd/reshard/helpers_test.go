@@ -1,0 +1,98 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/reshard/reshard/postgres"
+)
+
+// labInfo is what `lab up --json` prints.
+type labInfo struct {
+	Dir     string
+	Etcd    string   `json:"etcd"`
+	Routers []string `json:"routers"`
+	Shards  []struct {
+		Name  string `json:"name"`
+		Peers []struct {
+			Role, Name, DSN string
+			Port            int
+		} `json:"peers"`
+	} `json:"shards"`
+}
+
+func (l *labInfo) env() []string { return []string{"RESHARD_ETCD=" + l.Etcd} }
+
+// labUp brings a lab up for one test and takes it down after.
+func labUp(t *testing.T, args ...string) *labInfo {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "lab")
+	out, stderr, ok := run(t, nil, append([]string{"lab", "up", "--dir", dir, "--json"}, args...)...)
+	if !ok {
+		t.Fatalf("lab up: %s", stderr)
+	}
+	t.Cleanup(func() { run(t, nil, "lab", "down", "--dir", dir) })
+	l := &labInfo{Dir: dir}
+	if err := json.Unmarshal([]byte(out), l); err != nil {
+		t.Fatalf("lab up printed %q: %v", out, err)
+	}
+	return l
+}
+
+// addShard adds an empty shard and returns its primary's DSN.
+func (l *labInfo) addShard(t *testing.T, name string, peers string) string {
+	t.Helper()
+	out, stderr, ok := run(t, nil, "lab", "add-shard", "--dir", l.Dir, "--name", name, "--peers", peers, "--json")
+	if !ok {
+		t.Fatalf("add-shard %s: %s", name, stderr)
+	}
+	dir := l.Dir
+	if err := json.Unmarshal([]byte(out), l); err != nil {
+		t.Fatal(err)
+	}
+	l.Dir = dir
+	if dsn := l.primary(name); dsn != "" {
+		return dsn
+	}
+	t.Fatalf("add-shard: %s not in %s", name, out)
+	return ""
+}
+
+func sleep(ms int) { time.Sleep(time.Duration(ms) * time.Millisecond) }
+
+func (l *labInfo) primary(name string) string {
+	for _, s := range l.Shards {
+		if s.Name == name {
+			return s.Peers[0].DSN
+		}
+	}
+	return ""
+}
+
+func (l *labInfo) routerArgs() []string {
+	var a []string
+	for _, r := range l.Routers {
+		a = append(a, "--router", r)
+	}
+	return a
+}
+
+// query runs one query returning one value.
+func query[T any](t *testing.T, dsn, sql string, args ...any) T {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := postgres.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var v T
+	if err := conn.QueryRow(ctx, sql, args...).Scan(&v); err != nil && err != pgx.ErrNoRows {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return v
+}

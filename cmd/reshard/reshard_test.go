@@ -1,0 +1,201 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/reshard/reshard/load"
+	"github.com/reshard/reshard/orchestrator"
+	"github.com/reshard/reshard/ring"
+)
+
+// startLoad runs `reshard load` in the background; wait returns its summary.
+func startLoad(t *testing.T, l *labInfo, ledger, duration string) (wait func() load.Summary) {
+	t.Helper()
+	var wg sync.WaitGroup
+	var out, stderr string
+	var ok bool
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		args := append([]string{"load", "--duration", duration, "--rate", "300", "--keys", "1000", "--ledger", ledger, "--json"}, l.routerArgs()...)
+		out, stderr, ok = run(t, l.env(), args...)
+	}()
+	return func() load.Summary {
+		wg.Wait()
+		var s load.Summary
+		if !ok || json.Unmarshal([]byte(out), &s) != nil {
+			t.Fatalf("load: %s %s", out, stderr)
+		}
+		return s
+	}
+}
+
+func verifyLedger(t *testing.T, l *labInfo, ledger string) load.Report {
+	t.Helper()
+	out, stderr, ok := run(t, l.env(), "verify", "--ledger", ledger, "--json")
+	var rep load.Report
+	json.Unmarshal([]byte(out), &rep)
+	if !ok || !rep.OK() || rep.Checked == 0 {
+		t.Fatalf("verify: %s %s", out, stderr)
+	}
+	return rep
+}
+
+func ringOf(t *testing.T, l *labInfo) *ring.Ring {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "ring.json")
+	if _, stderr, ok := run(t, l.env(), "ring", "export-fash", "--out", f); !ok {
+		t.Fatalf("export ring: %s", stderr)
+	}
+	r, _, err := readRingFile(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// The issue's main test: split 1.moray onto 3.moray while load runs
+// through two routers; nothing is lost, clients see no errors, the ring
+// shows the moved vnodes on 3.moray, and the write block is under a second.
+func TestSplitUnderLoad(t *testing.T) {
+	l := labUp(t, "--shards", "2", "--peers", "2", "--routers", "2", "--vnodes", "512")
+	dst := l.addShard(t, "3.moray", "1")
+	ledger := filepath.Join(t.TempDir(), "ledger.jsonl")
+	wait := startLoad(t, l, ledger, "12s")
+	// Let the load fill the shards before the split begins.
+	waitLedger(t, ledger, 500)
+	out, stderr, ok := run(t, l.env(), "start", "--from", "1.moray", "--to", "3.moray", "--split-half",
+		"--dc-mode", "single", "--servers", "1", "--json")
+	if !ok {
+		t.Fatalf("start: %s %s", out, stderr)
+	}
+	var j orchestrator.Job
+	if err := json.Unmarshal([]byte(out), &j); err != nil {
+		t.Fatal(err)
+	}
+	sum := wait()
+	if j.State != orchestrator.Done || j.WriteBlockMS <= 0 || j.WriteBlockMS >= 1000 {
+		t.Fatalf("job %s: state %s, write block %.1f ms", j.ID, j.State, j.WriteBlockMS)
+	}
+	for _, p := range j.Phases {
+		if p.State != orchestrator.Done || p.Started == nil || p.Ended == nil {
+			t.Errorf("phase %s: %s", p.Name, p.State)
+		}
+	}
+	if sum.ClientErrors != 0 || sum.AckedWrites < 1000 {
+		t.Fatalf("load during the split: %+v", sum)
+	}
+	verifyLedger(t, l, ledger)
+	rg := ringOf(t, l)
+	moved, err := ring.ParseVnodeList(j.Moves[0].Vnodes, 0)
+	if err != nil || len(moved) == 0 {
+		t.Fatalf("moved vnodes %q: %v", j.Moves[0].Vnodes, err)
+	}
+	for _, v := range moved {
+		if p, _, _ := rg.Vnode(v); p != "3.moray" {
+			t.Fatalf("vnode %d is on %s after the split", v, p)
+		}
+	}
+	if n := rg.PnodeVnodeCount("1.moray"); n == 0 || n+len(moved) != 256 {
+		t.Fatalf("1.moray keeps %d vnodes, moved %d", n, len(moved))
+	}
+	// Both sides hold rows; nothing is left of the replication.
+	if n := query[int64](t, dst, `select count(*) from load_0`); n == 0 {
+		t.Fatal("3.moray holds no rows")
+	}
+	if n := query[int64](t, l.primary("1.moray"), `select count(*) from pg_replication_slots`); n != 0 {
+		t.Fatalf("%d replication slots left on the origin", n)
+	}
+	if n := query[int64](t, l.primary("1.moray"), `select count(*) from pg_publication`); n != 0 {
+		t.Fatalf("%d publications left on the origin", n)
+	}
+	out, _, _ = run(t, l.env(), "status", j.ID)
+	for _, want := range []string{"DONE", "write block", "cleanup", "dump lock: free"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// waitLedger waits until the ledger has n entries.
+func waitLedger(t *testing.T, path string, n int) {
+	t.Helper()
+	for i := 0; i < 200; i++ {
+		if es, err := load.ReadLedger(path); err == nil && len(es) >= n {
+			return
+		}
+		sleep(50)
+	}
+	t.Fatalf("ledger %s did not reach %d entries", path, n)
+}
+
+var jobCreated = regexp.MustCompile(`job (\S+) created`)
+
+// Kill the orchestrator with SIGKILL inside each phase in turn (and at each
+// step of the cutover), resume it, and check every run ends correct.
+func TestKillAndResumeEveryPhase(t *testing.T) {
+	l := labUp(t, "--shards", "2", "--peers", "1", "--routers", "2", "--vnodes", "4096")
+	ledger := filepath.Join(t.TempDir(), "ledger.jsonl")
+	points := append([]string{}, orchestrator.Strategies["logical"]...)
+	points = append(points, "cutover:disowned", "cutover:writable", "cutover:flipped")
+	wait := startLoad(t, l, ledger, fmt.Sprintf("%ds", 6*len(points)+10))
+	waitLedger(t, ledger, 300)
+	for i, point := range points {
+		// Split whichever pnode holds the most vnodes onto a new one.
+		rg := ringOf(t, l)
+		from := ""
+		for _, p := range rg.Pnodes() {
+			if from == "" || rg.PnodeVnodeCount(p) > rg.PnodeVnodeCount(from) {
+				from = p
+			}
+		}
+		to := fmt.Sprintf("%d.moray", i+3)
+		l.addShard(t, to, "1")
+		_, stderr, ok := run(t, l.env(), "start", "--from", from, "--to", to, "--split-half",
+			"--dc-mode", "single", "--servers", "1", "--crash-at", point, "--lease-ttl", "2s")
+		if ok {
+			t.Fatalf("%s: the orchestrator was not killed", point)
+		}
+		m := jobCreated.FindStringSubmatch(stderr)
+		if m == nil {
+			t.Fatalf("%s: no job created: %s", point, stderr)
+		}
+		id := m[1]
+		out, _, _ := run(t, l.env(), "status", id, "--json")
+		var st statusView
+		json.Unmarshal([]byte(out), &st)
+		phase := strings.Split(point, ":")[0]
+		if st.Job == nil || st.Job.State != orchestrator.Running || st.Job.Current != phase {
+			t.Fatalf("%s: after the kill the job is %+v", point, st.Job)
+		}
+		out, stderr, ok = run(t, l.env(), "resume", id, "--json", "--lease-ttl", "2s")
+		var j orchestrator.Job
+		if !ok || json.Unmarshal([]byte(out), &j) != nil || j.State != orchestrator.Done {
+			t.Fatalf("%s: resume: %s %s", point, out, stderr)
+		}
+		rg = ringOf(t, l)
+		moved, _ := ring.ParseVnodeList(j.Moves[0].Vnodes, 0)
+		for _, v := range moved {
+			if p, _, _ := rg.Vnode(v); p != to {
+				t.Fatalf("%s: vnode %d on %s, want %s", point, v, p, to)
+			}
+		}
+		if n := query[int64](t, l.primary(from), `select count(*) from pg_replication_slots`); n != 0 {
+			t.Fatalf("%s: %d slots left on the origin", point, n)
+		}
+		// The ledger is checked once the load has stopped: while it runs, a
+		// write can be committed before its acknowledgment is in the ledger.
+		t.Logf("killed in %s, resumed: write block %.0f ms", point, j.WriteBlockMS)
+	}
+	sum := wait()
+	if sum.ClientErrors != 0 {
+		t.Fatalf("clients saw errors: %+v", sum.Errors)
+	}
+	verifyLedger(t, l, ledger)
+}
