@@ -1,0 +1,84 @@
+package main
+
+import (
+	"encoding/json"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/reshard/reshard/orchestrator"
+)
+
+// Abort before the ring flips undoes everything; after, it is refused.
+func TestAbort(t *testing.T) {
+	l := labUp(t, "--shards", "2", "--peers", "1", "--routers", "1", "--vnodes", "64")
+	ledger := filepath.Join(t.TempDir(), "ledger.jsonl")
+	out, stderr, ok := run(t, l.env(), append([]string{"load", "--duration", "2s", "--rate", "500", "--keys", "300", "--ledger", ledger}, l.routerArgs()...)...)
+	if !ok {
+		t.Fatalf("load: %s %s", out, stderr)
+	}
+	origin := l.primary("1.moray")
+	dst := l.addShard(t, "3.moray", "1")
+	ownedBefore := query[int64](t, origin, `select count(*) from reshard_vnodes where writable`)
+
+	// Killed while frozen, after the copy: the destination holds rows, the
+	// origin's vnodes are frozen, replication objects exist.
+	_, stderr, _ = run(t, l.env(), "start", "--from", "1.moray", "--to", "3.moray", "--split-half", "--servers", "1",
+		"--crash-at", "cutover:frozen", "--lease-ttl", "2s")
+	id := regexp.MustCompile(`job (\S+) created`).FindStringSubmatch(stderr)[1]
+	if n := query[int64](t, dst, `select count(*) from load_0`); n == 0 {
+		t.Fatal("nothing was copied before the kill")
+	}
+	if n := query[int64](t, origin, `select count(*) from reshard_vnodes where not writable`); n == 0 {
+		t.Fatal("the origin is not frozen")
+	}
+	out, _, _ = run(t, l.env(), "status", id)
+	if !strings.Contains(out, "frozen on 1.moray") {
+		t.Errorf("status does not show the frozen vnodes:\n%s", out)
+	}
+	if _, stderr, ok := run(t, l.env(), "abort", id); !ok {
+		t.Fatalf("abort: %s", stderr)
+	}
+	checks := map[string]struct {
+		dsn, sql string
+		want     int64
+	}{
+		"slots on the origin":           {origin, `select count(*) from pg_replication_slots`, 0},
+		"publications on the origin":    {origin, `select count(*) from pg_publication`, 0},
+		"writable vnodes on the origin": {origin, `select count(*) from reshard_vnodes where writable`, ownedBefore},
+		"frozen vnodes on the origin":   {origin, `select count(*) from reshard_vnodes where not writable`, 0},
+		"subscriptions on the dest":     {dst, `select count(*) from pg_subscription`, 0},
+		"rows on the destination":       {dst, `select (select count(*) from load_0) + (select count(*) from load_1) + (select count(*) from load_2) + (select count(*) from load_3)`, 0},
+		"ownership on the destination":  {dst, `select count(*) from reshard_vnodes`, 0},
+		"markers on the origin":         {origin, `select count(*) from reshard_markers`, 0},
+	}
+	for name, c := range checks {
+		if got := query[int64](t, c.dsn, c.sql); got != c.want {
+			t.Errorf("%s: %d, want %d", name, got, c.want)
+		}
+	}
+	var v statusView
+	out, _, _ = run(t, l.env(), "status", id, "--json")
+	json.Unmarshal([]byte(out), &v)
+	if v.Job.State != orchestrator.Aborted || len(v.Locks.Pnodes) != 0 || v.Locks.DumpLock != nil || v.Job.RingVersionAfter != 0 {
+		t.Fatalf("after abort: %s", out)
+	}
+	if rg := ringOf(t, l); rg.PnodeVnodeCount("3.moray") != 0 {
+		t.Fatal("the ring changed")
+	}
+	verifyLedger(t, l, ledger)
+
+	// The same split again, killed after the ring flip: abort is refused,
+	// resume finishes it.
+	_, stderr, _ = run(t, l.env(), "start", "--from", "1.moray", "--to", "3.moray", "--split-half", "--servers", "1",
+		"--crash-at", "cleanup", "--lease-ttl", "2s")
+	id = regexp.MustCompile(`job (\S+) created`).FindStringSubmatch(stderr)[1]
+	if _, stderr, ok := run(t, l.env(), "abort", id); ok || !strings.Contains(stderr, "can only finish") {
+		t.Fatalf("abort after the flip: %s", stderr)
+	}
+	if out, stderr, ok := run(t, l.env(), "resume", id, "--lease-ttl", "2s"); !ok {
+		t.Fatalf("resume: %s %s", out, stderr)
+	}
+	verifyLedger(t, l, ledger)
+}
