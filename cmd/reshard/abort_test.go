@@ -2,9 +2,12 @@ package main
 
 import (
 	"encoding/json"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/reshard/reshard/orchestrator"
@@ -77,8 +80,26 @@ func TestAbort(t *testing.T) {
 	if _, stderr, ok := run(t, l.env(), "abort", id); ok || !strings.Contains(stderr, "can only finish") {
 		t.Fatalf("abort after the flip: %s", stderr)
 	}
-	if out, stderr, ok := run(t, l.env(), "resume", id, "--lease-ttl", "2s"); !ok {
-		t.Fatalf("resume: %s %s", out, stderr)
+	// The service form picks the job up and finishes it.
+	svc := exec.Command(binary, "run", "--poll", "200ms")
+	svc.Env = append(os.Environ(), l.env()...)
+	if err := svc.Start(); err != nil {
+		t.Fatal(err)
 	}
+	defer svc.Process.Kill()
+	for i := 0; ; i++ {
+		var v statusView
+		out, _, _ := run(t, l.env(), "status", id, "--json")
+		json.Unmarshal([]byte(out), &v)
+		if v.Job != nil && v.Job.State == orchestrator.Done {
+			break
+		}
+		if i > 300 {
+			t.Fatalf("reshard run did not finish the job: %s", out)
+		}
+		sleep(100)
+	}
+	svc.Process.Signal(syscall.SIGTERM)
+	svc.Wait()
 	verifyLedger(t, l, ledger)
 }
