@@ -188,6 +188,11 @@ func (r *run) runPhase(ctx context.Context, ph *Phase, fn func(context.Context, 
 		ph.Attempts++
 		err := fn(ctx, r)
 		if err == nil {
+			// Counters of steps (rounds, routers) read as complete when done;
+			// row counts stay as measured.
+			if p := ph.Progress; p != nil && p.Unit != "rows" && p.Unit != "rows deleted" && p.Unit != "bytes behind" {
+				p.Done = p.Total
+			}
 			end := time.Now().UTC()
 			ph.State, ph.Ended, ph.Error = Done, &end, ""
 			ph.Seconds = end.Sub(*ph.Started).Seconds()

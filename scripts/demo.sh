@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The demo so far: a lab of two Manatee-shaped shards behind two routers,
-# traffic through them with a ledger of every acknowledged write, a router
-# killed mid-run, and a verify that nothing was lost. (The online split
-# itself arrives with the orchestrator.)
+# an empty third shard, traffic through the routers with a ledger of every
+# acknowledged write, 1.moray split in half onto 3.moray online while the
+# traffic runs (and a router is killed), and a verify that nothing was lost.
 set -euo pipefail
 BIN="${1:-bin/reshard}"
 DIR="$(mktemp -d /tmp/reshard-demo-XXXXXX)"
@@ -22,20 +22,28 @@ step "ring: 1024 vnodes over the pnodes, stored in etcd"
 "$BIN" ring get-pnodes
 "$BIN" ring locate /user/stor/re-shard-canary-dir
 
-step "load: 15s of mixed traffic through both routers; router-1 is killed at 5s"
+step "lab add-shard: an empty 3.moray, the destination of the reshard"
+"$BIN" lab add-shard --dir "$DIR" --name 3.moray --peers 3 >/dev/null
+
+step "load: 25s of mixed traffic through both routers (router-1 is killed at 5s)"
 ( sleep 5; kill -9 "$(cat "$DIR/run/router-1.pid")" && echo ">> killed router-1 (the supervisor restarts it)" >&2 ) &
 # shellcheck disable=SC2086
-"$BIN" load $ROUTERS --duration 15s --rate 400 --keys 2000 --ledger "$DIR/ledger.jsonl"
+"$BIN" load $ROUTERS --duration 25s --rate 400 --keys 2000 --ledger "$DIR/ledger.jsonl" > "$DIR/load.txt" 2>/dev/null &
+LOAD=$!
+sleep 8
+
+step "vnode-stats: the RFD's step 1 on 1.moray (top 5)"
+"$BIN" vnode-stats --pnode 1.moray --top 5
+
+step "reshard start: split 1.moray in half onto 3.moray while the load runs"
+"$BIN" start --from 1.moray --to 3.moray --split-half --dc-mode single --servers 1
+
+wait "$LOAD"
+cat "$DIR/load.txt"
 
 step "verify: every acknowledged write is on the shard that owns its key"
 "$BIN" verify --ledger "$DIR/ledger.jsonl"
-
-step "vnode-stats: the RFD's step 1 on 1.moray (top 10)"
-"$BIN" vnode-stats --pnode 1.moray --top 10
-
-step "lab add-shard: an empty 3.moray, the destination of a reshard"
-"$BIN" lab add-shard --dir "$DIR" --name 3.moray --peers 3 >/dev/null
-"$BIN" pnode list
+"$BIN" ring get-pnodes
 
 step "lab down"
 "$BIN" lab down --dir "$DIR"
