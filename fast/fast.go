@@ -32,6 +32,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/reshard/reshard/internal/jsjson"
 	"io"
 	"strconv"
 	"unicode/utf16"
@@ -149,7 +150,7 @@ func (m *Message) Payload() []byte {
 	b.WriteString(`{"m":{"uts":`)
 	b.WriteString(strconv.FormatInt(m.Meta.UTS, 10))
 	b.WriteString(`,"name":`)
-	jsString(&b, m.Meta.Name)
+	jsjson.String(&b, m.Meta.Name)
 	b.WriteString(`},"d":`)
 	b.Write(m.D)
 	b.WriteByte('}')
@@ -409,50 +410,4 @@ func (m *Message) parsePayload(p []byte) error {
 		return &ProtocolError{Reason: "bad_data_d", MsgID: m.MsgID, Msg: fmt.Sprintf("message %d: data.d for DATA and END messages must be an array", m.MsgID)}
 	}
 	return nil
-}
-
-// jsString quotes s as JSON.stringify does: only '"', '\\' and control
-// characters are escaped (Go's encoder also escapes <, >, & and U+2028).
-func jsString(b *bytes.Buffer, s string) {
-	const hex = "0123456789abcdef"
-	b.WriteByte('"')
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c >= utf8.RuneSelf {
-			r, size := utf8.DecodeRuneInString(s[i:])
-			if r == utf8.RuneError && size == 1 {
-				b.WriteString(`\ufffd`)
-			} else {
-				b.WriteString(s[i : i+size])
-			}
-			i += size
-			continue
-		}
-		switch c {
-		case '"':
-			b.WriteString(`\"`)
-		case '\\':
-			b.WriteString(`\\`)
-		case '\b':
-			b.WriteString(`\b`)
-		case '\f':
-			b.WriteString(`\f`)
-		case '\n':
-			b.WriteString(`\n`)
-		case '\r':
-			b.WriteString(`\r`)
-		case '\t':
-			b.WriteString(`\t`)
-		default:
-			if c < 0x20 {
-				b.WriteString(`\u00`)
-				b.WriteByte(hex[c>>4])
-				b.WriteByte(hex[c&0xf])
-			} else {
-				b.WriteByte(c)
-			}
-		}
-		i++
-	}
-	b.WriteByte('"')
 }

@@ -4,12 +4,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"github.com/reshard/reshard/internal/jsjson"
 	"io"
 	"math/big"
 	"slices"
 	"strconv"
 	"strings"
-	"unicode/utf8"
 )
 
 type fashAlgorithm struct {
@@ -305,7 +305,7 @@ func (r *Ring) WriteFash(w io.Writer) error {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		jsString(&b, r.pnodes[p])
+		jsjson.String(&b, r.pnodes[p])
 		b.WriteString(":{")
 		for j, v := range buckets[p] {
 			if j > 0 {
@@ -320,64 +320,18 @@ func (r *Ring) WriteFash(w io.Writer) error {
 	}
 	a := r.fashAlgorithm()
 	b.WriteString(`},"algorithm":{"NAME":`)
-	jsString(&b, a.NAME)
+	jsjson.String(&b, a.NAME)
 	b.WriteString(`,"MAX":`)
-	jsString(&b, a.MAX)
+	jsjson.String(&b, a.MAX)
 	b.WriteString(`,"VNODE_HASH_INTERVAL":`)
-	jsString(&b, a.VNODE_HASH_INTERVAL)
+	jsjson.String(&b, a.VNODE_HASH_INTERVAL)
 	b.WriteString(`},"version":`)
 	v := r.fashVersion
 	if v == "" {
 		v = FashVersion
 	}
-	jsString(&b, v)
+	jsjson.String(&b, v)
 	b.WriteByte('}')
 	_, err := w.Write(b.Bytes())
 	return err
-}
-
-// jsString quotes s as JSON.stringify does: only '"', '\\' and control
-// characters are escaped.
-func jsString(b *bytes.Buffer, s string) {
-	const hex = "0123456789abcdef"
-	b.WriteByte('"')
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c >= 0x80 {
-			r, size := utf8.DecodeRuneInString(s[i:])
-			if r == utf8.RuneError && size == 1 {
-				b.WriteString(`\ufffd`)
-			} else {
-				b.WriteString(s[i : i+size])
-			}
-			i += size
-			continue
-		}
-		switch c {
-		case '"':
-			b.WriteString(`\"`)
-		case '\\':
-			b.WriteString(`\\`)
-		case '\b':
-			b.WriteString(`\b`)
-		case '\f':
-			b.WriteString(`\f`)
-		case '\n':
-			b.WriteString(`\n`)
-		case '\r':
-			b.WriteString(`\r`)
-		case '\t':
-			b.WriteString(`\t`)
-		default:
-			if c < 0x20 {
-				b.WriteString(`\u00`)
-				b.WriteByte(hex[c>>4])
-				b.WriteByte(hex[c&0xf])
-			} else {
-				b.WriteByte(c)
-			}
-		}
-		i++
-	}
-	b.WriteByte('"')
 }

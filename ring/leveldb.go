@@ -39,6 +39,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/reshard/reshard/internal/jsjson"
 	"io"
 	"os"
 	"path/filepath"
@@ -267,7 +268,7 @@ func (r *Ring) writeFashDB(db *leveldb.DB) error {
 	quoted := make([][]byte, len(r.pnodes))
 	for i, p := range r.pnodes {
 		var b bytes.Buffer
-		jsString(&b, p)
+		jsjson.String(&b, p)
 		quoted[i] = b.Bytes()
 	}
 	batch := new(leveldb.Batch)
@@ -310,11 +311,11 @@ func (r *Ring) writeFashDB(db *leveldb.DB) error {
 	a := r.fashAlgorithm()
 	b.Reset()
 	b.WriteString(`{"NAME":`)
-	jsString(&b, a.NAME)
+	jsjson.String(&b, a.NAME)
 	b.WriteString(`,"MAX":`)
-	jsString(&b, a.MAX)
+	jsjson.String(&b, a.MAX)
 	b.WriteString(`,"VNODE_HASH_INTERVAL":`)
-	jsString(&b, a.VNODE_HASH_INTERVAL)
+	jsjson.String(&b, a.VNODE_HASH_INTERVAL)
 	b.WriteByte('}')
 	batch.Put([]byte("ALGORITHM"), b.Bytes())
 	v := r.fashVersion
@@ -322,7 +323,7 @@ func (r *Ring) writeFashDB(db *leveldb.DB) error {
 		v = FashVersion
 	}
 	b.Reset()
-	jsString(&b, v)
+	jsjson.String(&b, v)
 	batch.Put([]byte("VERSION"), b.Bytes())
 	if err := db.Write(batch, &opt.WriteOptions{Sync: true}); err != nil {
 		return err

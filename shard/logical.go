@@ -286,30 +286,17 @@ func Mismatches(a, b map[BucketVnode]Checksum) []int32 {
 // does not own, bypassing the fence for this delete only. It returns the
 // number deleted; 0 means none are left.
 func DeleteBatch(ctx context.Context, q Batcher, bucket string, ranges []Range, limit int) (int64, error) {
-	if err := ValidateBucket(bucket); err != nil {
-		return 0, err
-	}
-	t := quoteIdent(bucket)
-	b := &pgx.Batch{}
-	b.Queue(`select set_config('reshard.cleanup', 'on', true)`)
-	b.Queue(fmt.Sprintf(`delete from %[1]s where ctid = any(array(
-		select ctid from %[1]s b where (%[2]s)
-		and not exists (select 1 from reshard_vnodes v where v.vnode = b._vnode) limit $1))`, t, Filter(ranges)), limit)
-	br := q.SendBatch(ctx, b)
-	defer br.Close()
-	if _, err := br.Exec(); err != nil {
-		return 0, err
-	}
-	tag, err := br.Exec()
-	if err != nil {
-		return 0, err
-	}
-	return tag.RowsAffected(), br.Close()
+	return deleteBatch(ctx, q, bucket, ranges, limit,
+		"and not exists (select 1 from reshard_vnodes v where v.vnode = b._vnode)")
 }
 
-// DeleteAll deletes every row of vnodes in ranges, owned or not: an aborted
-// job's copy on a destination that never served them.
+// DeleteAll deletes up to limit rows of vnodes in ranges, owned or not: an
+// aborted job's copy on a destination that never served them.
 func DeleteAll(ctx context.Context, q Batcher, bucket string, ranges []Range, limit int) (int64, error) {
+	return deleteBatch(ctx, q, bucket, ranges, limit, "")
+}
+
+func deleteBatch(ctx context.Context, q Batcher, bucket string, ranges []Range, limit int, also string) (int64, error) {
 	if err := ValidateBucket(bucket); err != nil {
 		return 0, err
 	}
@@ -317,7 +304,7 @@ func DeleteAll(ctx context.Context, q Batcher, bucket string, ranges []Range, li
 	b := &pgx.Batch{}
 	b.Queue(`select set_config('reshard.cleanup', 'on', true)`)
 	b.Queue(fmt.Sprintf(`delete from %[1]s where ctid = any(array(
-		select ctid from %[1]s where (%[2]s) limit $1))`, t, Filter(ranges)), limit)
+		select ctid from %[1]s b where (%[2]s) %[3]s limit $1))`, t, Filter(ranges), also), limit)
 	br := q.SendBatch(ctx, b)
 	defer br.Close()
 	if _, err := br.Exec(); err != nil {
