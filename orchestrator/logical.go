@@ -198,13 +198,8 @@ func copyPhase(ctx context.Context, r *run) error {
 		if ready == all {
 			return nil
 		}
-		if err := r.checkAbort(ctx); err != nil {
+		if err := r.pause(ctx, 200 * time.Millisecond); err != nil {
 			return err
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(200 * time.Millisecond):
 		}
 	}
 }
@@ -231,13 +226,8 @@ func catchup(ctx context.Context, r *run) error {
 		if worst <= j.LagBytes {
 			return nil
 		}
-		if err := r.checkAbort(ctx); err != nil {
+		if err := r.pause(ctx, 100 * time.Millisecond); err != nil {
 			return err
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
 		}
 	}
 }
@@ -261,10 +251,8 @@ func dumpLock(ctx context.Context, r *run) error {
 			return err
 		}
 		r.progress(ctx, Progress{Done: 0, Total: int64(len(dumps)), Unit: "dumps", Note: fmt.Sprintf("waiting for %v", dumps)})
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(500 * time.Millisecond):
+		if err := sleep(ctx, 500 * time.Millisecond); err != nil {
+			return err
 		}
 	}
 }
@@ -365,10 +353,8 @@ func waitMarker(ctx context.Context, r *run, pnode, token string) error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%s has not applied marker %s after 2 minutes", pnode, token)
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(2 * time.Millisecond):
+		if err := sleep(ctx, 2 * time.Millisecond); err != nil {
+			return err
 		}
 	}
 }
@@ -592,10 +578,8 @@ func (r *run) waitRouters(ctx context.Context) error {
 			return nil
 		}
 		r.progress(ctx, Progress{Done: int64(len(rs) - len(behind)), Total: int64(len(rs)), Unit: "routers"})
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(20 * time.Millisecond):
+		if err := sleep(ctx, 20 * time.Millisecond); err != nil {
+			return err
 		}
 	}
 }
@@ -681,10 +665,8 @@ func cleanup(ctx context.Context, r *run) error {
 			}
 			// Keep to the rate: a batch of n rows takes at least n/RateLimit.
 			if wait := time.Duration(float64(n)/float64(j.RateLimit)*float64(time.Second)) - time.Since(t0); wait > 0 {
-				select {
-				case <-ctx.Done():
-					return ctx.Err()
-				case <-time.After(wait):
+				if err := sleep(ctx, wait); err != nil {
+					return err
 				}
 			}
 		}
@@ -772,4 +754,21 @@ func (r *run) abort(ctx context.Context) error {
 		return err
 	}
 	return ErrAborted
+}
+
+// pause waits d between polls, returning early on an abort request.
+func (r *run) pause(ctx context.Context, d time.Duration) error {
+	if err := r.checkAbort(ctx); err != nil {
+		return err
+	}
+	return sleep(ctx, d)
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+		return nil
+	}
 }
