@@ -198,7 +198,7 @@ func copyPhase(ctx context.Context, r *run) error {
 		if ready == all {
 			return nil
 		}
-		if err := r.pause(ctx, 200 * time.Millisecond); err != nil {
+		if err := r.pause(ctx, 200*time.Millisecond); err != nil {
 			return err
 		}
 	}
@@ -226,7 +226,7 @@ func catchup(ctx context.Context, r *run) error {
 		if worst <= j.LagBytes {
 			return nil
 		}
-		if err := r.pause(ctx, 100 * time.Millisecond); err != nil {
+		if err := r.pause(ctx, 100*time.Millisecond); err != nil {
 			return err
 		}
 	}
@@ -251,7 +251,7 @@ func dumpLock(ctx context.Context, r *run) error {
 			return err
 		}
 		r.progress(ctx, Progress{Done: 0, Total: int64(len(dumps)), Unit: "dumps", Note: fmt.Sprintf("waiting for %v", dumps)})
-		if err := sleep(ctx, 500 * time.Millisecond); err != nil {
+		if err := sleep(ctx, 500*time.Millisecond); err != nil {
 			return err
 		}
 	}
@@ -353,7 +353,7 @@ func waitMarker(ctx context.Context, r *run, pnode, token string) error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%s has not applied marker %s after 2 minutes", pnode, token)
 		}
-		if err := sleep(ctx, 2 * time.Millisecond); err != nil {
+		if err := sleep(ctx, 2*time.Millisecond); err != nil {
 			return err
 		}
 	}
@@ -578,7 +578,7 @@ func (r *run) waitRouters(ctx context.Context) error {
 			return nil
 		}
 		r.progress(ctx, Progress{Done: int64(len(rs) - len(behind)), Total: int64(len(rs)), Unit: "routers"})
-		if err := sleep(ctx, 20 * time.Millisecond); err != nil {
+		if err := sleep(ctx, 20*time.Millisecond); err != nil {
 			return err
 		}
 	}
