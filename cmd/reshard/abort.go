@@ -1,11 +1,10 @@
 package main
 
 import (
+	"context"
 	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
 
+	"github.com/reshard/reshard/orchestrator"
 	"github.com/spf13/cobra"
 )
 
@@ -19,21 +18,16 @@ destination's copied rows and ownership rows, and the locks are removed.
 After the flip abort is refused: the job must finish ('reshard resume').`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			o, done, err := connectOrchestrator(ctx, g)
-			if err != nil {
-				return err
-			}
-			defer done()
-			if err := o.Abort(ctx, args[0]); err != nil {
-				return err
-			}
-			if g.json {
-				return printJSON(cmd.OutOrStdout(), map[string]string{"aborted": args[0]})
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "job %s aborted and undone\n", args[0])
-			return nil
+			return withOrchestrator(cmd, g, func(ctx context.Context, o *orchestrator.Orchestrator) error {
+				if err := o.Abort(ctx, args[0]); err != nil {
+					return err
+				}
+				if g.json {
+					return printJSON(cmd.OutOrStdout(), map[string]string{"aborted": args[0]})
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "job %s aborted and undone\n", args[0])
+				return nil
+			})
 		},
 	}
 }

@@ -1,11 +1,11 @@
 package main
 
 import (
+	"context"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
+	"github.com/reshard/reshard/orchestrator"
 	"github.com/spf13/cobra"
 )
 
@@ -20,15 +20,10 @@ orchestrator died continues from its current phase. If another orchestrator
 holds the job, this waits for it.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			o, done, err := connectOrchestrator(ctx, g)
-			if err != nil {
-				return err
-			}
-			defer done()
-			o.SessionTTL = leaseTTL
-			return runJob(ctx, cmd, g, o, args[0], crashAt)
+			return withOrchestrator(cmd, g, func(ctx context.Context, o *orchestrator.Orchestrator) error {
+				o.SessionTTL = leaseTTL
+				return runJob(ctx, cmd, g, o, args[0], crashAt)
+			})
 		},
 	}
 	cmd.Flags().DurationVar(&leaseTTL, "lease-ttl", 5*time.Second, "lease holding the job and the dump lock; a dead orchestrator's job can be resumed after it")

@@ -1,11 +1,9 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"log/slog"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/reshard/reshard/orchestrator"
@@ -23,36 +21,31 @@ time; a job another orchestrator holds is waited for. Failed jobs wait for
 an operator: 'reshard resume JOB' or 'reshard abort JOB'.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			o, done, err := connectOrchestrator(ctx, g)
-			if err != nil {
-				return err
-			}
-			defer done()
-			log := slog.New(slog.NewJSONHandler(cmd.ErrOrStderr(), nil))
-			for ctx.Err() == nil {
-				jobs, err := o.Jobs(ctx)
-				if err != nil {
-					log.Warn("list jobs", "err", err)
-				}
-				for _, j := range jobs {
-					if j.State != orchestrator.Pending && j.State != orchestrator.Running {
-						continue
+			return withOrchestrator(cmd, g, func(ctx context.Context, o *orchestrator.Orchestrator) error {
+				log := slog.New(slog.NewJSONHandler(cmd.ErrOrStderr(), nil))
+				for ctx.Err() == nil {
+					jobs, err := o.Jobs(ctx)
+					if err != nil {
+						log.Warn("list jobs", "err", err)
 					}
-					log.Info("running job", "job", j.ID)
-					if err := o.Run(ctx, j.ID); err != nil && !errors.Is(err, orchestrator.ErrAborted) {
-						log.Warn("job stopped", "job", j.ID, "err", err)
-					} else {
-						log.Info("job ended", "job", j.ID)
+					for _, j := range jobs {
+						if j.State != orchestrator.Pending && j.State != orchestrator.Running {
+							continue
+						}
+						log.Info("running job", "job", j.ID)
+						if err := o.Run(ctx, j.ID); err != nil && !errors.Is(err, orchestrator.ErrAborted) {
+							log.Warn("job stopped", "job", j.ID, "err", err)
+						} else {
+							log.Info("job ended", "job", j.ID)
+						}
+					}
+					select {
+					case <-ctx.Done():
+					case <-time.After(poll):
 					}
 				}
-				select {
-				case <-ctx.Done():
-				case <-time.After(poll):
-				}
-			}
-			return nil
+				return nil
+			})
 		},
 	}
 	cmd.Flags().DurationVar(&poll, "poll", 2*time.Second, "how often to look for jobs")

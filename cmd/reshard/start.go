@@ -6,10 +6,8 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/reshard/reshard/orchestrator"
@@ -42,38 +40,33 @@ it stopped. --detach records the job for a 'reshard run' service instead.`,
   reshard start --from 1.moray --to 3.moray --vnodes '0, 106, 943, 689' --dc-mode single --servers 1 --dry-run`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			o, done, err := connectOrchestrator(ctx, g)
-			if err != nil {
-				return err
-			}
-			defer done()
-			if dryRun {
-				j, err := o.Plan(ctx, req)
+			return withOrchestrator(cmd, g, func(ctx context.Context, o *orchestrator.Orchestrator) error {
+				if dryRun {
+					j, err := o.Plan(ctx, req)
+					if err != nil {
+						return err
+					}
+					if g.json {
+						return printJSON(cmd.OutOrStdout(), j)
+					}
+					printPlan(cmd.OutOrStdout(), j)
+					return nil
+				}
+				j, err := o.Start(ctx, req)
 				if err != nil {
 					return err
 				}
-				if g.json {
-					return printJSON(cmd.OutOrStdout(), j)
+				fmt.Fprintf(cmd.ErrOrStderr(), "job %s created\n", j.ID)
+				if detach {
+					if g.json {
+						return printJSON(cmd.OutOrStdout(), j)
+					}
+					fmt.Fprintln(cmd.OutOrStdout(), j.ID)
+					return nil
 				}
-				printPlan(cmd.OutOrStdout(), j)
-				return nil
-			}
-			j, err := o.Start(ctx, req)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.ErrOrStderr(), "job %s created\n", j.ID)
-			if detach {
-				if g.json {
-					return printJSON(cmd.OutOrStdout(), j)
-				}
-				fmt.Fprintln(cmd.OutOrStdout(), j.ID)
-				return nil
-			}
-			o.SessionTTL = leaseTTL
-			return runJob(ctx, cmd, g, o, j.ID, crashAt)
+				o.SessionTTL = leaseTTL
+				return runJob(ctx, cmd, g, o, j.ID, crashAt)
+			})
 		},
 	}
 	f := cmd.Flags()

@@ -4,7 +4,10 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -104,6 +107,19 @@ func newWatchCmd(g *globals) *cobra.Command {
 			}
 		},
 	}
+}
+
+// withOrchestrator runs fn with an orchestrator, in a context that Ctrl-C
+// or SIGTERM cancels, so a job stops between steps rather than mid-write.
+func withOrchestrator(cmd *cobra.Command, g *globals, fn func(context.Context, *orchestrator.Orchestrator) error) error {
+	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	o, done, err := connectOrchestrator(ctx, g)
+	if err != nil {
+		return err
+	}
+	defer done()
+	return fn(ctx, o)
 }
 
 func connectOrchestrator(ctx context.Context, g *globals) (*orchestrator.Orchestrator, func(), error) {
