@@ -96,3 +96,24 @@ func (p Pnode) Validate() error {
 	}
 	return nil
 }
+
+// Provisioner is what the physical strategy needs from the hosts that run
+// PostgreSQL: RFD 103 steps 3 and 7 (new async peers of the origin, then
+// split off as a new shard). The lab implements it on this machine; an
+// agent per host, Patroni or a cloud API can implement it elsewhere. Every
+// method must be idempotent: a resumed job calls it again.
+type Provisioner interface {
+	// CreateStandby makes a new peer named name for pnode from a base
+	// backup of upstream and starts it streaming from upstream. If the
+	// peer exists it is returned as it is.
+	CreateStandby(ctx context.Context, pnode, name string, upstream Peer) (Peer, error)
+	// Promote ends recovery on peer and makes it a primary on a new
+	// timeline. Promoting a primary does nothing.
+	Promote(ctx context.Context, peer Peer) error
+	// Follow points a standby at upstream (it follows upstream's timeline)
+	// with the given role; a sync role makes upstream name it in
+	// synchronous_standby_names.
+	Follow(ctx context.Context, peer, upstream Peer, role Role) error
+	// Remove stops a peer and deletes its data.
+	Remove(ctx context.Context, peer Peer) error
+}

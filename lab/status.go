@@ -30,29 +30,35 @@ type PeerStatus struct {
 }
 
 // Status reads every peer live. A peer that does not answer is "down".
+// A peer's upstream may sit in another shard: the physical strategy's new
+// peers stream from the origin's primary while they catch up.
 func Status(ctx context.Context, st *State) []PeerStatus {
+	reps := map[string]*postgres.Replication{}
+	for _, sh := range st.Shards {
+		for _, p := range sh.Peers {
+			reps[p.Name] = readPeer(ctx, p)
+		}
+	}
 	var out []PeerStatus
 	for _, sh := range st.Shards {
-		reps := make([]*postgres.Replication, len(sh.Peers))
-		for i, p := range sh.Peers {
-			reps[i] = readPeer(ctx, p)
-		}
 		for i, p := range sh.Peers {
 			row := PeerStatus{Shard: sh.Name, Role: p.Role, Peer: p.Name, Port: p.Port, PG: "down", Repl: "-"}
-			r := reps[i]
+			r := reps[p.Name]
 			if r != nil {
 				row.PG, row.InRecovery, row.WAL = "ok", r.InRecovery, r.WAL
+				// Manatee shows the stream to the next peer of the shard.
+				next := ""
 				if i+1 < len(sh.Peers) {
-					for _, d := range r.Downstream {
-						if d.Name == sh.Peers[i+1].Name {
-							d := d
-							row.Repl, row.Sent, row.Flush, row.Replay = d.SyncState, &d.Sent, &d.Flush, &d.Replay
-						}
+					next = sh.Peers[i+1].Name
+				}
+				for _, d := range r.Downstream {
+					if d.Name == next {
+						d := d
+						row.Repl, row.Sent, row.Flush, row.Replay = d.SyncState, &d.Sent, &d.Flush, &d.Replay
 					}
 				}
 			}
-			if i > 0 && reps[i-1] != nil {
-				up := reps[i-1]
+			if up := reps[p.Upstream]; p.Upstream != "" && up != nil {
 				for _, d := range up.Downstream {
 					if d.Name == p.Name && d.ReplayLag != nil {
 						s := d.ReplayLag.Seconds()

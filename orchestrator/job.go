@@ -89,8 +89,12 @@ type Job struct {
 	WriteBlockMS float64   `json:"write_block_ms,omitempty"`
 	Mismatched   []int32   `json:"mismatched,omitempty"` // vnodes to check again, exactly, while frozen
 	Warnings     []string  `json:"warnings,omitempty"`
-	// Physical strategy: peers created for the new pnodes.
-	NewPeers map[string][]reshard.Peer `json:"new_peers,omitempty"`
+	RingVnodes   int       `json:"ring_vnodes"`
+	// Physical strategy: who creates peers, the peers created for each new
+	// pnode, and the origin's WAL position right after the freeze.
+	Provisioner string                    `json:"provisioner,omitempty"`
+	NewPeers    map[string][]reshard.Peer `json:"new_peers,omitempty"`
+	FreezeLSN   string                    `json:"freeze_lsn,omitempty"`
 }
 
 // phase returns the named phase.

@@ -12,7 +12,7 @@ import (
 )
 
 func strategyPhases(strategy string) map[string]func(context.Context, *run) error {
-	return map[string]func(context.Context, *run) error{
+	m := map[string]func(context.Context, *run) error{
 		"validate":          validate,
 		"prepare":           prepare,
 		"replicate":         replicate,
@@ -24,7 +24,18 @@ func strategyPhases(strategy string) map[string]func(context.Context, *run) erro
 		"teardown":          teardown,
 		"release-dump-lock": releaseDumpLock,
 		"cleanup":           cleanup,
+		"add-peers":         addPeers,
+		"freeze":            freeze,
+		"wait-replay":       waitReplay,
+		"detach":            detach,
+		"register":          register,
 	}
+	if strategy == "physical" {
+		m["catchup"] = physicalCatchup
+		m["cutover"] = physicalCutover
+		m["cleanup"] = physicalCleanup
+	}
+	return m
 }
 
 // Replication objects are named after the job and the destination.
@@ -76,7 +87,11 @@ func validate(ctx context.Context, r *run) error {
 			return fatal("vnode %d is now on %s, not %s (ring version %d)", v, p, j.From, rv.Version)
 		}
 	}
-	for _, p := range j.Pnodes() {
+	pnodes := j.Pnodes()
+	if j.Strategy == "physical" {
+		pnodes = pnodes[:1] // the destinations do not exist yet
+	}
+	for _, p := range pnodes {
 		if _, err := r.pool(ctx, p); err != nil {
 			return err
 		}
@@ -626,48 +641,54 @@ func cleanup(ctx context.Context, r *run) error {
 	if err != nil {
 		return err
 	}
-	var total int64
-	for _, m := range j.Moves {
-		total += m.Rows
-	}
-	rgs := j.AllRanges()
-	left, err := shard.RowCount(ctx, origin, j.Buckets, rgs)
+	left, err := shard.UnownedRows(ctx, origin, j.Buckets, j.AllRanges())
 	if err != nil {
 		return err
 	}
-	done := max(total-left, 0)
+	d := &deleter{r: r, total: left, start: time.Now()}
+	return d.run(ctx, origin, j.Buckets, j.AllRanges())
+}
+
+// deleter deletes rows a shard no longer owns in rate-limited batches and
+// reports progress over one or more shards.
+type deleter struct {
+	r       *run
+	total   int64
+	deleted int64
+	start   time.Time
+	crashed bool
+}
+
+func (d *deleter) run(ctx context.Context, q shard.Batcher, buckets []string, ranges []shard.Range) error {
+	j := d.r.job
 	batch := min(max(j.RateLimit/10, 100), 5000)
-	start := time.Now()
-	var deleted int64
-	crashed := false
-	for _, b := range j.Buckets {
+	for _, b := range buckets {
 		for {
 			t0 := time.Now()
-			n, err := shard.DeleteBatch(ctx, origin, b, rgs, batch)
+			n, err := shard.DeleteBatch(ctx, q, b, ranges, batch)
 			if err != nil {
 				return err
 			}
-			deleted += n
-			p := Progress{Done: done + deleted, Total: max(total, done+deleted), Unit: "rows deleted"}
-			if el := time.Since(start).Seconds(); el > 0 {
-				p.Rate = float64(deleted) / el
+			d.deleted += n
+			p := Progress{Done: d.deleted, Total: max(d.total, d.deleted), Unit: "rows deleted"}
+			if el := time.Since(d.start).Seconds(); el > 0 {
+				p.Rate = float64(d.deleted) / el
 				if p.Rate > 0 && p.Total > p.Done {
 					p.ETASeconds = float64(p.Total-p.Done) / p.Rate
 				}
 			}
-			r.progress(ctx, p)
-			if !crashed && n > 0 {
-				crashed = true
-				r.crash("mid")
+			d.r.progress(ctx, p)
+			if !d.crashed && n > 0 {
+				d.crashed = true
+				d.r.crash("mid")
 			}
 			if n == 0 {
 				break
 			}
 			// Keep to the rate: a batch of n rows takes at least n/RateLimit.
-			if wait := time.Duration(float64(n)/float64(j.RateLimit)*float64(time.Second)) - time.Since(t0); wait > 0 {
-				if err := sleep(ctx, wait); err != nil {
-					return err
-				}
+			wait := time.Duration(float64(n)/float64(j.RateLimit)*float64(time.Second)) - time.Since(t0)
+			if err := sleep(ctx, max(wait, 0)); err != nil {
+				return err
 			}
 		}
 	}
@@ -683,6 +704,12 @@ func (r *run) abort(ctx context.Context) error {
 	}
 	j.State = Aborting
 	r.save(ctx)
+	if j.Strategy == "physical" {
+		if err := r.undoPhysical(ctx); err != nil {
+			return err
+		}
+		return r.finishAbort(ctx)
+	}
 	all, err := allMoving(j)
 	if err != nil {
 		return err
@@ -735,6 +762,12 @@ func (r *run) abort(ctx context.Context) error {
 	if err := shard.DropMarkers(ctx, origin, j.ID); err != nil {
 		return err
 	}
+	return r.finishAbort(ctx)
+}
+
+// finishAbort releases the job's locks and records it aborted.
+func (r *run) finishAbort(ctx context.Context) error {
+	j := r.job
 	if err := etcd.ReleaseDumpLock(ctx, r.o.cli, j.holder()); err != nil {
 		return err
 	}

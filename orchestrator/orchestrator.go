@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/reshard/reshard"
 	"github.com/reshard/reshard/etcd"
 	"github.com/reshard/reshard/postgres"
 	"github.com/reshard/reshard/ring"
@@ -35,6 +36,8 @@ type Orchestrator struct {
 	CrashAt string
 	// RouterWait bounds the wait for routers to serve a new ring.
 	RouterWait time.Duration
+	// Provisioners resolves a job's provisioner spec (e.g. "lab:/tmp/lab").
+	Provisioners func(spec string) (reshard.Provisioner, error)
 	// SessionTTL is the lease that holds the job and the dump lock: how
 	// long a dead orchestrator keeps them before another can take over.
 	SessionTTL time.Duration
@@ -62,6 +65,13 @@ func (o *Orchestrator) Start(ctx context.Context, req Request) (*Job, error) {
 		return nil, err
 	}
 	return j, nil
+}
+
+func (o *Orchestrator) provisioner(spec string) (reshard.Provisioner, error) {
+	if o.Provisioners == nil {
+		return nil, fmt.Errorf("no provisioner for %q in this orchestrator", spec)
+	}
+	return o.Provisioners(spec)
 }
 
 // permanent marks an error that retrying will not fix.

@@ -28,12 +28,18 @@ type Request struct {
 	Strategy  string // logical (default) or physical
 	RateLimit int    // cleanup rows per second
 	LagBytes  int64  // catch-up threshold
+	// Provisioner creates the new peers of the physical strategy, e.g.
+	// "lab:/tmp/lab"; see Orchestrator.Provisioners.
+	Provisioner string
 }
 
 // Strategies names the strategies and their phases.
 var Strategies = map[string][]string{
 	"logical": {"validate", "prepare", "replicate", "copy", "catchup", "dump-lock", "verify", "cutover",
 		"teardown", "release-dump-lock", "cleanup"},
+	// RFD 103's own method: new async peers of the origin become a new shard.
+	"physical": {"validate", "add-peers", "catchup", "dump-lock", "freeze", "wait-replay", "detach",
+		"register", "cutover", "release-dump-lock", "cleanup"},
 }
 
 func (r *Request) check() error {
@@ -41,7 +47,7 @@ func (r *Request) check() error {
 		r.Strategy = "logical"
 	}
 	if _, ok := Strategies[r.Strategy]; !ok {
-		return fmt.Errorf("--strategy %q: use logical", r.Strategy)
+		return fmt.Errorf("--strategy %q: use logical or physical", r.Strategy)
 	}
 	if r.DCMode != "single" && r.DCMode != "triple" {
 		return fmt.Errorf("--dc-mode must be single or triple, got %q", r.DCMode)
@@ -81,10 +87,27 @@ func (o *Orchestrator) Plan(ctx context.Context, req Request) (*Job, error) {
 	if err != nil {
 		return nil, fmt.Errorf("origin: %w", err)
 	}
+	physical := req.Strategy == "physical"
 	dests := make([]reshard.Pnode, len(req.To))
 	for i, t := range req.To {
-		if dests[i], err = o.reg.Pnode(ctx, t); err != nil {
+		if err := reshard.ValidatePnodeName(t); err != nil {
+			return nil, err
+		}
+		dests[i], err = o.reg.Pnode(ctx, t)
+		switch {
+		case physical && err == nil:
+			return nil, fmt.Errorf("destination %s is already registered; the physical strategy creates it from new peers of %s", t, req.From)
+		case physical && errors.Is(err, reshard.ErrNotFound):
+		case err != nil:
 			return nil, fmt.Errorf("destination: %w", err)
+		}
+	}
+	if physical {
+		if req.Provisioner == "" {
+			return nil, fmt.Errorf("the physical strategy needs a provisioner to create peers: give --lab DIR")
+		}
+		if _, err := o.provisioner(req.Provisioner); err != nil {
+			return nil, err
 		}
 	}
 	locks, err := o.store.PnodeLocks(ctx)
@@ -133,6 +156,9 @@ func (o *Orchestrator) Plan(ctx context.Context, req Request) (*Job, error) {
 		}
 	}
 	for _, d := range dests {
+		if physical {
+			break
+		}
 		if err := checkEmpty(ctx, d); err != nil {
 			return nil, err
 		}
@@ -176,6 +202,7 @@ func (o *Orchestrator) Plan(ctx context.Context, req Request) (*Job, error) {
 	job := &Job{
 		ID: newJobID(), Strategy: req.Strategy, From: req.From, To: req.To, DCMode: req.DCMode,
 		Servers: req.Servers, Buckets: buckets, RateLimit: req.RateLimit, LagBytes: req.LagBytes,
+		Provisioner: req.Provisioner, RingVnodes: rg.Vnodes(),
 		State: Pending, RingVersionBefore: rv.Version, Created: time.Now().UTC(),
 	}
 	for i, part := range divide(moving, rows, len(req.To)) {
@@ -207,6 +234,9 @@ func checkServers(req Request, dests []reshard.Pnode) error {
 	want := per * len(req.To)
 	if req.Servers != want {
 		return fmt.Errorf("--servers %d does not fit %d destination pnode(s) in %s-DC mode: expected %d", req.Servers, len(req.To), req.DCMode, want)
+	}
+	if req.Strategy == "physical" {
+		return nil // the job creates exactly that many peers
 	}
 	got := 0
 	for _, d := range dests {

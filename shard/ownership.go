@@ -129,3 +129,12 @@ func VnodeStats(ctx context.Context, q Querier, buckets ...string) ([]VnodeStat,
 	})
 	return out, nil
 }
+
+// KeepOnly drops every ownership row but those of vnodes: a physical copy
+// of the origin starts out owning all of the origin's vnodes.
+func KeepOnly(ctx context.Context, q Querier, vnodes []int32) error {
+	if _, err := q.Exec(ctx, `delete from reshard_vnodes where vnode <> all($1::int[])`, vnodes); err != nil {
+		return fmt.Errorf("keep %d vnodes: %w", len(vnodes), err)
+	}
+	return nil
+}

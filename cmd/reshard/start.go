@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -17,6 +18,7 @@ import (
 func newStartCmd(g *globals) *cobra.Command {
 	req := orchestrator.Request{}
 	var dryRun, detach bool
+	var labDir string
 	var crashAt string
 	var leaseTTL time.Duration
 	cmd := &cobra.Command{
@@ -41,6 +43,13 @@ it stopped. --detach records the job for a 'reshard run' service instead.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withOrchestrator(cmd, g, func(ctx context.Context, o *orchestrator.Orchestrator) error {
+				if labDir != "" {
+					abs, err := filepath.Abs(labDir)
+					if err != nil {
+						return err
+					}
+					req.Provisioner = "lab:" + abs
+				}
 				if dryRun {
 					j, err := o.Plan(ctx, req)
 					if err != nil {
@@ -76,7 +85,8 @@ it stopped. --detach records the job for a 'reshard run' service instead.`,
 	f.StringVar(&req.Vnodes, "vnodes", "", "move these vnodes, e.g. '0, 106, 943, 689' or '0-99'")
 	f.StringVar(&req.DCMode, "dc-mode", "single", "single (lab) or triple (production) DC mode")
 	f.IntVar(&req.Servers, "servers", 0, "destination servers: 1 per destination pnode in single-DC mode, 3 in triple")
-	f.StringVar(&req.Strategy, "strategy", "logical", "how rows are copied: logical (row-filtered logical replication)")
+	f.StringVar(&req.Strategy, "strategy", "logical", "logical (row-filtered logical replication into existing pnodes) or physical (RFD 103: new async peers of the origin become the new pnodes)")
+	f.StringVar(&labDir, "lab", "", "physical strategy: create the new peers in the lab in DIR")
 	f.IntVar(&req.RateLimit, "rate-limit", 20000, "rows per second deleted from the origin in cleanup")
 	f.Int64Var(&req.LagBytes, "lag-threshold", 1<<20, "catch-up ends when replication is fewer bytes behind than this")
 	f.BoolVar(&dryRun, "dry-run", false, "print the plan and change nothing")

@@ -11,7 +11,9 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/reshard/reshard"
 	"github.com/reshard/reshard/etcd"
+	"github.com/reshard/reshard/lab"
 	"github.com/reshard/reshard/orchestrator"
 	"github.com/spf13/cobra"
 )
@@ -127,7 +129,22 @@ func connectOrchestrator(ctx context.Context, g *globals) (*orchestrator.Orchest
 	if err != nil {
 		return nil, nil, err
 	}
-	return orchestrator.New(cli, nil), func() { cli.Close() }, nil
+	o := orchestrator.New(cli, nil)
+	o.Provisioners = provisioner
+	return o, func() { cli.Close() }, nil
+}
+
+// provisioner resolves a job's provisioner. The lab's is the one built:
+// "lab:DIR" creates peers in the lab in DIR.
+func provisioner(spec string) (reshard.Provisioner, error) {
+	dir, ok := strings.CutPrefix(spec, "lab:")
+	if !ok {
+		return nil, fmt.Errorf("unknown provisioner %q (use --lab DIR)", spec)
+	}
+	if _, err := lab.Load(dir); err != nil {
+		return nil, err
+	}
+	return lab.Provisioner{Dir: dir}, nil
 }
 
 // renderStatus prints a job for people.
