@@ -350,6 +350,17 @@ func vnodeRanges(vs []int32) []shard.Range {
 	return out
 }
 
+// markFrozen records the start of the write block before the freeze, so
+// that a crash during the freeze cannot make the block look shorter than
+// it was: the time measured is never less than the time writes waited.
+func (r *run) markFrozen(ctx context.Context) error {
+	if r.job.Frozen {
+		return nil
+	}
+	r.job.Frozen, r.job.FrozenAt = true, time.Now().UTC()
+	return r.save(ctx)
+}
+
 // waitMarker waits until a destination has applied a marker.
 func waitMarker(ctx context.Context, r *run, pnode, token string) error {
 	dst, err := r.pool(ctx, pnode)
@@ -415,13 +426,11 @@ func cutover(ctx context.Context, r *run) error {
 		return r.save(ctx)
 	}
 	if err := step(stepFreeze, func() error {
-		if _, err := shard.SetWritable(ctx, origin, all, false, j.RingVersionBefore); err != nil {
+		if err := r.markFrozen(ctx); err != nil {
 			return err
 		}
-		if !j.Frozen {
-			j.Frozen, j.FrozenAt = true, time.Now().UTC()
-		}
-		return nil
+		_, err := shard.SetWritable(ctx, origin, all, false, j.RingVersionBefore)
+		return err
 	}); err != nil {
 		return err
 	}

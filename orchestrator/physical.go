@@ -147,11 +147,11 @@ func freeze(ctx context.Context, r *run) error {
 	if err != nil {
 		return fatal("%v", err)
 	}
-	if _, err := shard.SetWritable(ctx, origin, all, false, j.RingVersionBefore); err != nil {
+	if err := r.markFrozen(ctx); err != nil {
 		return err
 	}
-	if !j.Frozen {
-		j.Frozen, j.FrozenAt = true, time.Now().UTC()
+	if _, err := shard.SetWritable(ctx, origin, all, false, j.RingVersionBefore); err != nil {
+		return err
 	}
 	r.crash("mid")
 	// Read only after the freeze committed: every acknowledged write to a

@@ -64,14 +64,25 @@ func ringOf(t *testing.T, l *labInfo) *ring.Ring {
 // through two routers; nothing is lost, clients see no errors, the ring
 // shows the moved vnodes on 3.moray, and the write block is under a second.
 func TestSplitUnderLoad(t *testing.T) {
+	for _, strategy := range []string{"logical", "physical"} {
+		t.Run(strategy, func(t *testing.T) { splitUnderLoad(t, strategy) })
+	}
+}
+
+func splitUnderLoad(t *testing.T, strategy string) {
 	l := labUp(t, "--shards", "2", "--peers", "2", "--routers", "2", "--vnodes", "512")
-	dst := l.addShard(t, "3.moray", "1")
+	extra := []string{"--strategy", strategy}
+	if strategy == "logical" {
+		l.addShard(t, "3.moray", "1")
+	} else {
+		extra = append(extra, "--lab", l.Dir)
+	}
 	ledger := filepath.Join(t.TempDir(), "ledger.jsonl")
 	wait := startLoad(t, l, ledger, "12s")
 	// Let the load fill the shards before the split begins.
 	waitLedger(t, ledger, 500)
-	out, stderr, ok := run(t, l.env(), "start", "--from", "1.moray", "--to", "3.moray", "--split-half",
-		"--dc-mode", "single", "--servers", "1", "--json")
+	out, stderr, ok := run(t, l.env(), append([]string{"start", "--from", "1.moray", "--to", "3.moray", "--split-half",
+		"--dc-mode", "single", "--servers", "1", "--json"}, extra...)...)
 	if !ok {
 		t.Fatalf("start: %s %s", out, stderr)
 	}
@@ -106,6 +117,7 @@ func TestSplitUnderLoad(t *testing.T) {
 		t.Fatalf("1.moray keeps %d vnodes, moved %d", n, len(moved))
 	}
 	// Both sides hold rows; nothing is left of the replication.
+	dst := pnodePrimary(t, l, "3.moray")
 	if n := query[int64](t, dst, `select count(*) from load_0`); n == 0 {
 		t.Fatal("3.moray holds no rows")
 	}
@@ -140,10 +152,20 @@ var jobCreated = regexp.MustCompile(`job (\S+) created`)
 // Kill the orchestrator with SIGKILL inside each phase in turn (and at each
 // step of the cutover), resume it, and check every run ends correct.
 func TestKillAndResumeEveryPhase(t *testing.T) {
+	for _, strategy := range []string{"logical", "physical"} {
+		t.Run(strategy, func(t *testing.T) { killAndResume(t, strategy) })
+	}
+}
+
+func killAndResume(t *testing.T, strategy string) {
 	l := labUp(t, "--shards", "2", "--peers", "1", "--routers", "2", "--vnodes", "4096")
 	ledger := filepath.Join(t.TempDir(), "ledger.jsonl")
-	points := append([]string{}, orchestrator.Strategies["logical"]...)
-	points = append(points, "cutover:disowned", "cutover:writable", "cutover:flipped")
+	points := append([]string{}, orchestrator.Strategies[strategy]...)
+	if strategy == "logical" {
+		points = append(points, "cutover:disowned", "cutover:writable", "cutover:flipped")
+	} else {
+		points = append(points, "cutover:writable", "cutover:flipped")
+	}
 	wait := startLoad(t, l, ledger, fmt.Sprintf("%ds", 6*len(points)+10))
 	waitLedger(t, ledger, 300)
 	for i, point := range points {
@@ -156,9 +178,14 @@ func TestKillAndResumeEveryPhase(t *testing.T) {
 			}
 		}
 		to := fmt.Sprintf("%d.moray", i+3)
-		l.addShard(t, to, "1")
-		_, stderr, ok := run(t, l.env(), "start", "--from", from, "--to", to, "--split-half",
-			"--dc-mode", "single", "--servers", "1", "--crash-at", point, "--lease-ttl", "2s")
+		extra := []string{"--strategy", strategy}
+		if strategy == "logical" {
+			l.addShard(t, to, "1")
+		} else {
+			extra = append(extra, "--lab", l.Dir)
+		}
+		_, stderr, ok := run(t, l.env(), append([]string{"start", "--from", from, "--to", to, "--split-half",
+			"--dc-mode", "single", "--servers", "1", "--crash-at", point, "--lease-ttl", "2s"}, extra...)...)
 		if ok {
 			t.Fatalf("%s: the orchestrator was not killed", point)
 		}
@@ -186,7 +213,7 @@ func TestKillAndResumeEveryPhase(t *testing.T) {
 				t.Fatalf("%s: vnode %d on %s, want %s", point, v, p, to)
 			}
 		}
-		if n := query[int64](t, l.primary(from), `select count(*) from pg_replication_slots`); n != 0 {
+		if n := query[int64](t, pnodePrimary(t, l, from), `select count(*) from pg_replication_slots`); n != 0 {
 			t.Fatalf("%s: %d slots left on the origin", point, n)
 		}
 		// The ledger is checked once the load has stopped: while it runs, a
@@ -198,4 +225,29 @@ func TestKillAndResumeEveryPhase(t *testing.T) {
 		t.Fatalf("clients saw errors: %+v", sum.Errors)
 	}
 	verifyLedger(t, l, ledger)
+}
+
+// pnodePrimary reads a pnode's primary DSN from the registry.
+func pnodePrimary(t *testing.T, l *labInfo, name string) string {
+	t.Helper()
+	out, stderr, ok := run(t, l.env(), "pnode", "list", "--json")
+	if !ok {
+		t.Fatalf("pnode list: %s", stderr)
+	}
+	var pnodes []struct {
+		Name  string
+		Peers []struct{ Role, DSN string }
+	}
+	json.Unmarshal([]byte(out), &pnodes)
+	for _, p := range pnodes {
+		if p.Name == name {
+			for _, peer := range p.Peers {
+				if peer.Role == "primary" {
+					return peer.DSN
+				}
+			}
+		}
+	}
+	t.Fatalf("pnode %s has no registered primary", name)
+	return ""
 }
