@@ -38,7 +38,7 @@ func TestMain(m *testing.M) {
 }
 
 // run runs reshard and returns stdout, stderr and whether it succeeded.
-func run(t *testing.T, env []string, args ...string) (string, string, bool) {
+func run(t testing.TB, env []string, args ...string) (string, string, bool) {
 	t.Helper()
 	cmd := exec.Command(binary, args...)
 	cmd.Env = append(os.Environ(), env...)

@@ -28,7 +28,7 @@ type labInfo struct {
 func (l *labInfo) env() []string { return []string{"RESHARD_ETCD=" + l.Etcd} }
 
 // labUp brings a lab up for one test and takes it down after.
-func labUp(t *testing.T, args ...string) *labInfo {
+func labUp(t testing.TB, args ...string) *labInfo {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "lab")
 	out, stderr, ok := run(t, nil, append([]string{"lab", "up", "--dir", dir, "--json"}, args...)...)
@@ -44,7 +44,7 @@ func labUp(t *testing.T, args ...string) *labInfo {
 }
 
 // addShard adds an empty shard and returns its primary's DSN.
-func (l *labInfo) addShard(t *testing.T, name string, peers string) string {
+func (l *labInfo) addShard(t testing.TB, name string, peers string) string {
 	t.Helper()
 	out, stderr, ok := run(t, nil, "lab", "add-shard", "--dir", l.Dir, "--name", name, "--peers", peers, "--json")
 	if !ok {
@@ -82,7 +82,7 @@ func (l *labInfo) routerArgs() []string {
 }
 
 // query runs one query returning one value.
-func query[T any](t *testing.T, dsn, sql string, args ...any) T {
+func query[T any](t testing.TB, dsn, sql string, args ...any) T {
 	t.Helper()
 	ctx := context.Background()
 	conn, err := postgres.Connect(ctx, dsn)

@@ -14,7 +14,7 @@ import (
 	"github.com/reshard/reshard/orchestrator"
 )
 
-func httpDo(t *testing.T, method, u, body string) (*http.Response, string) {
+func httpDo(t testing.TB, method, u, body string) (*http.Response, string) {
 	t.Helper()
 	req, _ := http.NewRequest(method, u, strings.NewReader(body))
 	resp, err := http.DefaultClient.Do(req)

@@ -228,7 +228,7 @@ func killAndResume(t *testing.T, strategy string) {
 }
 
 // pnodePrimary reads a pnode's primary DSN from the registry.
-func pnodePrimary(t *testing.T, l *labInfo, name string) string {
+func pnodePrimary(t testing.TB, l *labInfo, name string) string {
 	t.Helper()
 	out, stderr, ok := run(t, l.env(), "pnode", "list", "--json")
 	if !ok {
