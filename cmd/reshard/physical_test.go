@@ -115,10 +115,28 @@ func TestPhysicalAbort(t *testing.T) {
 	origin := l.primary("1.moray")
 	owned := query[int64](t, origin, `select count(*) from reshard_vnodes`)
 	_, stderr, _ := run(t, l.env(), "start", "--from", "1.moray", "--to", "3.moray", "--split-half", "--servers", "1",
-		"--strategy", "physical", "--lab", l.Dir, "--crash-at", "register", "--lease-ttl", "2s")
+		"--strategy", "physical", "--lab", l.Dir, "--crash-at", "catchup", "--lease-ttl", "2s")
 	m := regexp.MustCompile(`job (\S+) created`).FindStringSubmatch(stderr)
 	if m == nil {
 		t.Fatal(stderr)
+	}
+	// While the job catches up, lab status shows the new async peer
+	// streaming from the origin's primary, as manatee-adm show would.
+	out, _, _ := run(t, nil, "lab", "status", "--dir", l.Dir, "--json")
+	var rows []lab.PeerStatus
+	json.Unmarshal([]byte(out), &rows)
+	seen := false
+	for _, r := range rows {
+		if r.Peer == "3.moray-1" {
+			seen = r.Role == "async" && r.InRecovery && r.PG == "ok" && r.LagBytes != nil
+		}
+	}
+	if !seen {
+		t.Fatalf("lab status during catch-up: %s", out)
+	}
+	run(t, l.env(), "resume", m[1], "--crash-at", "register", "--lease-ttl", "2s")
+	if st := jobState(t, l, m[1]); st.Current != "register" {
+		t.Fatalf("after the second kill the job is in %s", st.Current)
 	}
 	if out, _, _ := run(t, nil, "lab", "status", "--dir", l.Dir); !strings.Contains(out, "3.moray-1") {
 		t.Fatalf("no new peer before the abort:\n%s", out)
@@ -143,4 +161,14 @@ func TestPhysicalAbort(t *testing.T) {
 			t.Fatalf("write after abort: %s", body)
 		}
 	}
+}
+
+func jobState(t testing.TB, l *labInfo, id string) *orchestrator.Job {
+	t.Helper()
+	out, _, _ := run(t, l.env(), "status", id, "--json")
+	var v statusView
+	if err := json.Unmarshal([]byte(out), &v); err != nil || v.Job == nil {
+		t.Fatalf("status %s: %s", id, out)
+	}
+	return v.Job
 }
