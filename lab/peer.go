@@ -20,7 +20,7 @@ type pg struct {
 }
 
 func newPG(logs string) (*pg, error) {
-	bin, err := pgBinDir()
+	bin, err := postgres.BinDir()
 	if err != nil {
 		return nil, err
 	}

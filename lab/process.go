@@ -68,23 +68,6 @@ func lastLines(s string, n int) string {
 	return strings.Join(lines, " | ")
 }
 
-// pgBinDir finds PostgreSQL's server binaries: Debian keeps them off PATH.
-func pgBinDir() (string, error) {
-	if d := os.Getenv("RESHARD_PG_BIN"); d != "" {
-		return d, nil
-	}
-	for _, v := range []string{"17", "16", "15"} {
-		d := "/usr/lib/postgresql/" + v + "/bin"
-		if _, err := os.Stat(filepath.Join(d, "initdb")); err == nil {
-			return d, nil
-		}
-	}
-	if p, err := exec.LookPath("initdb"); err == nil {
-		return filepath.Dir(p), nil
-	}
-	return "", fmt.Errorf("PostgreSQL server binaries not found (install Debian's 'postgresql' package or set RESHARD_PG_BIN)")
-}
-
 // alive reports whether pid is a running process (not a zombie).
 func alive(pid int) bool {
 	if pid <= 0 {

@@ -39,3 +39,12 @@ func TestCheckDSNHidesPassword(t *testing.T) {
 		t.Fatalf("good DSN refused: %v", err)
 	}
 }
+
+func TestSplitPassword(t *testing.T) {
+	for _, dsn := range []string{"postgres://u:s3cret@h:5432/db?sslmode=disable", "host=h user=u password=s3cret dbname=db"} {
+		bare, pw, err := splitPassword(dsn)
+		if err != nil || pw != "s3cret" || strings.Contains(bare, "s3cret") || !strings.Contains(bare, "h") {
+			t.Errorf("splitPassword(%q) = %q, %q, %v", dsn, bare, pw, err)
+		}
+	}
+}

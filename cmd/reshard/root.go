@@ -38,7 +38,8 @@ lab's embedded etcd.`,
 	root.PersistentFlags().StringVar(&g.etcd, "etcd", def, "etcd endpoints, comma-separated (env RESHARD_ETCD)")
 	root.PersistentFlags().BoolVar(&g.json, "json", false, "print JSON for scripts")
 	root.AddCommand(newLabCmd(g), newPnodeCmd(g), newRingCmd(g), newRouterCmd(g), newLoadCmd(g), newVerifyCmd(g), newVnodeStatsCmd(g),
-		newStartCmd(g), newResumeCmd(g), newRunCmd(g), newAbortCmd(g), newStatusCmd(g), newWatchCmd(g), newJobsCmd(g))
+		newStartCmd(g), newResumeCmd(g), newRunCmd(g), newAbortCmd(g), newStatusCmd(g), newWatchCmd(g), newJobsCmd(g),
+		newDumpCmd(g), newLocksCmd(g))
 	return root
 }
 
