@@ -1,4 +1,5 @@
-# make demo: bring up a lab and walk through it.  make test: the whole suite.
+# make demo: an online reshard under load in a local lab, verified.
+# make test: the whole suite.
 # Both install what they need: PostgreSQL from Debian's postgresql package
 # when its server binaries are missing, Go modules through the module proxy.
 
@@ -24,7 +25,7 @@ test: deps vet
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 demo: deps build
-	@scripts/demo.sh $(BIN)
+	$(BIN) demo $(DEMO_FLAGS)
 
 clean:
 	rm -rf bin

@@ -143,7 +143,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			worker(runCtx, cfg, c, w, limiter, st, writeLedger)
+			worker(runCtx, ctx, cfg, c, w, limiter, st, writeLedger)
 		}()
 	}
 	wg.Wait()
@@ -153,7 +153,10 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 
 func bucketName(i int) string { return fmt.Sprintf("load_%d", i) }
 
-func worker(ctx context.Context, cfg Config, c *client, w int, limiter *rate.Limiter, st *stats, ledger func(Entry)) {
+// worker runs operations until run ends. Requests run under ctx, not run:
+// the end of the run stops new requests but lets those in flight finish,
+// so every write that may have happened reaches the ledger.
+func worker(run, ctx context.Context, cfg Config, c *client, w int, limiter *rate.Limiter, st *stats, ledger func(Entry)) {
 	rng := rand.New(rand.NewPCG(uint64(w), uint64(time.Now().UnixNano())))
 	// Worker w owns keys w, w+C, w+2C, ... of every bucket.
 	owned := (cfg.Keys - w + cfg.Concurrency - 1) / cfg.Concurrency
@@ -161,8 +164,39 @@ func worker(ctx context.Context, cfg Config, c *client, w int, limiter *rate.Lim
 		return
 	}
 	var seq int64
-	for ctx.Err() == nil {
-		if limiter != nil && limiter.Wait(ctx) != nil {
+	// write sends a put or delete and records its outcome in the ledger.
+	write := func(op, method, bucket, key, path string, body []byte, n int64) bool {
+		t0 := time.Now()
+		code, hdr, err := c.do(ctx, method, path, body, "")
+		d := time.Since(t0)
+		if op == "delete" && code == http.StatusNotFound {
+			code = http.StatusNoContent // already absent: the same end state
+		}
+		kind := errKind(code, err, ctx)
+		e := Entry{Time: time.Now().UnixNano(), Op: op, Bucket: bucket, Key: key, Seq: n}
+		switch {
+		case kind == "":
+			e.Status, e.Etag = Acked, trimEtag(hdr.Get("ETag"))
+			st.mu.Lock()
+			st.acked++
+			st.mu.Unlock()
+		case kind == "cancelled" || ambiguous(code, err):
+			e.Status = Unknown
+			st.mu.Lock()
+			st.unknown++
+			st.mu.Unlock()
+		}
+		if e.Status != "" {
+			ledger(e)
+		}
+		if kind == "cancelled" {
+			return false
+		}
+		st.record(op, d, kind)
+		return true
+	}
+	for run.Err() == nil {
+		if limiter != nil && limiter.Wait(run) != nil {
 			return
 		}
 		bucket := bucketName(rng.IntN(cfg.Buckets))
@@ -170,33 +204,16 @@ func worker(ctx context.Context, cfg Config, c *client, w int, limiter *rate.Lim
 		// Directory-style keys, as Manta's are.
 		key := fmt.Sprintf("/load/d%03d/k%07d", k%997, k)
 		path := "/buckets/" + bucket + "/objects/" + url.PathEscape(key)
-		p := rng.IntN(100)
-		t0 := time.Now()
-		switch {
+		switch p := rng.IntN(100); {
 		case p < 50:
 			seq++
 			n := int64(w)<<32 | seq
 			body, _ := json.Marshal(map[string]any{"key": key, "seq": n, "pad": "x"})
-			code, hdr, err := c.do(ctx, http.MethodPut, path, body, "")
-			d := time.Since(t0)
-			kind := errKind(code, err, ctx)
-			if kind == "cancelled" {
+			if !write("put", http.MethodPut, bucket, key, path, body, n) {
 				return
 			}
-			switch {
-			case kind == "":
-				st.mu.Lock()
-				st.acked++
-				st.mu.Unlock()
-				ledger(Entry{Time: time.Now().UnixNano(), Op: "put", Bucket: bucket, Key: key, Etag: trimEtag(hdr.Get("ETag")), Seq: n, Status: Acked})
-			case ambiguous(code, err):
-				st.mu.Lock()
-				st.unknown++
-				st.mu.Unlock()
-				ledger(Entry{Time: time.Now().UnixNano(), Op: "put", Bucket: bucket, Key: key, Seq: n, Status: Unknown})
-			}
-			st.record("put", d, kind)
 		case p < 85:
+			t0 := time.Now()
 			code, _, err := c.do(ctx, http.MethodGet, path, nil, "")
 			if code == http.StatusNotFound {
 				code = http.StatusOK
@@ -207,28 +224,9 @@ func worker(ctx context.Context, cfg Config, c *client, w int, limiter *rate.Lim
 			}
 			st.record("get", time.Since(t0), kind)
 		default:
-			code, _, err := c.do(ctx, http.MethodDelete, path, nil, "")
-			if code == http.StatusNotFound {
-				code = http.StatusNoContent // already absent: the same end state
-			}
-			d := time.Since(t0)
-			kind := errKind(code, err, ctx)
-			if kind == "cancelled" {
+			if !write("delete", http.MethodDelete, bucket, key, path, nil, 0) {
 				return
 			}
-			switch {
-			case kind == "":
-				st.mu.Lock()
-				st.acked++
-				st.mu.Unlock()
-				ledger(Entry{Time: time.Now().UnixNano(), Op: "delete", Bucket: bucket, Key: key, Status: Acked})
-			case ambiguous(code, err):
-				st.mu.Lock()
-				st.unknown++
-				st.mu.Unlock()
-				ledger(Entry{Time: time.Now().UnixNano(), Op: "delete", Bucket: bucket, Key: key, Status: Unknown})
-			}
-			st.record("delete", d, kind)
 		}
 	}
 }

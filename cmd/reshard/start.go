@@ -120,28 +120,7 @@ func runJob(ctx context.Context, cmd *cobra.Command, g *globals, o *orchestrator
 	o.CrashAt = crashAt
 	out := cmd.ErrOrStderr()
 	tty := isTerminal(out)
-	var mu sync.Mutex
-	lastPhase, lastDraw := "", time.Time{}
-	o.OnUpdate = func(j *orchestrator.Job) {
-		mu.Lock()
-		defer mu.Unlock()
-		if tty {
-			if time.Since(lastDraw) < 200*time.Millisecond && j.State == orchestrator.Running {
-				return
-			}
-			lastDraw = time.Now()
-			var b strings.Builder
-			renderStatus(&b, statusView{Job: j})
-			fmt.Fprint(out, "\033[H\033[2J"+b.String())
-			return
-		}
-		if j.Current != lastPhase {
-			lastPhase = j.Current
-			if j.Current != "" {
-				fmt.Fprintf(out, "%s phase %s\n", time.Now().Format("15:04:05.000"), j.Current)
-			}
-		}
-	}
+	o.OnUpdate = liveView(out, tty)
 	err := o.Run(ctx, id)
 	j, gerr := o.Get(context.WithoutCancel(ctx), id)
 	if gerr != nil {
@@ -161,6 +140,33 @@ func runJob(ctx context.Context, cmd *cobra.Command, g *globals, o *orchestrator
 		return fmt.Errorf("job %s was aborted", id)
 	}
 	return err
+}
+
+// liveView shows a running job: redrawn with progress bars on a terminal,
+// one line per phase otherwise.
+func liveView(out io.Writer, tty bool) func(*orchestrator.Job) {
+	var mu sync.Mutex
+	lastPhase, lastDraw := "", time.Time{}
+	return func(j *orchestrator.Job) {
+		mu.Lock()
+		defer mu.Unlock()
+		if tty {
+			if time.Since(lastDraw) < 200*time.Millisecond && j.State == orchestrator.Running {
+				return
+			}
+			lastDraw = time.Now()
+			var b strings.Builder
+			renderStatus(&b, statusView{Job: j})
+			fmt.Fprint(out, "\033[H\033[2J"+b.String())
+			return
+		}
+		if j.Current != lastPhase {
+			lastPhase = j.Current
+			if j.Current != "" {
+				fmt.Fprintf(out, "%s phase %s\n", time.Now().Format("15:04:05.000"), j.Current)
+			}
+		}
+	}
 }
 
 func isTerminal(w io.Writer) bool {

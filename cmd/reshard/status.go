@@ -114,14 +114,21 @@ func newWatchCmd(g *globals) *cobra.Command {
 // withOrchestrator runs fn with an orchestrator, in a context that Ctrl-C
 // or SIGTERM cancels, so a job stops between steps rather than mid-write.
 func withOrchestrator(cmd *cobra.Command, g *globals, fn func(context.Context, *orchestrator.Orchestrator) error) error {
+	return withSignals(cmd, func(ctx context.Context) error {
+		o, done, err := connectOrchestrator(ctx, g)
+		if err != nil {
+			return err
+		}
+		defer done()
+		return fn(ctx, o)
+	})
+}
+
+// withSignals runs fn in a context that Ctrl-C or SIGTERM cancels.
+func withSignals(cmd *cobra.Command, fn func(context.Context) error) error {
 	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	o, done, err := connectOrchestrator(ctx, g)
-	if err != nil {
-		return err
-	}
-	defer done()
-	return fn(ctx, o)
+	return fn(ctx)
 }
 
 func connectOrchestrator(ctx context.Context, g *globals) (*orchestrator.Orchestrator, func(), error) {
