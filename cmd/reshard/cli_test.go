@@ -161,6 +161,19 @@ func TestLabCLI(t *testing.T) {
 		t.Fatalf("vnode-stats with a bad bucket: %s", stderr)
 	}
 
+	// pnode init adopts a shard: schema, buckets, and the ring's vnodes.
+	out, stderr, ok = run(t, env, "pnode", "init", "1.moray", "--json")
+	var initOut struct {
+		Vnodes  int
+		Buckets []string
+	}
+	if json.Unmarshal([]byte(out), &initOut); !ok || initOut.Vnodes != 16 {
+		t.Fatalf("pnode init: %s %s", out, stderr)
+	}
+	if n := query[int64](t, up.Shards[0].Peers[0].DSN, `select count(*) from reshard_vnodes where writable`); n < 16 {
+		t.Fatalf("after pnode init 1.moray owns %d writable vnodes", n)
+	}
+
 	out, stderr, ok = run(t, nil, "lab", "add-shard", "--dir", dir, "--name", "3.moray", "--peers", "1", "--json")
 	if !ok || !strings.Contains(out, `"name":"3.moray"`) {
 		t.Fatalf("add-shard: %s %s", out, stderr)
