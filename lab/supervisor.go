@@ -39,12 +39,19 @@ func Supervise(dir string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	m, err := etcd.StartEmbedded(filepath.Join(dir, "etcd"), st.EtcdClientPort, st.EtcdPeerPort,
-		filepath.Join(dir, "logs", "etcd.log"))
+	startEtcd := func() (*etcd.Embedded, error) {
+		return etcd.StartEmbedded(filepath.Join(dir, "etcd"), st.EtcdClientPort, st.EtcdPeerPort,
+			filepath.Join(dir, "logs", "etcd.log"))
+	}
+	m, err := startEtcd()
 	if err != nil {
 		return err
 	}
-	defer m.Close()
+	defer func() {
+		if m != nil {
+			m.Close()
+		}
+	}()
 	log.Info("etcd ready", "url", m.ClientURL)
 	exe, err := os.Executable()
 	if err != nil {
@@ -64,13 +71,31 @@ func Supervise(dir string) error {
 	if err := os.WriteFile(readyPath(dir), []byte(m.ClientURL), 0o644); err != nil {
 		return err
 	}
+	// SIGHUP restarts etcd on the same ports and data: a fault test's
+	// "etcd restart", which clients ride out by reconnecting.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
 	var ferr error
-	select {
-	case <-ctx.Done():
-		log.Info("stopping")
-	case err := <-m.Err():
-		ferr = fmt.Errorf("etcd failed: %w", err)
-		stop()
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			log.Info("stopping")
+			break loop
+		case <-hup:
+			log.Info("restarting etcd")
+			m.Close()
+			if m, err = startEtcd(); err != nil {
+				ferr = fmt.Errorf("restart etcd: %w", err)
+				stop()
+				break loop
+			}
+			log.Info("etcd restarted")
+		case err := <-m.Err():
+			ferr = fmt.Errorf("etcd failed: %w", err)
+			stop()
+			break loop
+		}
 	}
 	wg.Wait()
 	os.Remove(readyPath(dir))

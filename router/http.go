@@ -79,44 +79,77 @@ func (r *Router) serve(w *statusWriter, req *http.Request) string {
 			return "auth"
 		}
 	}
-	rest, ok := strings.CutPrefix(req.URL.EscapedPath(), "/buckets/")
-	if !ok {
-		apiError(w, http.StatusNotFound, "NotFound", "no such endpoint")
-		return "unknown"
-	}
-	bucket, rest, _ := strings.Cut(rest, "/")
-	if err := shard.ValidateBucket(bucket); err != nil {
-		apiError(w, http.StatusBadRequest, "InvalidBucket", err.Error())
+	t, err := ParsePath(req.URL.EscapedPath(), r.cfg.MaxKey)
+	if err != nil {
+		var pe *pathError
+		errors.As(err, &pe)
+		apiError(w, pe.status, pe.code, pe.msg)
 		return "unknown"
 	}
 	ctx := req.Context()
 	switch {
-	case rest == "" && req.Method == http.MethodPut:
-		r.createBucket(ctx, w, req, bucket)
+	case t.Kind == "bucket" && req.Method == http.MethodPut:
+		r.createBucket(ctx, w, req, t.Bucket)
 		return "create_bucket"
-	case rest == "objects" && req.Method == http.MethodGet:
-		r.list(ctx, w, req, bucket)
+	case t.Kind == "list" && req.Method == http.MethodGet:
+		r.list(ctx, w, req, t.Bucket)
 		return "list"
-	case strings.HasPrefix(rest, "objects/"):
-		key, err := url.PathUnescape(rest[len("objects/"):])
-		if err != nil || key == "" || len(key) > r.cfg.MaxKey || strings.IndexByte(key, 0) >= 0 {
-			apiError(w, http.StatusBadRequest, "InvalidKey", fmt.Sprintf("key must be 1 to %d bytes of percent-encoded text without NUL", r.cfg.MaxKey))
-			return "unknown"
-		}
+	case t.Kind == "object":
 		switch req.Method {
 		case http.MethodPut:
-			r.put(ctx, w, req, bucket, key)
+			r.put(ctx, w, req, t.Bucket, t.Key)
 			return "put"
 		case http.MethodGet:
-			r.get(ctx, w, bucket, key)
+			r.get(ctx, w, t.Bucket, t.Key)
 			return "get"
 		case http.MethodDelete:
-			r.delete(ctx, w, req, bucket, key)
+			r.delete(ctx, w, req, t.Bucket, t.Key)
 			return "delete"
 		}
 	}
 	apiError(w, http.StatusMethodNotAllowed, "MethodNotAllowed", req.Method+" is not allowed here")
 	return "unknown"
+}
+
+// Target is what a request path names.
+type Target struct {
+	Kind   string // bucket, list or object
+	Bucket string
+	Key    string
+}
+
+type pathError struct {
+	status    int
+	code, msg string
+}
+
+func (e *pathError) Error() string { return e.msg }
+
+// ParsePath reads an escaped request path: /buckets/B, /buckets/B/objects
+// or /buckets/B/objects/KEY, where KEY is the percent-decoded rest.
+func ParsePath(escaped string, maxKey int) (Target, error) {
+	rest, ok := strings.CutPrefix(escaped, "/buckets/")
+	if !ok {
+		return Target{}, &pathError{http.StatusNotFound, "NotFound", "no such endpoint"}
+	}
+	bucket, rest, _ := strings.Cut(rest, "/")
+	if err := shard.ValidateBucket(bucket); err != nil {
+		return Target{}, &pathError{http.StatusBadRequest, "InvalidBucket", err.Error()}
+	}
+	switch {
+	case rest == "":
+		return Target{Kind: "bucket", Bucket: bucket}, nil
+	case rest == "objects":
+		return Target{Kind: "list", Bucket: bucket}, nil
+	case strings.HasPrefix(rest, "objects/"):
+		key, err := url.PathUnescape(rest[len("objects/"):])
+		if err != nil || key == "" || len(key) > maxKey || strings.IndexByte(key, 0) >= 0 {
+			return Target{}, &pathError{http.StatusBadRequest, "InvalidKey",
+				fmt.Sprintf("key must be 1 to %d bytes of percent-encoded text without NUL", maxKey)}
+		}
+		return Target{Kind: "object", Bucket: bucket, Key: key}, nil
+	}
+	return Target{}, &pathError{http.StatusNotFound, "NotFound", "no such endpoint"}
 }
 
 func (r *Router) readBody(w *statusWriter, req *http.Request) ([]byte, bool) {

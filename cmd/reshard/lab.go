@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -28,7 +29,7 @@ The processes keep running after 'lab up' returns, until 'lab down'. As
 root, PostgreSQL runs as the postgres user with its data in a temp
 directory that user owns; DIR keeps the state file and the logs.`,
 	}
-	cmd.AddCommand(newLabUpCmd(g), newLabDownCmd(g), newLabStatusCmd(g), newLabAddShardCmd(g), newLabSuperviseCmd())
+	cmd.AddCommand(newLabUpCmd(g), newLabDownCmd(g), newLabStatusCmd(g), newLabAddShardCmd(g), newLabRestartCmd(g), newLabSuperviseCmd())
 	return cmd
 }
 
@@ -247,5 +248,38 @@ func newLabSuperviseCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&dir, "dir", "", "the lab's directory")
+	return cmd
+}
+
+func newLabRestartCmd(g *globals) *cobra.Command {
+	var dir, peer string
+	var etcdToo bool
+	var down time.Duration
+	cmd := &cobra.Command{
+		Use:   "restart --dir DIR (--peer NAME | --etcd) [--down D]",
+		Short: "Restart a PostgreSQL peer (fast shutdown) or the embedded etcd: faults for tests and drills",
+		Example: `  reshard lab restart --dir /tmp/lab --peer 1.moray-1 --down 2s
+  reshard lab restart --dir /tmp/lab --etcd`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if (peer == "") == !etcdToo {
+				return fmt.Errorf("give exactly one of --peer and --etcd")
+			}
+			if down < 0 || down > time.Hour {
+				return fmt.Errorf("--down must be between 0 and 1h")
+			}
+			return withSignals(cmd, func(ctx context.Context) error {
+				if etcdToo {
+					return lab.RestartEtcd(ctx, dir)
+				}
+				return lab.RestartPeer(ctx, dir, peer, down)
+			})
+		},
+	}
+	cmd.Flags().StringVar(&dir, "dir", "", "the lab's directory (required)")
+	cmd.Flags().StringVar(&peer, "peer", "", "peer to restart, e.g. 1.moray-1")
+	cmd.Flags().BoolVar(&etcdToo, "etcd", false, "restart the embedded etcd")
+	cmd.Flags().DurationVar(&down, "down", 0, "how long the peer stays down")
+	cmd.MarkFlagRequired("dir")
 	return cmd
 }

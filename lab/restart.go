@@ -1,0 +1,73 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/reshard/reshard/etcd"
+)
+
+// RestartPeer stops a peer with a fast shutdown, waits down, and starts it
+// again: a fault test's "primary restart".
+func RestartPeer(ctx context.Context, dir, name string, down time.Duration) error {
+	pr := Provisioner{Dir: dir}
+	var p Peer
+	var g *pg
+	if err := pr.withState(func(st *State, gg *pg) error {
+		_, q := st.peer(name)
+		if q == nil {
+			return fmt.Errorf("peer %s is not in the lab", name)
+		}
+		p, g = *q, gg
+		g.stop(p)
+		return nil
+	}); err != nil {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+	case <-time.After(down):
+	}
+	return pr.withState(func(st *State, g *pg) error {
+		_, q := st.peer(name)
+		if q == nil {
+			return fmt.Errorf("peer %s left the lab while it was down", name)
+		}
+		return g.start(ctx, q)
+	})
+}
+
+// RestartEtcd restarts the lab's embedded etcd (the supervisor does it on
+// SIGHUP) and waits until it answers again.
+func RestartEtcd(ctx context.Context, dir string) error {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	st, err := Load(dir)
+	if err != nil {
+		return err
+	}
+	if !alive(st.SupervisorPID) {
+		return fmt.Errorf("the lab in %s is not running", dir)
+	}
+	if err := syscall.Kill(st.SupervisorPID, syscall.SIGHUP); err != nil {
+		return err
+	}
+	time.Sleep(200 * time.Millisecond)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		cli, err := etcd.Connect(ctx, st.EtcdURL)
+		if err == nil {
+			cli.Close()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("etcd did not come back in 30s: %w", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
