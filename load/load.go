@@ -110,10 +110,19 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	st := &stats{ops: map[string]int64{}, errs: map[string]int64{}, lat: map[string][]time.Duration{}}
 	c := &client{routers: cfg.Routers, token: cfg.Token, st: st, http: &http.Client{Timeout: 60 * time.Second,
 		Transport: &http.Transport{MaxIdleConnsPerHost: cfg.Concurrency * 2}}}
+	// Buckets are created through whichever router can do it: one that is
+	// down or cut off from etcd must not stop the run.
 	for b := 0; b < cfg.Buckets; b++ {
-		code, _, err := c.do(ctx, http.MethodPut, "/buckets/"+bucketName(b), nil, "")
-		if err == nil && code != http.StatusOK {
-			err = fmt.Errorf("HTTP %d", code)
+		var err error
+		for range cfg.Routers {
+			var code int
+			code, _, err = c.do(ctx, http.MethodPut, "/buckets/"+bucketName(b), nil, "")
+			if err == nil && code != http.StatusOK {
+				err = fmt.Errorf("HTTP %d", code)
+			}
+			if err == nil {
+				break
+			}
 		}
 		if err != nil {
 			return Summary{}, fmt.Errorf("create bucket %s: %w", bucketName(b), err)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -31,8 +32,9 @@ type Orchestrator struct {
 	// OnUpdate, when set, sees the job each time it is saved.
 	OnUpdate func(*Job)
 	// CrashAt makes the process SIGKILL itself at a crash point, "PHASE"
-	// (its first point) or "PHASE:POINT": how the tests kill it inside
-	// every phase. Never set in production.
+	// (its first point) or "PHASE:POINT", or at an arbitrary line after a
+	// delay, "after:DURATION": how the tests kill it inside every phase.
+	// Never set in production.
 	CrashAt string
 	// RouterWait bounds the wait for routers to serve a new ring.
 	RouterWait time.Duration
@@ -128,6 +130,14 @@ func (o *Orchestrator) Run(ctx context.Context, id string) error {
 		case <-ctx.Done():
 		}
 	}()
+	if d, ok := strings.CutPrefix(o.CrashAt, "after:"); ok {
+		if delay, err := time.ParseDuration(d); err == nil {
+			time.AfterFunc(delay, func() {
+				o.log.Warn("crash delay reached: killing this process", "after", delay)
+				syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			})
+		}
+	}
 	j, err := o.store.Get(ctx, id)
 	if err != nil {
 		return err

@@ -86,7 +86,10 @@ func (r *Router) serve(w *statusWriter, req *http.Request) string {
 		apiError(w, pe.status, pe.code, pe.msg)
 		return "unknown"
 	}
-	ctx := req.Context()
+	// Every request is bounded, so a router that cannot reach etcd or a
+	// shard answers 503 rather than holding the client.
+	ctx, cancel := context.WithTimeout(req.Context(), r.cfg.RetryFor+5*time.Second)
+	defer cancel()
 	switch {
 	case t.Kind == "bucket" && req.Method == http.MethodPut:
 		r.createBucket(ctx, w, req, t.Bucket)

@@ -1,0 +1,416 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/reshard/reshard/etcd"
+	"github.com/reshard/reshard/load"
+	"github.com/reshard/reshard/orchestrator"
+)
+
+// The fault suite: each case runs a reshard under load with a fault
+// injected, then verifies. RESHARD_FAULTS=full runs every case for both
+// strategies and more random kills (make faults); otherwise a shorter set
+// runs with make test. The results table goes to RESHARD_FAULTS_OUT (or
+// the test's temp dir) and to the test log.
+
+type faultRow struct {
+	Case         string  `json:"case"`
+	Strategy     string  `json:"strategy"`
+	Acked        int64   `json:"acked_writes"`
+	ClientErrors int64   `json:"client_errors"`
+	Missing      int     `json:"missing"`
+	Stale        int     `json:"stale"`
+	Misplaced    int     `json:"misplaced"`
+	Ambiguous    int     `json:"ambiguous"`
+	WriteBlockMS float64 `json:"write_block_ms"`
+	Finished     bool    `json:"finished"`
+	Note         string  `json:"note"`
+}
+
+type faultCtx struct {
+	t      *testing.T
+	l      *labInfo
+	job    string
+	events []string
+}
+
+func (f *faultCtx) note(format string, args ...any) {
+	f.events = append(f.events, fmt.Sprintf(format, args...))
+}
+
+// phase returns the job's current phase.
+func (f *faultCtx) phase() string {
+	out, _, _ := run(f.t, f.l.env(), "status", f.job, "--json")
+	var v statusView
+	json.Unmarshal([]byte(out), &v)
+	if v.Job == nil {
+		return ""
+	}
+	return v.Job.Current
+}
+
+// waitPhase waits until the job is in one of phases (or done), and says which.
+func (f *faultCtx) waitPhase(phases ...string) string {
+	for i := 0; i < 3000; i++ {
+		p := f.phase()
+		for _, want := range phases {
+			if p == want {
+				return p
+			}
+		}
+		if p == "" && i > 20 {
+			return "(done)"
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return "(timeout)"
+}
+
+type faultCase struct {
+	name   string
+	rows   int
+	resume bool // the fault kills the orchestrator: resume until done
+	crash  func(f *faultCtx) string
+	inject func(f *faultCtx)
+	extra  func(f *faultCtx) (routers []string, cleanup func())
+}
+
+func runFaultCase(t *testing.T, c faultCase, strategy string) faultRow {
+	l := labUp(t, "--shards", "2", "--peers", "2", "--routers", "2", "--vnodes", "256")
+	f := &faultCtx{t: t, l: l}
+	row := faultRow{Case: c.name, Strategy: strategy}
+	if c.rows > 0 {
+		httpDo(t, "PUT", l.Routers[0]+"/buckets/manta", `{}`)
+		ctx := context.Background()
+		cli, err := etcd.Connect(ctx, l.Etcd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = load.Fill(ctx, cli, "manta", c.rows, io.Discard, nil)
+		cli.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	args := []string{"start", "--from", "1.moray", "--to", "3.moray", "--split-half", "--servers", "1",
+		"--strategy", strategy, "--detach"}
+	if strategy == "logical" {
+		l.addShard(t, "3.moray", "2")
+	} else {
+		args = append(args, "--lab", l.Dir)
+	}
+	routers := l.Routers
+	cleanup := func() {}
+	if c.extra != nil {
+		var more []string
+		more, cleanup = c.extra(f)
+		routers = append(append([]string{}, routers...), more...)
+	}
+	ledger := filepath.Join(t.TempDir(), "ledger.jsonl")
+	var wg sync.WaitGroup
+	var loadOut, loadErr string
+	loadArgs := []string{"load", "--duration", "14s", "--rate", "300", "--keys", "1000", "--ledger", ledger, "--json"}
+	for _, r := range routers {
+		loadArgs = append(loadArgs, "--router", r)
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		loadOut, loadErr, _ = run(t, l.env(), loadArgs...)
+	}()
+	time.Sleep(2 * time.Second)
+	out, stderr, ok := run(t, l.env(), args...)
+	if !ok {
+		t.Fatalf("%s: start: %s", c.name, stderr)
+	}
+	f.job = strings.TrimSpace(out)
+	crash := ""
+	if c.crash != nil {
+		crash = c.crash(f)
+	}
+	jobDone := make(chan struct{})
+	go func() {
+		defer close(jobDone)
+		args := []string{"resume", f.job, "--lease-ttl", "2s"}
+		if crash != "" {
+			args = append(args, "--crash-at", crash)
+		}
+		for attempt := 0; attempt < 5; attempt++ {
+			_, stderr, ok := run(t, l.env(), args...)
+			if ok {
+				return
+			}
+			if !c.resume {
+				f.note("resume failed: %s", strings.TrimSpace(stderr))
+				return
+			}
+			f.note("orchestrator killed; resumed")
+			args = []string{"resume", f.job, "--lease-ttl", "2s"}
+		}
+	}()
+	if c.inject != nil {
+		c.inject(f)
+	}
+	<-jobDone
+	wg.Wait()
+	cleanup()
+	var sum load.Summary
+	if err := json.Unmarshal([]byte(loadOut), &sum); err != nil {
+		t.Fatalf("%s: load: %s %s", c.name, loadOut, loadErr)
+	}
+	row.Acked, row.ClientErrors = sum.AckedWrites, sum.ClientErrors
+	j := jobState(t, l, f.job)
+	row.Finished, row.WriteBlockMS = j.State == orchestrator.Done, j.WriteBlockMS
+	vout, _, _ := run(t, l.env(), "verify", "--ledger", ledger, "--json")
+	var rep load.Report
+	if err := json.Unmarshal([]byte(vout), &rep); err != nil {
+		t.Fatalf("%s: verify: %s", c.name, vout)
+	}
+	row.Missing, row.Stale, row.Misplaced, row.Ambiguous = rep.Missing, rep.Stale, rep.Misplaced, rep.Ambiguous
+	if len(sum.Errors) > 0 {
+		f.note("client errors %v", sum.Errors)
+	}
+	row.Note = strings.Join(f.events, "; ")
+	if n := query[int64](t, l.primary("1.moray"), `select count(*) from pg_replication_slots`); n != 0 {
+		t.Errorf("%s: %d replication slots left on the origin", c.name, n)
+	}
+	return row
+}
+
+// tcpProxy forwards to target until cut: a network partition on loopback.
+type tcpProxy struct {
+	target string
+	mu     sync.Mutex
+	ln     net.Listener
+	addr   string
+	conns  []net.Conn
+}
+
+func newProxy(t testing.TB, target string) *tcpProxy {
+	p := &tcpProxy{target: target}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.addr = ln.Addr().String()
+	p.serve(ln)
+	return p
+}
+
+func (p *tcpProxy) serve(ln net.Listener) {
+	p.mu.Lock()
+	p.ln = ln
+	p.mu.Unlock()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			u, err := net.Dial("tcp", p.target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c, u)
+			p.mu.Unlock()
+			go func() { io.Copy(u, c); u.Close() }()
+			go func() { io.Copy(c, u); c.Close() }()
+		}
+	}()
+}
+
+// cut drops every connection and refuses new ones.
+func (p *tcpProxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.ln.Close()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}
+
+func (p *tcpProxy) heal(t testing.TB) {
+	ln, err := net.Listen("tcp", p.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.serve(ln)
+}
+
+func faultCases(full bool) []faultCase {
+	cases := []faultCase{
+		{name: "orchestrator SIGKILL at a random point", resume: true, crash: func(f *faultCtx) string {
+			d := time.Duration(50+rand.IntN(600)) * time.Millisecond
+			f.note("killed %s after resume started", d)
+			return "after:" + d.String()
+		}},
+		{name: "router SIGKILL mid-reshard", inject: func(f *faultCtx) {
+			p := f.waitPhase("copy", "add-peers", "catchup")
+			b, _ := os.ReadFile(filepath.Join(f.l.Dir, "run", "router-1.pid"))
+			var pid int
+			fmt.Sscanf(string(b), "%d", &pid)
+			syscall.Kill(pid, syscall.SIGKILL)
+			f.note("router-1 killed in %s", p)
+		}},
+		{name: "router cut off from etcd through the cutover", extra: func(f *faultCtx) ([]string, func()) {
+			proxy := newProxy(f.t, strings.TrimPrefix(f.l.Etcd, "http://"))
+			ln, _ := net.Listen("tcp", "127.0.0.1:0")
+			addr := ln.Addr().String()
+			ln.Close()
+			cmd := exec.Command(binary, "router", "--etcd", "http://"+proxy.addr, "--listen", addr, "--name", "cut-off", "--retry-for", "3s")
+			if err := cmd.Start(); err != nil {
+				f.t.Fatal(err)
+			}
+			for i := 0; i < 100; i++ {
+				if resp, err := httpGet("http://" + addr + "/healthz"); err == nil && strings.Contains(resp, `"ring_version":1`) {
+					break
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			// Let it learn the load's buckets first: after the cut it keeps
+			// what it knew, the ring included.
+			for b := 0; b < 4; b++ {
+				httpDo(f.t, "PUT", fmt.Sprintf("http://%s/buckets/load_%d", addr, b), "")
+				httpDo(f.t, "GET", fmt.Sprintf("http://%s/buckets/load_%d/objects/warm", addr, b), "")
+			}
+			proxy.cut()
+			f.note("router cut-off partitioned from etcd before the job, healed after")
+			return []string{"http://" + addr}, func() {
+				proxy.heal(f.t)
+				healed := false
+				for i := 0; i < 100 && !healed; i++ {
+					resp, _ := httpGet("http://" + addr + "/healthz")
+					healed = strings.Contains(resp, `"ring_version":2`)
+					time.Sleep(100 * time.Millisecond)
+				}
+				f.note("after healing it serves the new ring: %v", healed)
+				cmd.Process.Kill()
+				cmd.Wait()
+			}
+		}},
+		{name: "embedded etcd restart mid-job", inject: func(f *faultCtx) {
+			p := f.waitPhase("copy", "add-peers", "catchup", "verify")
+			if _, stderr, ok := run(f.t, nil, "lab", "restart", "--dir", f.l.Dir, "--etcd"); !ok {
+				f.t.Fatalf("restart etcd: %s", stderr)
+			}
+			f.note("etcd restarted in %s", p)
+		}},
+		{name: "origin primary restart during the copy", rows: 100000, inject: func(f *faultCtx) {
+			p := f.waitPhase("copy", "add-peers")
+			if _, stderr, ok := run(f.t, nil, "lab", "restart", "--dir", f.l.Dir, "--peer", "1.moray-1", "--down", "1s"); !ok {
+				f.t.Fatalf("restart: %s", stderr)
+			}
+			f.note("1.moray-1 down 1s in %s", p)
+		}},
+		{name: "dump lock held by a dead process", inject: nil, crash: func(f *faultCtx) string {
+			ctx := context.Background()
+			cli, err := etcd.Connect(ctx, f.l.Etcd)
+			if err != nil {
+				f.t.Fatal(err)
+			}
+			defer cli.Close()
+			lease, err := cli.Grant(ctx, 4)
+			if err != nil {
+				f.t.Fatal(err)
+			}
+			if err := etcd.AcquireDumpLock(ctx, cli, lease.ID, "dump:dead-process"); err != nil {
+				f.t.Fatal(err)
+			}
+			f.note("lock taken on a 4 s lease that nobody keeps alive")
+			return ""
+		}},
+	}
+	dest := faultCase{name: "destination primary restart during catch-up", rows: 100000, inject: func(f *faultCtx) {
+		p := f.waitPhase("catchup", "verify", "dump-lock")
+		if _, stderr, ok := run(f.t, nil, "lab", "restart", "--dir", f.l.Dir, "--peer", "3.moray-1", "--down", "1s"); !ok {
+			f.t.Fatalf("restart: %s", stderr)
+		}
+		f.note("3.moray-1 down 1s in %s", p)
+	}}
+	cases = append(cases, dest)
+	if full {
+		for i := 0; i < 4; i++ {
+			cases = append(cases, cases[0])
+		}
+	}
+	return cases
+}
+
+func httpGet(u string) (string, error) {
+	resp, err := http.Get(u)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
+}
+
+func TestFaults(t *testing.T) {
+	full := os.Getenv("RESHARD_FAULTS") == "full"
+	strategies := []string{"logical"}
+	if full {
+		strategies = append(strategies, "physical")
+	}
+	var rows []faultRow
+	for _, strategy := range strategies {
+		for _, c := range faultCases(full) {
+			if strategy == "physical" && c.name == "destination primary restart during catch-up" {
+				// The physical strategy's destination does not exist
+				// until after catch-up; its new peer is restarted instead.
+				c.inject = func(f *faultCtx) {
+					p := f.waitPhase("catchup", "dump-lock", "freeze")
+					if _, stderr, ok := run(f.t, nil, "lab", "restart", "--dir", f.l.Dir, "--peer", "3.moray-1", "--down", "1s"); !ok {
+						f.t.Fatalf("restart: %s", stderr)
+					}
+					f.note("new peer 3.moray-1 down 1s in %s", p)
+				}
+			}
+			t.Run(strategy+"/"+c.name, func(t *testing.T) {
+				r := runFaultCase(t, c, strategy)
+				rows = append(rows, r)
+				if !r.Finished || r.Missing != 0 || r.Stale != 0 || r.Misplaced != 0 {
+					t.Errorf("%+v", r)
+				}
+			})
+		}
+	}
+	table := faultTable(rows)
+	t.Log("\n" + table)
+	out := os.Getenv("RESHARD_FAULTS_OUT")
+	if out == "" {
+		out = filepath.Join(t.TempDir(), "faults.md")
+	}
+	if err := os.WriteFile(out, []byte(table), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func faultTable(rows []faultRow) string {
+	var b strings.Builder
+	b.WriteString("| case | strategy | acked writes | client errors | missing | stale | misplaced | ambiguous | write block | finished | what happened |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, r := range rows {
+		fmt.Fprintf(&b, "| %s | %s | %d | %d | %d | %d | %d | %d | %.0f ms | %v | %s |\n", r.Case, r.Strategy, r.Acked,
+			r.ClientErrors, r.Missing, r.Stale, r.Misplaced, r.Ambiguous, r.WriteBlockMS, r.Finished, r.Note)
+	}
+	return b.String()
+}
