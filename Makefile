@@ -7,7 +7,7 @@ GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 BIN := bin/reshard
 TEST_TIMEOUT ?= 15m
 
-.PHONY: all build deps test vet demo clean
+.PHONY: all build deps test vet demo faults clean
 
 all: build
 
@@ -23,6 +23,11 @@ vet:
 
 test: deps vet
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+# The full fault suite: every case for both strategies; the table goes to docs/.
+faults: deps
+	RESHARD_FAULTS=full RESHARD_FAULTS_OUT=$(CURDIR)/docs/faults-results.md \
+		$(GO) test -count=1 -v -run 'TestFaults' -timeout 60m ./cmd/reshard/
 
 demo: deps build
 	$(BIN) demo $(DEMO_FLAGS)

@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/reshard/reshard/postgres"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // labInfo is what `lab up --json` prints.
@@ -96,3 +98,7 @@ func query[T any](t testing.TB, dsn, sql string, args ...any) T {
 	}
 	return v
 }
+
+func itoa[T ~int64 | ~int](v T) string { return strconv.FormatInt(int64(v), 10) }
+
+func etcdPrefix() clientv3.OpOption { return clientv3.WithPrefix() }

@@ -124,7 +124,10 @@ func runJob(ctx context.Context, cmd *cobra.Command, g *globals, o *orchestrator
 	err := o.Run(ctx, id)
 	j, gerr := o.Get(context.WithoutCancel(ctx), id)
 	if gerr != nil {
-		return errors.Join(err, gerr)
+		if err != nil {
+			return err
+		}
+		return gerr
 	}
 	if g.json {
 		if perr := printJSON(cmd.OutOrStdout(), j); perr != nil {
