@@ -296,8 +296,11 @@ func (r *Router) route(ctx context.Context, opName, bucket, key string, write bo
 			err = op(ctx, p, int32(loc.Vnode))
 		}
 		reason := retryReason(err)
+		if reason == "shutdown" && write {
+			reason = "" // the server went away mid-write: it may have committed
+		}
 		if reason == "" {
-			if sent && write && err != nil && ctx.Err() == nil && !isPgError(err) && !isDomain(err) {
+			if sent && write && err != nil && ctx.Err() == nil && (!isPgError(err) || isShutdown(err)) && !isDomain(err) {
 				return s, fmt.Errorf("%w: %s", ErrOutcomeUnknown, postgres.RedactDSN(err.Error()))
 			}
 			return s, err
@@ -335,10 +338,25 @@ func retryReason(err error) string {
 			return "frozen"
 		}
 		return "not_owned"
-	case !isPgError(err) && pgconn.SafeToRetry(err):
+	case pgconn.SafeToRetry(err) || isConnectError(err):
 		return "connect" // the request never reached the server
+	case isShutdown(err):
+		return "shutdown" // a read on a server that is restarting
 	}
 	return ""
+}
+
+// isConnectError: no connection was made, so nothing was sent.
+func isConnectError(err error) bool {
+	var ce *pgconn.ConnectError
+	return errors.As(err, &ce)
+}
+
+// isShutdown: the server is shutting down, restarting, or refusing
+// connections for now (SQLSTATE class 57P).
+func isShutdown(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && strings.HasPrefix(pe.Code, "57P")
 }
 
 func isPgError(err error) bool {

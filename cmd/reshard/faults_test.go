@@ -258,8 +258,8 @@ func (p *tcpProxy) heal(t testing.TB) {
 func faultCases(full bool) []faultCase {
 	cases := []faultCase{
 		{name: "orchestrator SIGKILL at a random point", resume: true, crash: func(f *faultCtx) string {
-			d := time.Duration(50+rand.IntN(600)) * time.Millisecond
-			f.note("killed %s after resume started", d)
+			d := time.Duration(30+rand.IntN(450)) * time.Millisecond
+			f.note("kill timer %s", d)
 			return "after:" + d.String()
 		}},
 		{name: "router SIGKILL mid-reshard", inject: func(f *faultCtx) {
