@@ -415,16 +415,7 @@ func cutover(ctx context.Context, r *run) error {
 	if err != nil {
 		return fatal("%v", err)
 	}
-	step := func(n int, fn func() error) error {
-		if j.Cutover >= n {
-			return nil
-		}
-		if err := fn(); err != nil {
-			return err
-		}
-		j.Cutover = n
-		return r.save(ctx)
-	}
+	step := func(n int, fn func() error) error { return r.step(ctx, n, fn) }
 	if err := step(stepFreeze, func() error {
 		if err := r.markFrozen(ctx); err != nil {
 			return err
@@ -493,13 +484,32 @@ func cutover(ctx context.Context, r *run) error {
 	}); err != nil {
 		return err
 	}
-	// The origin stops serving reads too before any destination takes a
-	// write, so no reader can see the old copy after a new write.
-	if err := step(stepDisowned, func() error { return shard.Disown(ctx, origin, all) }); err != nil {
+	return r.handOver(ctx, origin, all)
+}
+
+// step runs cutover step n unless a previous run finished it, and records it.
+func (r *run) step(ctx context.Context, n int, fn func() error) error {
+	if r.job.Cutover >= n {
+		return nil
+	}
+	if err := fn(); err != nil {
+		return err
+	}
+	r.job.Cutover = n
+	return r.save(ctx)
+}
+
+// handOver ends both strategies' cutovers. The origin stops serving the
+// moving vnodes, reads included, before any destination takes a write, so
+// no reader can see the old copy after a new write; then the destinations
+// take writes (the write block ends), the ring flips and the routers follow.
+func (r *run) handOver(ctx context.Context, origin shard.Querier, all []int32) error {
+	j := r.job
+	if err := r.step(ctx, stepDisowned, func() error { return shard.Disown(ctx, origin, all) }); err != nil {
 		return err
 	}
 	r.crash("disowned")
-	if err := step(stepWritable, func() error {
+	if err := r.step(ctx, stepWritable, func() error {
 		for _, m := range j.Moves {
 			dst, err := r.pool(ctx, m.To)
 			if err != nil {
@@ -519,11 +529,11 @@ func cutover(ctx context.Context, r *run) error {
 		return err
 	}
 	r.crash("writable")
-	if err := step(stepRing, func() error { return r.flipRing(ctx) }); err != nil {
+	if err := r.step(ctx, stepRing, func() error { return r.flipRing(ctx) }); err != nil {
 		return err
 	}
 	r.crash("flipped")
-	return step(stepRouters, func() error { return r.waitRouters(ctx) })
+	return r.step(ctx, stepRouters, func() error { return r.waitRouters(ctx) })
 }
 
 // flipRing publishes the ring with the moved vnodes on their new pnodes. It

@@ -278,45 +278,7 @@ func physicalCutover(ctx context.Context, r *run) error {
 	if err != nil {
 		return fatal("%v", err)
 	}
-	step := func(n int, fn func() error) error {
-		if j.Cutover >= n {
-			return nil
-		}
-		if err := fn(); err != nil {
-			return err
-		}
-		j.Cutover = n
-		return r.save(ctx)
-	}
-	if err := step(stepDisowned, func() error { return shard.Disown(ctx, origin, all) }); err != nil {
-		return err
-	}
-	r.crash("disowned")
-	if err := step(stepWritable, func() error {
-		for _, m := range j.Moves {
-			dst, err := r.pool(ctx, m.To)
-			if err != nil {
-				return err
-			}
-			vs, err := moving(m)
-			if err != nil {
-				return err
-			}
-			if _, err := shard.SetWritable(ctx, dst, vs, true, j.RingVersionBefore); err != nil {
-				return err
-			}
-		}
-		j.WriteBlockMS = float64(time.Since(j.FrozenAt).Microseconds()) / 1000
-		return nil
-	}); err != nil {
-		return err
-	}
-	r.crash("writable")
-	if err := step(stepRing, func() error { return r.flipRing(ctx) }); err != nil {
-		return err
-	}
-	r.crash("flipped")
-	return step(stepRouters, func() error { return r.waitRouters(ctx) })
+	return r.handOver(ctx, origin, all)
 }
 
 // physicalCleanup deletes the moved rows from the origin and, on each new
