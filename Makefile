@@ -5,7 +5,7 @@
 
 GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 BIN := bin/reshard
-TEST_TIMEOUT ?= 15m
+TEST_TIMEOUT ?= 30m
 
 .PHONY: all build deps test vet demo faults clean
 

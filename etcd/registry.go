@@ -106,3 +106,12 @@ func (r *Registry) RemovePnode(ctx context.Context, name string) error {
 	}
 	return nil
 }
+
+// Primary returns the primary peer of a registered pnode.
+func (r *Registry) Primary(ctx context.Context, name string) (reshard.Peer, error) {
+	p, err := r.Pnode(ctx, name)
+	if err != nil {
+		return reshard.Peer{}, err
+	}
+	return p.Primary()
+}

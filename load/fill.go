@@ -57,11 +57,7 @@ func Fill(ctx context.Context, cli *clientv3.Client, bucket string, rows int, le
 		for pnode, rs := range byPnode {
 			conn := conns[pnode]
 			if conn == nil {
-				p, err := reg.Pnode(ctx, pnode)
-				if err != nil {
-					return err
-				}
-				primary, err := p.Primary()
+				primary, err := reg.Primary(ctx, pnode)
 				if err != nil {
 					return err
 				}

@@ -84,11 +84,7 @@ func Verify(ctx context.Context, cli *clientv3.Client, entries []Entry) (Report,
 		if c, ok := conns[pnode]; ok {
 			return c, nil
 		}
-		p, err := reg.Pnode(ctx, pnode)
-		if err != nil {
-			return nil, err
-		}
-		primary, err := p.Primary()
+		primary, err := reg.Primary(ctx, pnode)
 		if err != nil {
 			return nil, err
 		}

@@ -227,18 +227,29 @@ func catchup(ctx context.Context, r *run) error {
 		return err
 	}
 	r.crash("mid")
-	for {
+	return r.waitLag(ctx, fmt.Sprintf("waiting for lag under %d bytes", j.LagBytes), func() (int64, error) {
 		var worst int64
 		for i := range j.Moves {
 			lag, err := shard.SlotLag(ctx, origin, pubName(j, i))
 			if err != nil {
-				return err
+				return 0, err
 			}
 			worst = max(worst, lag)
 		}
-		r.progress(ctx, Progress{Done: worst, Total: j.LagBytes, Unit: "bytes behind",
-			Note: fmt.Sprintf("waiting for lag under %d bytes", j.LagBytes)})
-		if worst <= j.LagBytes {
+		return worst, nil
+	})
+}
+
+// waitLag polls the worst replication lag until it is within the job's
+// threshold, showing it as progress.
+func (r *run) waitLag(ctx context.Context, note string, worst func() (int64, error)) error {
+	for {
+		w, err := worst()
+		if err != nil {
+			return err
+		}
+		r.progress(ctx, Progress{Done: w, Total: r.job.LagBytes, Unit: "bytes behind", Note: note})
+		if w <= r.job.LagBytes {
 			return nil
 		}
 		if err := r.pause(ctx, 100*time.Millisecond); err != nil {

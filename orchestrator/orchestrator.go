@@ -316,11 +316,7 @@ func (r *run) pool(ctx context.Context, pnode string) (*pgxpool.Pool, error) {
 	if p := r.pools[pnode]; p != nil {
 		return p, nil
 	}
-	pn, err := r.o.reg.Pnode(ctx, pnode)
-	if err != nil {
-		return nil, err
-	}
-	primary, err := pn.Primary()
+	primary, err := r.o.reg.Primary(ctx, pnode)
 	if err != nil {
 		return nil, err
 	}
@@ -347,11 +343,7 @@ func (r *run) closePools() {
 
 // primaryDSN is the DSN of a pnode's primary, for a subscription.
 func (r *run) primaryDSN(ctx context.Context, pnode string) (string, error) {
-	pn, err := r.o.reg.Pnode(ctx, pnode)
-	if err != nil {
-		return "", err
-	}
-	p, err := pn.Primary()
+	p, err := r.o.reg.Primary(ctx, pnode)
 	return p.DSN, err
 }
 

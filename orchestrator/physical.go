@@ -35,11 +35,7 @@ func (r *run) provisioner() (reshard.Provisioner, error) {
 }
 
 func (r *run) originPrimary(ctx context.Context) (reshard.Peer, error) {
-	pn, err := r.o.reg.Pnode(ctx, r.job.From)
-	if err != nil {
-		return reshard.Peer{}, err
-	}
-	return pn.Primary()
+	return r.o.reg.Primary(ctx, r.job.From)
 }
 
 // addPeers creates each new pnode's peers as a chain hanging off the
@@ -112,24 +108,17 @@ func physicalCatchup(ctx context.Context, r *run) error {
 		return err
 	}
 	r.crash("mid")
-	for {
+	return r.waitLag(ctx, fmt.Sprintf("waiting for replay within %d bytes of the origin", j.LagBytes), func() (int64, error) {
 		var worst int64
 		for _, to := range j.To {
 			lag, _, err := replayLag(ctx, origin, j.NewPeers[to][0])
 			if err != nil {
-				return err
+				return 0, err
 			}
 			worst = max(worst, lag)
 		}
-		r.progress(ctx, Progress{Done: worst, Total: j.LagBytes, Unit: "bytes behind",
-			Note: fmt.Sprintf("waiting for replay within %d bytes of the origin", j.LagBytes)})
-		if worst <= j.LagBytes {
-			return nil
-		}
-		if err := r.pause(ctx, 100*time.Millisecond); err != nil {
-			return err
-		}
-	}
+		return worst, nil
+	})
 }
 
 // freeze stops writes to the moving vnodes on the origin (waiting for

@@ -196,11 +196,7 @@ func (r *Router) pool(ctx context.Context, pnode string) (*pgxpool.Pool, error) 
 	if p != nil {
 		return p, nil
 	}
-	pn, err := r.reg.Pnode(ctx, pnode)
-	if err != nil {
-		return nil, err
-	}
-	primary, err := pn.Primary()
+	primary, err := r.reg.Primary(ctx, pnode)
 	if err != nil {
 		return nil, err
 	}

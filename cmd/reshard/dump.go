@@ -45,11 +45,7 @@ wants the lock waits for the dump to end.`,
 				return err
 			}
 			defer cli.Close()
-			p, err := etcd.NewRegistry(cli).Pnode(ctx, pnode)
-			if err != nil {
-				return err
-			}
-			primary, err := p.Primary()
+			primary, err := etcd.NewRegistry(cli).Primary(ctx, pnode)
 			if err != nil {
 				return err
 			}

@@ -39,11 +39,7 @@ per bucket, not one per vnode.`,
 				return err
 			}
 			defer cli.Close()
-			p, err := etcd.NewRegistry(cli).Pnode(ctx, pnode)
-			if err != nil {
-				return err
-			}
-			primary, err := p.Primary()
+			primary, err := etcd.NewRegistry(cli).Primary(ctx, pnode)
 			if err != nil {
 				return err
 			}
