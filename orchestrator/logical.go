@@ -422,16 +422,12 @@ func cutover(ctx context.Context, r *run) error {
 	if err != nil {
 		return err
 	}
-	all, err := allMoving(j)
-	if err != nil {
-		return fatal("%v", err)
-	}
 	step := func(n int, fn func() error) error { return r.step(ctx, n, fn) }
 	if err := step(stepFreeze, func() error {
 		if err := r.markFrozen(ctx); err != nil {
 			return err
 		}
-		_, err := shard.SetWritable(ctx, origin, all, false, j.RingVersionBefore)
+		_, err := shard.SetWritableRanges(ctx, origin, j.AllRanges(), false, j.RingVersionBefore)
 		return err
 	}); err != nil {
 		return err
@@ -495,7 +491,7 @@ func cutover(ctx context.Context, r *run) error {
 	}); err != nil {
 		return err
 	}
-	return r.handOver(ctx, origin, all)
+	return r.handOver(ctx, origin)
 }
 
 // step runs cutover step n unless a previous run finished it, and records it.
@@ -514,9 +510,9 @@ func (r *run) step(ctx context.Context, n int, fn func() error) error {
 // moving vnodes, reads included, before any destination takes a write, so
 // no reader can see the old copy after a new write; then the destinations
 // take writes (the write block ends), the ring flips and the routers follow.
-func (r *run) handOver(ctx context.Context, origin shard.Querier, all []int32) error {
+func (r *run) handOver(ctx context.Context, origin shard.Querier) error {
 	j := r.job
-	if err := r.step(ctx, stepDisowned, func() error { return shard.Disown(ctx, origin, all) }); err != nil {
+	if err := r.step(ctx, stepDisowned, func() error { return shard.DisownRanges(ctx, origin, j.AllRanges()) }); err != nil {
 		return err
 	}
 	r.crash("disowned")
@@ -526,11 +522,7 @@ func (r *run) handOver(ctx context.Context, origin shard.Querier, all []int32) e
 			if err != nil {
 				return err
 			}
-			vs, err := moving(m)
-			if err != nil {
-				return err
-			}
-			if _, err := shard.SetWritable(ctx, dst, vs, true, j.RingVersionBefore); err != nil {
+			if _, err := shard.SetWritableRanges(ctx, dst, m.Ranges, true, j.RingVersionBefore); err != nil {
 				return err
 			}
 		}

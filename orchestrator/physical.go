@@ -132,14 +132,10 @@ func freeze(ctx context.Context, r *run) error {
 	if err != nil {
 		return err
 	}
-	all, err := allMoving(j)
-	if err != nil {
-		return fatal("%v", err)
-	}
 	if err := r.markFrozen(ctx); err != nil {
 		return err
 	}
-	if _, err := shard.SetWritable(ctx, origin, all, false, j.RingVersionBefore); err != nil {
+	if _, err := shard.SetWritableRanges(ctx, origin, j.AllRanges(), false, j.RingVersionBefore); err != nil {
 		return err
 	}
 	r.crash("mid")
@@ -263,11 +259,7 @@ func physicalCutover(ctx context.Context, r *run) error {
 	if err != nil {
 		return err
 	}
-	all, err := allMoving(j)
-	if err != nil {
-		return fatal("%v", err)
-	}
-	return r.handOver(ctx, origin, all)
+	return r.handOver(ctx, origin)
 }
 
 // physicalCleanup deletes the moved rows from the origin and, on each new

@@ -21,13 +21,20 @@ type Range struct{ Lo, Hi int32 }
 
 // Filter is a row filter over _vnode. A filter's cost while streaming grows
 // with its length, so callers pass few ranges (one for a split in half).
-func Filter(ranges []Range) string {
+func Filter(ranges []Range) string { return inRanges("_vnode", ranges) }
+
+// inRanges is a predicate over an int column; the ranges' bounds are
+// integers, so the text is safe to put in SQL.
+func inRanges(col string, ranges []Range) string {
+	if len(ranges) == 0 {
+		return "false"
+	}
 	parts := make([]string, len(ranges))
 	for i, r := range ranges {
 		if r.Lo == r.Hi {
-			parts[i] = fmt.Sprintf("_vnode = %d", r.Lo)
+			parts[i] = fmt.Sprintf("%s = %d", col, r.Lo)
 		} else {
-			parts[i] = fmt.Sprintf("(_vnode >= %d and _vnode <= %d)", r.Lo, r.Hi)
+			parts[i] = fmt.Sprintf("(%s >= %d and %s <= %d)", col, r.Lo, col, r.Hi)
 		}
 	}
 	return strings.Join(parts, " or ")

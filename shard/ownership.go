@@ -138,3 +138,28 @@ func KeepOnly(ctx context.Context, q Querier, vnodes []int32) error {
 	}
 	return nil
 }
+
+// The range forms below serve the cutover. A split in half of a
+// 1,000,000-vnode ring freezes and hands over about 500,000 vnodes inside
+// the write block; a few range predicates do that in one index range scan
+// each, where a list of every vnode costs one probe per vnode. They select
+// exactly the moving vnodes because a shard's ownership table holds only
+// the vnodes it owns.
+
+// SetWritableRanges is SetWritable for the owned vnodes in ranges.
+func SetWritableRanges(ctx context.Context, q Querier, ranges []Range, writable bool, ringVersion int64) (int64, error) {
+	tag, err := q.Exec(ctx, fmt.Sprintf(`update reshard_vnodes set writable = $1, ring_version = $2 where %s`,
+		inRanges("vnode", ranges)), writable, ringVersion)
+	if err != nil {
+		return 0, fmt.Errorf("set writable=%v on %d ranges: %w", writable, len(ranges), err)
+	}
+	return tag.RowsAffected(), nil
+}
+
+// DisownRanges is Disown for the owned vnodes in ranges.
+func DisownRanges(ctx context.Context, q Querier, ranges []Range) error {
+	if _, err := q.Exec(ctx, fmt.Sprintf(`delete from reshard_vnodes where %s`, inRanges("vnode", ranges))); err != nil {
+		return fmt.Errorf("disown %d ranges: %w", len(ranges), err)
+	}
+	return nil
+}
