@@ -49,32 +49,16 @@ func run(t testing.TB, env []string, args ...string) (string, string, bool) {
 }
 
 func TestLabCLI(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "lab")
-	out, stderr, ok := run(t, nil, "lab", "up", "--dir", dir, "--shards", "1", "--peers", "2", "--routers", "1", "--vnodes", "16", "--json")
-	if !ok {
-		t.Fatalf("lab up: %s", stderr)
-	}
-	defer run(t, nil, "lab", "down", "--dir", dir)
-	var up struct {
-		Etcd    string   `json:"etcd"`
-		Routers []string `json:"routers"`
-		Shards  []struct {
-			Name  string `json:"name"`
-			Peers []struct {
-				Role, Name, DSN string
-				Port            int
-			} `json:"peers"`
-		} `json:"shards"`
-	}
-	if err := json.Unmarshal([]byte(out), &up); err != nil {
-		t.Fatalf("lab up --json printed %q: %v", out, err)
-	}
+	up := labUp(t, "--shards", "1", "--peers", "2", "--routers", "1", "--vnodes", "16")
+	dir := up.Dir
 	if !strings.HasPrefix(up.Etcd, "http://127.0.0.1:") || len(up.Routers) != 1 || len(up.Shards) != 1 ||
 		up.Shards[0].Name != "1.moray" || len(up.Shards[0].Peers) != 2 ||
 		up.Shards[0].Peers[0].Role != "primary" || up.Shards[0].Peers[1].Role != "sync" || up.Shards[0].Peers[0].Port == 0 {
-		t.Fatalf("lab up --json: %s", out)
+		t.Fatalf("lab up --json: %+v", up)
 	}
-	env := []string{"RESHARD_ETCD=" + up.Etcd}
+	env := up.env()
+	var out, stderr string
+	var ok bool
 
 	// The router is its own process, serving the lab's ring.
 	resp, err := http.Get(up.Routers[0] + "/healthz")

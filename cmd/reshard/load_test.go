@@ -19,24 +19,10 @@ func TestLoadThenVerify(t *testing.T) {
 	if testing.Short() {
 		t.Skip("30s load run")
 	}
-	dir := filepath.Join(t.TempDir(), "lab")
-	out, stderr, ok := run(t, nil, "lab", "up", "--dir", dir, "--shards", "2", "--peers", "1", "--routers", "2", "--vnodes", "256", "--json")
-	if !ok {
-		t.Fatalf("lab up: %s", stderr)
-	}
-	defer run(t, nil, "lab", "down", "--dir", dir)
-	var up struct {
-		Etcd    string
-		Routers []string
-		Shards  []struct {
-			Name  string
-			Peers []struct{ DSN string }
-		}
-	}
-	if err := json.Unmarshal([]byte(out), &up); err != nil {
-		t.Fatal(err)
-	}
-	env := []string{"RESHARD_ETCD=" + up.Etcd}
+	up := labUp(t, "--shards", "2", "--peers", "1", "--routers", "2", "--vnodes", "256")
+	env := up.env()
+	var out, stderr string
+	var ok bool
 	ledger := filepath.Join(t.TempDir(), "ledger.jsonl")
 	args := []string{"load", "--duration", "30s", "--rate", "300", "--keys", "1000", "--ledger", ledger, "--json"}
 	for _, r := range up.Routers {
