@@ -3,6 +3,7 @@ package etcd
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	"github.com/reshard/reshard"
@@ -54,3 +55,33 @@ func (b *Buckets) Names(ctx context.Context) ([]string, error) {
 	}
 	return out, nil
 }
+
+// Delete removes a bucket's record.
+func (b *Buckets) Delete(ctx context.Context, name string) error {
+	if _, err := b.cli.Delete(ctx, bucketPrefix+name); err != nil {
+		return fmt.Errorf("delete bucket %s: %w", name, err)
+	}
+	return nil
+}
+
+// Create records a bucket only if no record exists; ErrExists otherwise,
+// so of two racing creators exactly one wins.
+func (b *Buckets) Create(ctx context.Context, name string, opts any) error {
+	v, err := json.Marshal(opts)
+	if err != nil {
+		return err
+	}
+	key := bucketPrefix + name
+	resp, err := b.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+		Then(clientv3.OpPut(key, string(v))).Commit()
+	if err != nil {
+		return fmt.Errorf("record bucket %s: %w", name, err)
+	}
+	if !resp.Succeeded {
+		return fmt.Errorf("bucket %s: %w", name, ErrExists)
+	}
+	return nil
+}
+
+// ErrExists: the record is already there.
+var ErrExists = errors.New("already exists")

@@ -16,7 +16,9 @@ import (
 // dies releases it when the lease expires.
 const (
 	DumpLockKey = Prefix + "locks/pg_dump"
-	dumpsPrefix = Prefix + "dumps/"
+	// PnodeLockPrefix + PNODE names the job that holds the pnode.
+	PnodeLockPrefix = Prefix + "locks/pnode/"
+	dumpsPrefix     = Prefix + "dumps/"
 )
 
 // ErrLockHeld means someone else holds the lock.
@@ -130,6 +132,19 @@ func RunningDumps(ctx context.Context, cli *clientv3.Client, pnodes ...string) (
 				out = append(out, d)
 			}
 		}
+	}
+	return out, nil
+}
+
+// PnodeLocks maps each pnode a reshard job holds to the job's id.
+func PnodeLocks(ctx context.Context, cli *clientv3.Client) (map[string]string, error) {
+	resp, err := cli.Get(ctx, PnodeLockPrefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for _, kv := range resp.Kvs {
+		out[string(kv.Key[len(PnodeLockPrefix):])] = string(kv.Value)
 	}
 	return out, nil
 }

@@ -166,6 +166,14 @@ func Up(ctx context.Context, cfg Config) (st *State, err error) {
 			return nil, err
 		}
 	}
+	for i := 0; i < cfg.Routers; i++ {
+		port, err := pp.take()
+		if err != nil {
+			return nil, err
+		}
+		st.MorayPorts = append(st.MorayPorts, port)
+		st.Moray = append(st.Moray, fmt.Sprintf("127.0.0.1:%d", port))
+	}
 	g, err := newPG(filepath.Join(dir, "logs"))
 	if err != nil {
 		return nil, err

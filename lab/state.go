@@ -22,6 +22,8 @@ type State struct {
 	SupervisorPID  int      `json:"supervisor_pid"`
 	Routers        []string `json:"routers"`
 	RouterPorts    []int    `json:"router_ports"`
+	Moray          []string `json:"moray"` // each router's Moray (Fast RPC) address, HOST:PORT
+	MorayPorts     []int    `json:"moray_ports"`
 	RingVersion    int64    `json:"ring_version"`
 	Shards         []Shard  `json:"shards"`
 	Ready          bool     `json:"ready"`

@@ -65,7 +65,11 @@ func Supervise(dir string) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			keepRouter(ctx, log, dir, exe, m.ClientURL, i, port)
+			moray := 0
+			if i < len(st.MorayPorts) {
+				moray = st.MorayPorts[i]
+			}
+			keepRouter(ctx, log, dir, exe, m.ClientURL, i, port, moray)
 		}()
 	}
 	if err := os.WriteFile(readyPath(dir), []byte(m.ClientURL), 0o644); err != nil {
@@ -103,7 +107,7 @@ loop:
 }
 
 // keepRouter runs router i and starts it again when it dies, until ctx ends.
-func keepRouter(ctx context.Context, log *slog.Logger, dir, exe, etcdURL string, i, port int) {
+func keepRouter(ctx context.Context, log *slog.Logger, dir, exe, etcdURL string, i, port, morayPort int) {
 	name := fmt.Sprintf("router-%d", i+1)
 	for ctx.Err() == nil {
 		logf, err := os.OpenFile(filepath.Join(dir, "logs", name+".log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
@@ -111,7 +115,11 @@ func keepRouter(ctx context.Context, log *slog.Logger, dir, exe, etcdURL string,
 			log.Error("router log", "err", err)
 			return
 		}
-		cmd := exec.Command(exe, "router", "--etcd", etcdURL, "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--name", name)
+		args := []string{"router", "--etcd", etcdURL, "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--name", name}
+		if morayPort > 0 {
+			args = append(args, "--moray-listen", fmt.Sprintf("127.0.0.1:%d", morayPort))
+		}
+		cmd := exec.Command(exe, args...)
 		cmd.Stdout, cmd.Stderr = logf, logf
 		if err := cmd.Start(); err != nil {
 			logf.Close()

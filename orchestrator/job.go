@@ -125,7 +125,7 @@ func (j *Job) Pnodes() []string { return append([]string{j.From}, j.To...) }
 
 const (
 	jobPrefix   = etcd.Prefix + "jobs/"
-	pnodeLocks  = etcd.Prefix + "locks/pnode/"
+	pnodeLocks  = etcd.PnodeLockPrefix
 	jobMutexes  = etcd.Prefix + "joblocks/"
 	dumpLockKey = etcd.Prefix + "locks/pg_dump"
 	dumpPrefix  = etcd.Prefix + "dumps/"
@@ -228,13 +228,5 @@ func (s *Store) ReleasePnodes(ctx context.Context, j *Job) error {
 
 // PnodeLocks maps each locked pnode to the job holding it.
 func (s *Store) PnodeLocks(ctx context.Context) (map[string]string, error) {
-	resp, err := s.cli.Get(ctx, pnodeLocks, clientv3.WithPrefix())
-	if err != nil {
-		return nil, err
-	}
-	out := map[string]string{}
-	for _, kv := range resp.Kvs {
-		out[string(kv.Key[len(pnodeLocks):])] = string(kv.Value)
-	}
-	return out, nil
+	return etcd.PnodeLocks(ctx, s.cli)
 }

@@ -183,36 +183,8 @@ func (r *Router) createBucket(ctx context.Context, w *statusWriter, req *http.Re
 			return
 		}
 	}
-	var old shard.BucketOptions
-	err := r.buckets.Get(ctx, bucket, &old)
-	switch {
-	case err == nil && old != opts:
-		apiError(w, http.StatusConflict, "BucketExists", "the bucket exists with other options; changing how keys hash would move every key")
-		return
-	case err != nil && !errors.Is(err, reshard.ErrNotFound):
-		r.fail(w, err)
-		return
-	}
-	pnodes, err := r.reg.Pnodes(ctx)
+	names, err := r.CreateBucket(ctx, bucket, opts, false)
 	if err != nil {
-		r.fail(w, err)
-		return
-	}
-	// Tables first, then the record routers read: a bucket is never
-	// routable before every shard has its table.
-	var names []string
-	for _, pn := range pnodes {
-		p, err := r.pool(ctx, pn.Name)
-		if err == nil {
-			err = shard.CreateBucket(ctx, p, bucket, opts)
-		}
-		if err != nil {
-			r.fail(w, fmt.Errorf("create bucket on %s: %w", pn.Name, err))
-			return
-		}
-		names = append(names, pn.Name)
-	}
-	if err := r.buckets.Put(ctx, bucket, opts); err != nil {
 		r.fail(w, err)
 		return
 	}
@@ -356,6 +328,11 @@ func (r *Router) fail(w *statusWriter, err error) {
 		apiError(w, http.StatusNotFound, "ObjectNotFound", "no such object")
 	case errors.Is(err, shard.ErrEtagMismatch):
 		apiError(w, http.StatusPreconditionFailed, "EtagConflict", "the object's etag does not match If-Match")
+	case errors.Is(err, ErrBucketExists):
+		apiError(w, http.StatusConflict, "BucketExists", "the bucket exists with other options; changing how keys hash would move every key")
+	case errors.Is(err, ErrBucketsBusy):
+		w.Header().Set("Retry-After", "10")
+		apiError(w, http.StatusServiceUnavailable, "ReshardRunning", err.Error())
 	case errors.Is(err, reshard.ErrNotFound):
 		apiError(w, http.StatusNotFound, "NotFound", err.Error())
 	case errors.Is(err, ErrOutcomeUnknown):

@@ -9,7 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"path"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -79,7 +79,7 @@ type Router struct {
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced on every new ring version
 	pools   map[string]*pgxpool.Pool
-	opts    sync.Map // bucket name -> shard.BucketOptions
+	opts    sync.Map // bucket name -> cachedOptions
 }
 
 // New creates a router; Run starts it following the ring.
@@ -219,28 +219,89 @@ func (r *Router) pool(ctx context.Context, pnode string) (*pgxpool.Pool, error) 
 	return p, nil
 }
 
-// bucketOptions reads a bucket's options once; they never change after
-// creation, because changing how keys hash would move every key.
-func (r *Router) bucketOptions(ctx context.Context, bucket string) (shard.BucketOptions, error) {
-	if o, ok := r.opts.Load(bucket); ok {
-		return o.(shard.BucketOptions), nil
+type cachedOptions struct {
+	opts shard.BucketOptions
+	at   time.Time
+}
+
+// bucketOptions reads a bucket's options. How a bucket hashes never
+// changes, so routing may use a cached copy of any age; maxAge bounds it
+// for callers that need the current index definitions.
+func (r *Router) bucketOptions(ctx context.Context, bucket string, maxAge ...time.Duration) (shard.BucketOptions, error) {
+	if c, ok := r.opts.Load(bucket); ok {
+		c := c.(cachedOptions)
+		if len(maxAge) == 0 || time.Since(c.at) < maxAge[0] {
+			return c.opts, nil
+		}
 	}
 	var o shard.BucketOptions
 	if err := r.buckets.Get(ctx, bucket, &o); err != nil {
 		return o, err
 	}
-	r.opts.Store(bucket, o)
+	r.opts.Store(bucket, cachedOptions{opts: o, at: time.Now()})
 	return o, nil
 }
 
-// HashKey is the part of a key that is hashed. With HashDir (Manta's
-// choice) it is the parent directory, so a directory's entries share a
-// vnode: "/u/stor/a/b" hashes "/u/stor/a", "/x" hashes "/".
+// mantaRoot is a Manta account's storage root, which electric-moray hashes
+// whole rather than by its parent "/UUID".
+var mantaRoot = regexp.MustCompile(`^/[a-f0-9]{8}-[a-f0-9]{4}-[a-f0-9]{4}-[a-f0-9]{4}-[a-f0-9]{12}/stor$`)
+
+// HashKey is the part of a key that is hashed, as electric-moray
+// transforms keys. With HashDir (the "manta" bucket) it is the parent
+// directory, so a directory's entries share a vnode: "/u/stor/a/b" hashes
+// "/u/stor/a", "/x" hashes "/", and an account root "/UUID/stor" hashes
+// itself. With HashUpload ("manta_uploads", keys "ID:PATH") it is PATH's
+// parent directory.
 func HashKey(key string, opts shard.BucketOptions) string {
-	if !opts.HashDir || !strings.Contains(key, "/") {
+	switch {
+	case opts.HashUpload:
+		if _, p, ok := strings.Cut(key, ":"); ok {
+			return dirnameOrKey(p)
+		}
+	case opts.HashDir:
+		return dirnameOrKey(key)
+	}
+	return key
+}
+
+func dirnameOrKey(key string) string {
+	if mantaRoot.MatchString(key) {
 		return key
 	}
-	return path.Dir(key)
+	if d := nodeDirname(key); d != "." {
+		return d
+	}
+	return key
+}
+
+// nodeDirname is Node's path.posix.dirname, which differs from path.Dir:
+// it does not clean, so "a//b" gives "a/" and "/a/b/" gives "/a".
+func nodeDirname(p string) string {
+	if p == "" {
+		return "."
+	}
+	hasRoot := p[0] == '/'
+	end := -1
+	matchedSlash := true
+	for i := len(p) - 1; i >= 1; i-- {
+		if p[i] == '/' {
+			if !matchedSlash {
+				end = i
+				break
+			}
+		} else {
+			matchedSlash = false
+		}
+	}
+	switch {
+	case end == -1 && hasRoot:
+		return "/"
+	case end == -1:
+		return "."
+	case hasRoot && end == 1:
+		return "//"
+	}
+	return p[:end]
 }
 
 // Served says where an operation ran.
@@ -270,7 +331,12 @@ func (r *Router) route(ctx context.Context, opName, bucket, key string, write bo
 	if err != nil {
 		return Served{}, err
 	}
-	hk := HashKey(key, opts)
+	return r.routeHash(ctx, opName, HashKey(key, opts), write, op)
+}
+
+// routeHash is route for a key already transformed for hashing.
+func (r *Router) routeHash(ctx context.Context, opName, hk string, write bool,
+	op func(ctx context.Context, p *pgxpool.Pool, vnode int32) error) (Served, error) {
 	deadline := time.Now().Add(r.cfg.RetryFor)
 	backoff := 5 * time.Millisecond
 	var s Served

@@ -24,3 +24,14 @@ if [ "$(id -u)" -eq 0 ] && ! id postgres >/dev/null 2>&1; then
 fi
 GO="${GO:-$(command -v go || echo /usr/local/go/bin/go)}"
 "$GO" mod download
+
+# The Moray client tests drive the router with the real npm moray client.
+# They need Node.js and npm; without them those tests skip, and say so.
+if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
+	if [ ! -f test/moray/node_modules/moray/package.json ]; then
+		echo "installing the npm moray client for the Moray protocol tests (test/moray)..."
+		(cd test/moray && npm ci --no-audit --no-fund --loglevel=error)
+	fi
+else
+	echo "note: Node.js and npm are not installed, so the tests that drive the router with the npm moray client will be skipped (apt-get install nodejs npm to run them)"
+fi

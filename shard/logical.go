@@ -19,9 +19,9 @@ import (
 // Range is an inclusive range of vnode ids.
 type Range struct{ Lo, Hi int32 }
 
-// Filter is a row filter over _vnode. A filter's cost while streaming grows
+// VnodeFilter is a row filter over _vnode. A filter's cost while streaming grows
 // with its length, so callers pass few ranges (one for a split in half).
-func Filter(ranges []Range) string { return inRanges("_vnode", ranges) }
+func VnodeFilter(ranges []Range) string { return inRanges("_vnode", ranges) }
 
 // inRanges is a predicate over an int column; the ranges' bounds are
 // integers, so the text is safe to put in SQL.
@@ -62,7 +62,7 @@ func CreatePublication(ctx context.Context, q Querier, name string, buckets []st
 	if exists {
 		return nil
 	}
-	filter := Filter(ranges)
+	filter := VnodeFilter(ranges)
 	tables := make([]string, 0, len(buckets)+1)
 	for _, b := range buckets {
 		if err := ValidateBucket(b); err != nil {
@@ -240,7 +240,7 @@ type BucketVnode struct {
 // Checksums computes the checksum of every vnode in ranges, per bucket.
 func Checksums(ctx context.Context, q Querier, buckets []string, ranges []Range) (map[BucketVnode]Checksum, error) {
 	out := map[BucketVnode]Checksum{}
-	filter := Filter(ranges)
+	filter := VnodeFilter(ranges)
 	for _, b := range buckets {
 		if err := ValidateBucket(b); err != nil {
 			return nil, err
@@ -311,7 +311,7 @@ func deleteBatch(ctx context.Context, q Batcher, bucket string, ranges []Range, 
 	b := &pgx.Batch{}
 	b.Queue(`select set_config('reshard.cleanup', 'on', true)`)
 	b.Queue(fmt.Sprintf(`delete from %[1]s where ctid = any(array(
-		select ctid from %[1]s b where (%[2]s) %[3]s limit $1))`, t, Filter(ranges), also), limit)
+		select ctid from %[1]s b where (%[2]s) %[3]s limit $1))`, t, VnodeFilter(ranges), also), limit)
 	br := q.SendBatch(ctx, b)
 	defer br.Close()
 	if _, err := br.Exec(); err != nil {
@@ -356,7 +356,7 @@ func RowCount(ctx context.Context, q Querier, buckets []string, ranges []Range) 
 			return 0, err
 		}
 		var n int64
-		if err := q.QueryRow(ctx, fmt.Sprintf(`select count(*) from %s where %s`, quoteIdent(b), Filter(ranges))).Scan(&n); err != nil {
+		if err := q.QueryRow(ctx, fmt.Sprintf(`select count(*) from %s where %s`, quoteIdent(b), VnodeFilter(ranges))).Scan(&n); err != nil {
 			return 0, err
 		}
 		total += n
@@ -374,7 +374,7 @@ func UnownedRows(ctx context.Context, q Querier, buckets []string, ranges []Rang
 		}
 		var n int64
 		if err := q.QueryRow(ctx, fmt.Sprintf(`select count(*) from %s b where (%s)
-			and not exists (select 1 from reshard_vnodes v where v.vnode = b._vnode)`, quoteIdent(b), Filter(ranges))).Scan(&n); err != nil {
+			and not exists (select 1 from reshard_vnodes v where v.vnode = b._vnode)`, quoteIdent(b), VnodeFilter(ranges))).Scan(&n); err != nil {
 			return 0, err
 		}
 		total += n

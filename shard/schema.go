@@ -6,9 +6,14 @@ package shard
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
+	"sort"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -87,6 +92,51 @@ begin
 	end if;
 	return new;
 end $$;
+-- Index columns are generated from the value's fields. A value of the
+-- wrong type gives NULL, as Moray leaves such a field out of its index,
+-- rather than failing the write.
+create or replace function reshard_idx_text(v jsonb) returns text
+language sql immutable as $$
+	select case when jsonb_typeof(v) in ('string', 'number', 'boolean') then v #>> '{}' end
+$$;
+create or replace function reshard_idx_num(v jsonb) returns numeric
+language sql immutable as $$
+	select case
+		when jsonb_typeof(v) = 'number' then (v #>> '{}')::numeric
+		when jsonb_typeof(v) = 'string' and (v #>> '{}') ~ '^\s*-?[0-9]+(\.[0-9]*)?([eE][-+]?[0-9]+)?\s*$' then (v #>> '{}')::numeric
+	end
+$$;
+create or replace function reshard_idx_bool(v jsonb) returns boolean
+language sql immutable as $$
+	select case
+		when jsonb_typeof(v) = 'boolean' then (v #>> '{}')::boolean
+		when jsonb_typeof(v) = 'string' and (v #>> '{}') in ('true', 'false') then (v #>> '{}')::boolean
+	end
+$$;
+create or replace function reshard_idx_text_array(v jsonb) returns text[]
+language sql immutable as $$
+	select case jsonb_typeof(v)
+		when 'array' then array(select reshard_idx_text(e) from jsonb_array_elements(v) e)
+		when 'null' then null
+		else array[reshard_idx_text(v)]
+	end
+$$;
+create or replace function reshard_idx_num_array(v jsonb) returns numeric[]
+language sql immutable as $$
+	select case jsonb_typeof(v)
+		when 'array' then array(select reshard_idx_num(e) from jsonb_array_elements(v) e)
+		when 'null' then null
+		else array[reshard_idx_num(v)]
+	end
+$$;
+create or replace function reshard_idx_bool_array(v jsonb) returns boolean[]
+language sql immutable as $$
+	select case jsonb_typeof(v)
+		when 'array' then array(select reshard_idx_bool(e) from jsonb_array_elements(v) e)
+		when 'null' then null
+		else array[reshard_idx_bool(v)]
+	end
+$$;
 create or replace function reshard_read_check(v int) returns boolean
 language plpgsql stable as $$
 begin
@@ -120,19 +170,123 @@ func ValidateBucket(name string) error {
 	return nil
 }
 
-// BucketOptions are per-bucket settings kept in reshard_buckets.
+// BucketOptions are per-bucket settings kept in reshard_buckets and etcd.
 type BucketOptions struct {
 	// HashDir hashes a key's parent directory instead of the whole key, as
-	// Manta does, so a directory's entries share a vnode.
+	// Manta's "manta" bucket does, so a directory's entries share a vnode.
 	HashDir bool `json:"hash_dir,omitempty"`
+	// HashUpload hashes the parent directory of the path after the upload
+	// id ("ID:PATH"), as Manta's "manta_uploads" bucket does.
+	HashUpload bool `json:"hash_upload,omitempty"`
+	// Index holds Moray's index definitions: each becomes a typed column
+	// generated from the value's field, with an index on it.
+	Index map[string]Index `json:"index,omitempty"`
+	// Moray keeps what a Moray client set that reshard stores but does not
+	// interpret (pre and post triggers, options with version, mtime).
+	Moray json.RawMessage `json:"moray,omitempty"`
 }
 
-// CreateBucket creates a moray-style bucket table with the fence. The
-// primary key holds _vnode so it can serve as the replica identity that a
-// row filter on _vnode needs.
+// SameHashing reports whether two option sets place keys alike; a bucket's
+// hashing can never change, because that would move every key.
+func (o BucketOptions) SameHashing(p BucketOptions) bool {
+	return o.HashDir == p.HashDir && o.HashUpload == p.HashUpload
+}
+
+// Index is one Moray index definition.
+type Index struct {
+	Type   string `json:"type"`
+	Unique bool   `json:"unique,omitempty"`
+}
+
+// indexTypes maps Moray's index types to the column type, the function
+// that extracts a value of that type from jsonb, and the index method.
+var indexTypes = map[string]struct{ col, fn, method string }{
+	"string":    {"text", "reshard_idx_text", "btree"},
+	"number":    {"numeric", "reshard_idx_num", "btree"},
+	"boolean":   {"boolean", "reshard_idx_bool", "btree"},
+	"[string]":  {"text[]", "reshard_idx_text_array", "gin"},
+	"[number]":  {"numeric[]", "reshard_idx_num_array", "gin"},
+	"[boolean]": {"boolean[]", "reshard_idx_bool_array", "gin"},
+}
+
+// Index field names become column names, so they are held to a pattern
+// that cannot reach reshard's own columns (which start with "_").
+var indexName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_]{0,62}$`)
+
+// ValidateIndex checks one index definition.
+func ValidateIndex(field string, ix Index) error {
+	if !indexName.MatchString(field) {
+		return fmt.Errorf("invalid index name %q: use a letter, then letters, digits and '_' (at most 63)", field)
+	}
+	if _, ok := indexTypes[ix.Type]; !ok {
+		return fmt.Errorf("index %s has type %q: supported types are string, number, boolean, [string], [number] and [boolean]", field, ix.Type)
+	}
+	return nil
+}
+
+// IndexColumn is how a bucket's field is read in SQL: the typed column of
+// an index, a row column for Moray's own fields, or the raw jsonb field.
+func (o BucketOptions) IndexColumn(attr string) Column {
+	switch attr {
+	case "_key":
+		return Column{Expr: "_key", Type: "string"}
+	case "_id", "_mtime":
+		return Column{Expr: attr, Type: "number"}
+	case "_etag":
+		return Column{Expr: "_etag", Type: "string"}
+	}
+	if ix, ok := o.Index[attr]; ok {
+		return Column{Expr: quoteIdent(attr), Type: ix.Type}
+	}
+	return Column{Expr: "(_value->" + quoteLiteral(attr) + ")", Type: "json"}
+}
+
+// quoteLiteral quotes s as an SQL string literal.
+func quoteLiteral(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
+}
+
+// indexIdent names a field's index; long names are shortened with a digest
+// so two fields never truncate to the same name.
+func indexIdent(bucket, field string) string {
+	n := bucket + "_" + field + "_idx"
+	if len(n) <= 63 {
+		return quoteIdent(n)
+	}
+	sum := sha256.Sum256([]byte(field))
+	b := bucket
+	if len(b) > 40 {
+		b = b[:40]
+	}
+	return quoteIdent(b + "_" + hex.EncodeToString(sum[:6]) + "_idx")
+}
+
+// indexSQL adds a field's generated column and its index. The column is
+// generated (stored) so every write path fills it: the router's puts, COPY,
+// and logical replication's apply on a destination, which computes
+// generated columns itself.
+func indexSQL(bucket, field string, ix Index) string {
+	t := indexTypes[ix.Type]
+	unique := ""
+	if ix.Unique {
+		unique = "unique "
+	}
+	return fmt.Sprintf(`alter table %[1]s add column if not exists %[2]s %[3]s generated always as (%[4]s(_value->%[5]s)) stored;
+create %[6]sindex if not exists %[7]s on %[1]s using %[8]s (%[2]s);
+`, quoteIdent(bucket), quoteIdent(field), t.col, t.fn, quoteLiteral(field), unique, indexIdent(bucket, field), t.method)
+}
+
+// CreateBucket creates a moray-style bucket table with the fence and its
+// index columns. The primary key holds _vnode so it can serve as the
+// replica identity that a row filter on _vnode needs.
 func CreateBucket(ctx context.Context, q Querier, name string, opts BucketOptions) error {
 	if err := ValidateBucket(name); err != nil {
 		return err
+	}
+	for f, ix := range opts.Index {
+		if err := ValidateIndex(f, ix); err != nil {
+			return err
+		}
 	}
 	t := quoteIdent(name)
 	sql := fmt.Sprintf(`
@@ -149,14 +303,98 @@ create index if not exists %[2]s on %[1]s (_vnode);
 create or replace trigger reshard_fence before insert or update or delete on %[1]s
 	for each row execute function reshard_fence();
 `, t, quoteIdent(name+"_vnode_idx"))
-	if _, err := q.Exec(ctx, sql); err != nil {
+	for _, f := range sortedFields(opts.Index) {
+		sql += indexSQL(name, f, opts.Index[f])
+	}
+	// Two creators racing on "if not exists" can both pass the check and
+	// one fails on the catalog's unique index; a second try sees the table.
+	for try := 0; ; try++ {
+		_, err := q.Exec(ctx, sql)
+		if err == nil {
+			break
+		}
+		var pe *pgconn.PgError
+		if try < 3 && errors.As(err, &pe) && (pe.Code == "23505" || pe.Code == "42P07" || pe.Code == "42710") {
+			continue
+		}
 		return fmt.Errorf("create bucket %s: %w", name, err)
 	}
+	return recordBucket(ctx, q, name, opts)
+}
+
+func recordBucket(ctx context.Context, q Querier, name string, opts BucketOptions) error {
 	if _, err := q.Exec(ctx, `insert into reshard_buckets (name, options) values ($1, $2)
 		on conflict (name) do update set options = excluded.options`, name, opts); err != nil {
 		return fmt.Errorf("record bucket %s: %w", name, err)
 	}
 	return nil
+}
+
+// UpdateBucket brings a bucket's index columns to opts: new fields get a
+// column and an index, removed fields lose theirs, and a field whose type
+// or uniqueness changed is rebuilt. Adding a generated column rewrites the
+// table, as Moray's reindexing also touches every row.
+func UpdateBucket(ctx context.Context, q Querier, name string, opts BucketOptions) error {
+	if err := ValidateBucket(name); err != nil {
+		return err
+	}
+	for f, ix := range opts.Index {
+		if err := ValidateIndex(f, ix); err != nil {
+			return err
+		}
+	}
+	have, err := Buckets(ctx, q)
+	if err != nil {
+		return err
+	}
+	old, ok := have[name]
+	if !ok {
+		return fmt.Errorf("bucket %s: %w", name, ErrBucketNotFound)
+	}
+	if !old.SameHashing(opts) {
+		return fmt.Errorf("bucket %s: its hashing cannot change, that would move every key", name)
+	}
+	sql := ""
+	for _, f := range sortedFields(old.Index) {
+		if nix, ok := opts.Index[f]; !ok || nix != old.Index[f] {
+			sql += fmt.Sprintf("alter table %s drop column if exists %s;\n", quoteIdent(name), quoteIdent(f))
+		}
+	}
+	for _, f := range sortedFields(opts.Index) {
+		sql += indexSQL(name, f, opts.Index[f])
+	}
+	if sql != "" {
+		if _, err := q.Exec(ctx, sql); err != nil {
+			return fmt.Errorf("update bucket %s: %w", name, err)
+		}
+	}
+	return recordBucket(ctx, q, name, opts)
+}
+
+// DropBucket drops a bucket's table and record (idempotent).
+func DropBucket(ctx context.Context, q Querier, name string) error {
+	if err := ValidateBucket(name); err != nil {
+		return err
+	}
+	if _, err := q.Exec(ctx, fmt.Sprintf("drop table if exists %s", quoteIdent(name))); err != nil {
+		return fmt.Errorf("drop bucket %s: %w", name, err)
+	}
+	if _, err := q.Exec(ctx, `delete from reshard_buckets where name = $1`, name); err != nil {
+		return fmt.Errorf("drop bucket %s: %w", name, err)
+	}
+	return nil
+}
+
+// ErrBucketNotFound: no such bucket.
+var ErrBucketNotFound = errors.New("bucket does not exist")
+
+func sortedFields(m map[string]Index) []string {
+	out := make([]string, 0, len(m))
+	for f := range m {
+		out = append(out, f)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // Buckets lists the shard's buckets and their options.

@@ -18,6 +18,7 @@ type labInfo struct {
 	Dir     string
 	Etcd    string   `json:"etcd"`
 	Routers []string `json:"routers"`
+	Moray   []string `json:"moray"`
 	Shards  []struct {
 		Name  string `json:"name"`
 		Peers []struct {

@@ -37,6 +37,7 @@ directory that user owns; DIR keeps the state file and the logs.`,
 type labView struct {
 	Etcd    string      `json:"etcd"`
 	Routers []string    `json:"routers"`
+	Moray   []string    `json:"moray"` // each router's Moray (Fast RPC) address
 	Shards  []shardView `json:"shards"`
 }
 
@@ -53,9 +54,12 @@ type peerView struct {
 }
 
 func viewOf(st *lab.State) labView {
-	v := labView{Etcd: st.EtcdURL, Routers: st.Routers, Shards: []shardView{}}
+	v := labView{Etcd: st.EtcdURL, Routers: st.Routers, Moray: st.Moray, Shards: []shardView{}}
 	if v.Routers == nil {
 		v.Routers = []string{}
+	}
+	if v.Moray == nil {
+		v.Moray = []string{}
 	}
 	for _, sh := range st.Shards {
 		sv := shardView{Name: sh.Name}
@@ -72,8 +76,12 @@ func printLab(w io.Writer, g *globals, st *lab.State) error {
 		return printJSON(w, viewOf(st))
 	}
 	fmt.Fprintf(w, "etcd: %s (ring version %d)\n", st.EtcdURL, st.RingVersion)
-	for _, r := range st.Routers {
-		fmt.Fprintf(w, "router: %s\n", r)
+	for i, r := range st.Routers {
+		if i < len(st.Moray) {
+			fmt.Fprintf(w, "router: %s (moray %s)\n", r, st.Moray[i])
+		} else {
+			fmt.Fprintf(w, "router: %s\n", r)
+		}
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "SHARD\tROLE\tPEER\tDSN")

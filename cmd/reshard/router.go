@@ -19,7 +19,7 @@ import (
 )
 
 func newRouterCmd(g *globals) *cobra.Command {
-	var listen, name, advertise, token, tokenFile string
+	var listen, morayListen, name, advertise, token, tokenFile string
 	cfg := router.Config{}
 	cmd := &cobra.Command{
 		Use:   "router --etcd URL --listen ADDR",
@@ -38,10 +38,23 @@ API (JSON):
   GET    /buckets/B/objects/KEY     read
   DELETE /buckets/B/objects/KEY     delete (If-Match optional)
   GET    /buckets/B/objects?prefix=P&limit=N
-  GET    /metrics (Prometheus), /healthz`,
+  GET    /metrics (Prometheus), /healthz
+
+With --moray-listen the router also speaks Moray's Fast RPC protocol, as
+electric-moray does (its port is 2020), so Manta's own clients (npm moray)
+work unchanged: createBucket, getBucket, listBuckets, updateBucket,
+delBucket, putObject, getObject, delObject, findObjects (hashkey or token),
+batch, getTokens, ping and version. A bucket's Moray indexes become typed
+columns with indexes on every shard, and findObjects runs its filter as SQL
+on them. The "manta" bucket hashes a key's parent directory and
+"manta_uploads" the parent of the path after the upload id, as
+electric-moray does. Moray has no authentication: bind it to a private
+address. Both ports share the ring, the fence and the retry while a vnode
+moves.`,
 		Example: `  reshard router --etcd http://127.0.0.1:2379 --listen 127.0.0.1:8080
   curl -X PUT localhost:8080/buckets/manta -d '{"hash_dir":true}'
-  curl -X PUT localhost:8080/buckets/manta/objects//u/stor/a -d '{"size":1}'`,
+  curl -X PUT localhost:8080/buckets/manta/objects//u/stor/a -d '{"size":1}'
+  reshard router --etcd http://127.0.0.1:2379 --listen 127.0.0.1:8080 --moray-listen 127.0.0.1:2020`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if tokenFile != "" {
@@ -59,6 +72,13 @@ API (JSON):
 			if err != nil {
 				return fmt.Errorf("--listen %s: %w", listen, err)
 			}
+			var ml net.Listener
+			if morayListen != "" {
+				if ml, err = net.Listen("tcp", morayListen); err != nil {
+					l.Close()
+					return fmt.Errorf("--moray-listen %s: %w", morayListen, err)
+				}
+			}
 			if advertise == "" {
 				advertise = "http://" + l.Addr().String()
 			}
@@ -69,6 +89,9 @@ API (JSON):
 			cancel()
 			if err != nil {
 				l.Close()
+				if ml != nil {
+					ml.Close()
+				}
 				return err
 			}
 			defer cli.Close()
@@ -92,8 +115,16 @@ API (JSON):
 			}
 			wcancel()
 			log.Info("router listening", "addr", l.Addr().String(), "etcd", g.etcd, "ring_version", rt.RingVersion())
-			errc := make(chan error, 1)
+			errc := make(chan error, 2)
 			go func() { errc <- srv.Serve(l) }()
+			if ml != nil {
+				log.Info("moray listening", "addr", ml.Addr().String())
+				go func() {
+					if err := rt.ServeMoray(ctx, ml); err != nil {
+						errc <- fmt.Errorf("moray: %w", err)
+					}
+				}()
+			}
 			select {
 			case <-ctx.Done():
 			case err := <-errc:
@@ -110,6 +141,7 @@ API (JSON):
 		},
 	}
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8080", "address to serve HTTP on")
+	cmd.Flags().StringVar(&morayListen, "moray-listen", "", "also serve Moray's Fast RPC protocol on this address (electric-moray's port is 2020)")
 	cmd.Flags().StringVar(&name, "name", "", "name in etcd (default HOST-PID)")
 	cmd.Flags().StringVar(&advertise, "url", "", "URL clients use (default http://LISTEN)")
 	cmd.Flags().StringVar(&token, "token", "", "require this bearer token (prefer --token-file)")

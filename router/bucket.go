@@ -1,0 +1,201 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/reshard/reshard"
+	"github.com/reshard/reshard/etcd"
+	"github.com/reshard/reshard/shard"
+)
+
+// Bucket changes run on every shard, and both front ends share them.
+var (
+	// ErrBucketExists: a create found the bucket already there.
+	ErrBucketExists = errors.New("bucket already exists")
+	// ErrBucketsBusy: a reshard is running. A bucket created or changed
+	// mid-move would be missing, or differ, on the shard taking vnodes.
+	ErrBucketsBusy = errors.New("a reshard is running; bucket changes wait until it ends")
+)
+
+// ShardErrors gathers the shards' errors of a bucket change, as
+// electric-moray's MultiError does.
+type ShardErrors map[string]error
+
+func (e ShardErrors) Error() string {
+	pnodes := make([]string, 0, len(e))
+	for p := range e {
+		pnodes = append(pnodes, p)
+	}
+	sort.Strings(pnodes)
+	parts := make([]string, len(pnodes))
+	for i, p := range pnodes {
+		parts[i] = p + ": " + e[p].Error()
+	}
+	return fmt.Sprintf("%d of the shards failed: %s", len(e), strings.Join(parts, "; "))
+}
+
+// checkNotBusy refuses bucket changes while a job holds pnodes.
+func (r *Router) checkNotBusy(ctx context.Context) error {
+	locks, err := etcd.PnodeLocks(ctx, r.cfg.Etcd)
+	if err != nil {
+		return err
+	}
+	if len(locks) > 0 {
+		jobs := map[string]bool{}
+		for _, j := range locks {
+			jobs[j] = true
+		}
+		names := make([]string, 0, len(jobs))
+		for j := range jobs {
+			names = append(names, j)
+		}
+		sort.Strings(names)
+		return fmt.Errorf("%w (job %s)", ErrBucketsBusy, strings.Join(names, ", "))
+	}
+	return nil
+}
+
+// eachShard runs fn on every registered pnode's primary at once and
+// gathers the failures.
+func (r *Router) eachShard(ctx context.Context, fn func(ctx context.Context, p *pgxpool.Pool) error) ([]string, error) {
+	pnodes, err := r.reg.Pnodes(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	errs := ShardErrors{}
+	names := make([]string, len(pnodes))
+	for i, pn := range pnodes {
+		names[i] = pn.Name
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p, err := r.pool(ctx, pn.Name)
+			if err == nil {
+				err = fn(ctx, p)
+			}
+			if err != nil {
+				mu.Lock()
+				errs[pn.Name] = err
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if len(errs) > 0 {
+		return names, errs
+	}
+	return names, nil
+}
+
+// CreateBucket creates a bucket's table on every shard and then records it
+// in etcd, so a bucket is never routable before every shard has its table.
+// An existing bucket is an error when exclusive (Moray's createBucket);
+// otherwise creating it again with the same hashing is a no-op.
+func (r *Router) CreateBucket(ctx context.Context, name string, opts shard.BucketOptions, exclusive bool) ([]string, error) {
+	if err := shard.ValidateBucket(name); err != nil {
+		return nil, err
+	}
+	var old shard.BucketOptions
+	err := r.buckets.Get(ctx, name, &old)
+	switch {
+	case err == nil && (exclusive || !old.SameHashing(opts)):
+		return nil, fmt.Errorf("bucket %s: %w", name, ErrBucketExists)
+	case err != nil && !errors.Is(err, reshard.ErrNotFound):
+		return nil, err
+	}
+	if err := r.checkNotBusy(ctx); err != nil {
+		return nil, err
+	}
+	names, err := r.eachShard(ctx, func(ctx context.Context, p *pgxpool.Pool) error {
+		return shard.CreateBucket(ctx, p, name, opts)
+	})
+	if err != nil {
+		return nil, err
+	}
+	if exclusive {
+		err = r.buckets.Create(ctx, name, opts)
+		if errors.Is(err, etcd.ErrExists) {
+			err = fmt.Errorf("bucket %s: %w", name, ErrBucketExists)
+		}
+	} else {
+		err = r.buckets.Put(ctx, name, opts)
+	}
+	if err != nil {
+		return nil, err
+	}
+	r.opts.Delete(name)
+	return names, nil
+}
+
+// UpdateBucket changes a bucket's indexes and metadata on every shard,
+// then in etcd. Its hashing cannot change.
+func (r *Router) UpdateBucket(ctx context.Context, name string, opts shard.BucketOptions) error {
+	var old shard.BucketOptions
+	if err := r.buckets.Get(ctx, name, &old); err != nil {
+		return err
+	}
+	if !old.SameHashing(opts) {
+		return fmt.Errorf("bucket %s: its hashing cannot change, that would move every key", name)
+	}
+	if err := r.checkNotBusy(ctx); err != nil {
+		return err
+	}
+	if _, err := r.eachShard(ctx, func(ctx context.Context, p *pgxpool.Pool) error {
+		return shard.UpdateBucket(ctx, p, name, opts)
+	}); err != nil {
+		return err
+	}
+	if err := r.buckets.Put(ctx, name, opts); err != nil {
+		return err
+	}
+	r.opts.Delete(name)
+	return nil
+}
+
+// DeleteBucket removes the bucket from etcd first, so routers stop routing
+// to it, and then drops its tables.
+func (r *Router) DeleteBucket(ctx context.Context, name string) error {
+	var old shard.BucketOptions
+	if err := r.buckets.Get(ctx, name, &old); err != nil {
+		return err
+	}
+	if err := r.checkNotBusy(ctx); err != nil {
+		return err
+	}
+	if err := r.buckets.Delete(ctx, name); err != nil {
+		return err
+	}
+	r.opts.Delete(name)
+	_, err := r.eachShard(ctx, func(ctx context.Context, p *pgxpool.Pool) error {
+		return shard.DropBucket(ctx, p, name)
+	})
+	return err
+}
+
+// Buckets lists every bucket with its options.
+func (r *Router) Buckets(ctx context.Context) (map[string]shard.BucketOptions, error) {
+	names, err := r.buckets.Names(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]shard.BucketOptions{}
+	for _, n := range names {
+		o, err := r.bucketOptions(ctx, n, 0)
+		if errors.Is(err, reshard.ErrNotFound) {
+			continue // deleted meanwhile
+		}
+		if err != nil {
+			return nil, err
+		}
+		out[n] = o
+	}
+	return out, nil
+}
