@@ -3,6 +3,7 @@ package router_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,12 +15,13 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/reshard/reshard/etcd"
+	"github.com/reshard/reshard/fast"
 	"github.com/reshard/reshard/shard"
 )
 
 // BenchmarkRouterVsDirect measures the same puts and gets through the
-// router's HTTP API and with pgx straight to the shard, at the same
-// concurrency, in one run. Run with:
+// router's HTTP API, through its Moray (Fast RPC) port, and with pgx
+// straight to the shard, at the same concurrency, in one run. Run with:
 //
 //	go test -run '^$' -bench RouterVsDirect -benchtime 5s ./router/
 func BenchmarkRouterVsDirect(b *testing.B) {
@@ -42,6 +44,14 @@ func BenchmarkRouterVsDirect(b *testing.B) {
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 	value := []byte(`{"size": 1024, "owner": "5884dd74-949a-40ec-8d13-dd3151897343"}`)
 	const concurrency = 16
+	// One Moray connection per client, as HTTP keeps one per client.
+	addr := e.serveMoray(b)
+	morays := make([]*fast.Client, concurrency)
+	for i := range morays {
+		morays[i] = dialFast(b, addr)
+	}
+	mvalue := json.RawMessage(value)
+	noOpts := map[string]any{}
 	type op func(i int64) error
 	cases := []struct {
 		name string
@@ -50,6 +60,10 @@ func BenchmarkRouterVsDirect(b *testing.B) {
 		{"put/router", func(i int64) error {
 			req, _ := http.NewRequest("PUT", fmt.Sprintf("%s/buckets/bench/objects/k%d", e.srv.URL, i%5000), bytes.NewReader(value))
 			return send(client, req, 200)
+		}},
+		{"put/moray", func(i int64) error {
+			_, err := morays[i%concurrency].Call(ctx, "putObject", "bench", fmt.Sprintf("k%d", i%5000), mvalue, noOpts)
+			return err
 		}},
 		{"put/direct", func(i int64) error {
 			key := fmt.Sprintf("k%d", i%5000)
@@ -60,6 +74,10 @@ func BenchmarkRouterVsDirect(b *testing.B) {
 		{"get/router", func(i int64) error {
 			req, _ := http.NewRequest("GET", fmt.Sprintf("%s/buckets/bench/objects/k%d", e.srv.URL, i%5000), nil)
 			return send(client, req, 200)
+		}},
+		{"get/moray", func(i int64) error {
+			_, err := morays[i%concurrency].Call(ctx, "getObject", "bench", fmt.Sprintf("k%d", i%5000), noOpts)
+			return err
 		}},
 		{"get/direct", func(i int64) error {
 			key := fmt.Sprintf("k%d", i%5000)

@@ -340,21 +340,20 @@ func morayPutObject(ctx context.Context, r *Router, a rpcArgs, s *stream) error 
 	return s.write(map[string]string{"etag": o.Etag})
 }
 
-// record is an object as Moray's getObject and findObjects send it.
-func record(bucket string, o shard.Object, count *int64) map[string]any {
-	m := map[string]any{
-		"bucket":    bucket,
-		"key":       o.Key,
-		"value":     o.Value,
-		"_id":       o.ID,
-		"_etag":     o.Etag,
-		"_mtime":    o.Mtime,
-		"_txn_snap": nil,
-	}
-	if count != nil {
-		m["_count"] = *count
-	}
-	return m
+// morayRecord is an object as Moray's getObject and findObjects send it.
+type morayRecord struct {
+	Bucket  string          `json:"bucket"`
+	Key     string          `json:"key"`
+	Value   json.RawMessage `json:"value"`
+	ID      int64           `json:"_id"`
+	Etag    string          `json:"_etag"`
+	Mtime   int64           `json:"_mtime"`
+	TxnSnap *int64          `json:"_txn_snap"`
+	Count   *int64          `json:"_count,omitempty"`
+}
+
+func record(bucket string, o shard.Object, count *int64) morayRecord {
+	return morayRecord{Bucket: bucket, Key: o.Key, Value: o.Value, ID: o.ID, Etag: o.Etag, Mtime: o.Mtime, Count: count}
 }
 
 // handledOptions answers a client that asks (internalOpts.

@@ -1,0 +1,117 @@
+package shard_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"testing"
+
+	"github.com/reshard/reshard/lab/labtest"
+	"github.com/reshard/reshard/shard"
+)
+
+// Index columns are generated from the value, typed, and NULL for a value
+// of the wrong type; finds run on them only over owned vnodes.
+func TestIndexesAndFind(t *testing.T) {
+	ctx := context.Background()
+	conn := setup(t, labtest.Postgres(t))
+	opts := shard.BucketOptions{Index: map[string]shard.Index{
+		"name": {Type: "string"}, "size": {Type: "number"}, "ok": {Type: "boolean"},
+		"tags": {Type: "[string]"}, "uid": {Type: "string", Unique: true},
+	}}
+	if err := shard.CreateBucket(ctx, conn, "idx", opts); err != nil {
+		t.Fatal(err)
+	}
+	if err := shard.Own(ctx, conn, []int32{1, 2}, true, 1); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 10; i++ {
+		v := fmt.Sprintf(`{"name":"n%d","size":%d,"ok":%t,"tags":["t%d","all"],"uid":"u%d"}`, i, i*10, i%2 == 0, i%3, i)
+		if _, err := shard.PutObject(ctx, conn, "idx", shard.Object{Key: fmt.Sprintf("k%d", i), Value: []byte(v), Vnode: int32(1 + i%2)}, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Wrong types index as NULL instead of failing the write.
+	if _, err := shard.PutObject(ctx, conn, "idx", shard.Object{Key: "odd", Value: []byte(`{"size":"big","ok":"maybe","tags":7}`), Vnode: 1}, ""); err != nil {
+		t.Fatal(err)
+	}
+	var size, ok, tags any
+	if err := conn.QueryRow(ctx, `select size, ok, tags from idx where _key = 'odd'`).Scan(&size, &ok, &tags); err != nil || size != nil || ok != nil {
+		t.Fatalf("wrongly typed fields index as %v %v %v (%v)", size, ok, tags, err)
+	}
+	if _, err := shard.PutObject(ctx, conn, "idx", shard.Object{Key: "dup", Value: []byte(`{"uid":"u3"}`), Vnode: 1}, ""); err == nil {
+		t.Fatal("a repeated unique attribute was accepted")
+	}
+	find := func(filter string, fo shard.FindOptions) []string {
+		t.Helper()
+		f, err := shard.ParseFilter(filter)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fo.Limit == 0 {
+			fo.Limit = 100
+		}
+		recs, err := shard.FindObjects(ctx, conn, "idx", opts, f, fo)
+		if err != nil {
+			t.Fatalf("%s: %v", filter, err)
+		}
+		var keys []string
+		for _, r := range recs {
+			keys = append(keys, r.Key)
+			if !fo.NoCount && r.Count != int64(len(recs)) && fo.Offset == 0 && fo.Limit >= 100 {
+				t.Errorf("%s: _count %d for %d records", filter, r.Count, len(recs))
+			}
+		}
+		return keys
+	}
+	same := func(got []string, want ...string) {
+		t.Helper()
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("got %v, want %v", got, want)
+		}
+	}
+	sorted := func(s []string) []string { sort.Strings(s); return s }
+	same(sorted(find("(&(size>=50)(ok=true))", shard.FindOptions{})), "k6", "k8")
+	same(find("(size>=0)", shard.FindOptions{Sort: []shard.Sort{{Attribute: "size", Desc: true}}, Limit: 3, Offset: 1}), "k8", "k7", "k6")
+	same(sorted(find("(tags=t1)", shard.FindOptions{})), "k1", "k4", "k7")
+	same(sorted(find("(!(ok=true))", shard.FindOptions{})), "k1", "k3", "k5", "k7", "k9", "odd")
+	same(sorted(find("(name=n1*)", shard.FindOptions{})), "k1")
+	same(sorted(find("(name=n3)", shard.FindOptions{})), "k3")
+	// A vnode the shard gave away is not searched.
+	if err := shard.Disown(ctx, conn, []int32{2}); err != nil {
+		t.Fatal(err)
+	}
+	same(sorted(find("(tags=all)", shard.FindOptions{})), "k0", "k2", "k4", "k6", "k8")
+	f, _ := shard.ParseFilter("(tags=all)")
+	if _, err := shard.FindObjects(ctx, conn, "idx", opts, f, shard.FindOptions{Limit: 10, CheckVnode: true, Vnode: 2}); !shard.IsFenced(err) {
+		t.Fatalf("a find routed to a vnode the shard gave away: %v", err)
+	}
+	f, _ = shard.ParseFilter("(size>=abc)")
+	if _, err := shard.FindObjects(ctx, conn, "idx", opts, f, shard.FindOptions{Limit: 10}); !errors.Is(err, shard.ErrInvalidQuery) {
+		t.Fatalf("a bad number: %v", err)
+	}
+	// Updating the bucket adds, retypes and drops index columns.
+	opts2 := shard.BucketOptions{Index: map[string]shard.Index{"name": {Type: "string"}, "size": {Type: "string"}, "extra": {Type: "number"}}}
+	if err := shard.UpdateBucket(ctx, conn, "idx", opts2); err != nil {
+		t.Fatal(err)
+	}
+	var cols []string
+	rows, _ := conn.Query(ctx, `select column_name || ':' || data_type from information_schema.columns
+		where table_name = 'idx' and column_name not like '\_%' order by 1`)
+	for rows.Next() {
+		var c string
+		rows.Scan(&c)
+		cols = append(cols, c)
+	}
+	same(cols, "extra:numeric", "name:text", "size:text")
+	if err := shard.UpdateBucket(ctx, conn, "idx", shard.BucketOptions{HashDir: true}); err == nil {
+		t.Fatal("an update changed the bucket's hashing")
+	}
+	if err := shard.DropBucket(ctx, conn, "idx"); err != nil {
+		t.Fatal(err)
+	}
+	if bs, _ := shard.Buckets(ctx, conn); len(bs) != 1 {
+		t.Fatalf("buckets after drop: %v", bs)
+	}
+}
