@@ -259,8 +259,7 @@ func checkEmpty(ctx context.Context, p reshard.Pnode) error {
 		return err
 	}
 	defer conn.Close(ctx)
-	var owned int64
-	err = conn.QueryRow(ctx, `select count(*) from reshard_vnodes`).Scan(&owned)
+	owned, err := shard.OwnedCount(ctx, conn)
 	if err != nil && !isUndefinedTable(err) {
 		return fmt.Errorf("destination %s: %w", p.Name, err)
 	}

@@ -98,7 +98,8 @@ func (r *Router) eachShard(ctx context.Context, fn func(ctx context.Context, p *
 // CreateBucket creates a bucket's table on every shard and then records it
 // in etcd, so a bucket is never routable before every shard has its table.
 // An existing bucket is an error when exclusive (Moray's createBucket);
-// otherwise creating it again with the same hashing is a no-op.
+// otherwise creating it again with the same hashing is a no-op. Shards
+// registered later get the tables from `pnode init` or a reshard.
 func (r *Router) CreateBucket(ctx context.Context, name string, opts shard.BucketOptions, exclusive bool) ([]string, error) {
 	if err := shard.ValidateBucket(name); err != nil {
 		return nil, err
@@ -108,7 +109,9 @@ func (r *Router) CreateBucket(ctx context.Context, name string, opts shard.Bucke
 	switch {
 	case err == nil && (exclusive || !old.SameHashing(opts)):
 		return nil, fmt.Errorf("bucket %s: %w", name, ErrBucketExists)
-	case err != nil && !errors.Is(err, reshard.ErrNotFound):
+	case err == nil:
+		return nil, nil // already there: nothing to change, even mid-reshard
+	case !errors.Is(err, reshard.ErrNotFound):
 		return nil, err
 	}
 	if err := r.checkNotBusy(ctx); err != nil {

@@ -188,6 +188,9 @@ func (r *Router) createBucket(ctx context.Context, w *statusWriter, req *http.Re
 		r.fail(w, err)
 		return
 	}
+	if names == nil {
+		names = []string{} // it existed already
+	}
 	writeJSON(w, http.StatusOK, map[string]any{"bucket": bucket, "options": opts, "pnodes": names})
 }
 

@@ -76,7 +76,7 @@ func FindObjects(ctx context.Context, q Batcher, bucket string, opts BucketOptio
 	}
 	args = append(args, fo.Limit, fo.Offset)
 	sql := fmt.Sprintf(`select _key, _value, _etag, _mtime, _vnode, _id, %s from %s b
-		where exists (select 1 from reshard_vnodes v where v.vnode = b._vnode) and %s
+		where reshard_owns(b._vnode) and %s
 		order by %s limit $%d offset $%d`, count, quoteIdent(bucket), where, order, len(args)-1, len(args))
 	b := &pgx.Batch{}
 	if fo.CheckVnode {

@@ -294,7 +294,7 @@ func Mismatches(a, b map[BucketVnode]Checksum) []int32 {
 // number deleted; 0 means none are left.
 func DeleteBatch(ctx context.Context, q Batcher, bucket string, ranges []Range, limit int) (int64, error) {
 	return deleteBatch(ctx, q, bucket, ranges, limit,
-		"and not exists (select 1 from reshard_vnodes v where v.vnode = b._vnode)")
+		"and not reshard_owns(b._vnode)")
 }
 
 // DeleteAll deletes up to limit rows of vnodes in ranges, owned or not: an
@@ -374,7 +374,7 @@ func UnownedRows(ctx context.Context, q Querier, buckets []string, ranges []Rang
 		}
 		var n int64
 		if err := q.QueryRow(ctx, fmt.Sprintf(`select count(*) from %s b where (%s)
-			and not exists (select 1 from reshard_vnodes v where v.vnode = b._vnode)`, quoteIdent(b), VnodeFilter(ranges))).Scan(&n); err != nil {
+			and not reshard_owns(b._vnode)`, quoteIdent(b), VnodeFilter(ranges))).Scan(&n); err != nil {
 			return 0, err
 		}
 		total += n

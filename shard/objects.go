@@ -258,8 +258,8 @@ func ListObjects(ctx context.Context, q Querier, bucket, prefix string, limit in
 		return nil, err
 	}
 	rows, err := q.Query(ctx, fmt.Sprintf(`select b._key, b._value, b._etag, b._mtime, b._vnode
-		from %s b join reshard_vnodes v on v.vnode = b._vnode
-		where b._key >= $1 and left(b._key, length($1)) = $1
+		from %s b
+		where reshard_owns(b._vnode) and b._key >= $1 and left(b._key, length($1)) = $1
 		order by b._key limit $2`, quoteIdent(bucket)), prefix, limit)
 	if err != nil {
 		return nil, err

@@ -6,16 +6,71 @@ import (
 	"sort"
 )
 
-// Ownership says which vnodes a shard owns and whether each is writable.
-// One row per vnode: a split in half of a 1,000,000-vnode ring writes
-// 500,000 rows, which these statements do in one round trip each.
+// Ownership says which vnodes a shard owns and whether each is writable,
+// in rows of 64 vnodes (see schemaSQL). Every change below is one
+// statement over the chunks it touches, sent as (chunk, bitmask) pairs.
+
+// chunkShift is log2 of the vnodes per ownership row.
+const chunkShift = 6
+
+// masks maps a chunk to the bits of its vnodes that a change touches.
+type masks map[int32]uint64
+
+func masksOf(vnodes []int32) masks {
+	m := masks{}
+	for _, v := range vnodes {
+		m[v>>chunkShift] |= 1 << (uint32(v) & 63)
+	}
+	return m
+}
+
+// masksOfRanges covers every vnode id in the ranges: owned or not, since
+// the statements only ever change bits the shard owns.
+func masksOfRanges(ranges []Range) masks {
+	m := masks{}
+	for _, r := range ranges {
+		for c := r.Lo >> chunkShift; c <= r.Hi>>chunkShift; c++ {
+			lo, hi := c<<chunkShift, c<<chunkShift+63
+			if r.Lo > lo {
+				lo = r.Lo
+			}
+			if r.Hi < hi {
+				hi = r.Hi
+			}
+			n := uint(hi - lo + 1)
+			bits := ^uint64(0)
+			if n < 64 {
+				bits = (1<<n - 1) << (uint32(lo) & 63)
+			}
+			m[c] |= bits
+		}
+	}
+	return m
+}
+
+// arrays returns the chunks and masks as parallel arrays for unnest.
+func (m masks) arrays() ([]int32, []int64) {
+	chunks := make([]int32, 0, len(m))
+	for c := range m {
+		chunks = append(chunks, c)
+	}
+	sort.Slice(chunks, func(i, j int) bool { return chunks[i] < chunks[j] })
+	bits := make([]int64, len(chunks))
+	for i, c := range chunks {
+		bits[i] = int64(m[c])
+	}
+	return chunks, bits
+}
 
 // Own records vnodes as owned, writable or not, at a ring version.
 func Own(ctx context.Context, q Querier, vnodes []int32, writable bool, ringVersion int64) error {
-	_, err := q.Exec(ctx, `insert into reshard_vnodes (vnode, writable, ring_version)
-		select v, $2, $3 from unnest($1::int[]) as v
-		on conflict (vnode) do update set writable = excluded.writable, ring_version = excluded.ring_version`,
-		vnodes, writable, ringVersion)
+	chunks, bits := masksOf(vnodes).arrays()
+	_, err := q.Exec(ctx, `insert into reshard_vnode_chunks as c (chunk, owned, writable, ring_version)
+		select u.chunk, u.m, case when $3 then u.m else 0 end, $4 from unnest($1::int[], $2::bigint[]) as u(chunk, m)
+		on conflict (chunk) do update set owned = c.owned | excluded.owned,
+			writable = case when $3 then c.writable | excluded.owned else c.writable & ~excluded.owned end,
+			ring_version = excluded.ring_version`,
+		chunks, bits, writable, ringVersion)
 	if err != nil {
 		return fmt.Errorf("set ownership of %d vnodes: %w", len(vnodes), err)
 	}
@@ -24,10 +79,17 @@ func Own(ctx context.Context, q Querier, vnodes []int32, writable bool, ringVers
 
 // Disown removes vnodes from the shard; later writes and reads to them are fenced.
 func Disown(ctx context.Context, q Querier, vnodes []int32) error {
-	if _, err := q.Exec(ctx, `delete from reshard_vnodes where vnode = any($1::int[])`, vnodes); err != nil {
+	if err := disown(ctx, q, masksOf(vnodes)); err != nil {
 		return fmt.Errorf("disown %d vnodes: %w", len(vnodes), err)
 	}
 	return nil
+}
+
+func disown(ctx context.Context, q Querier, m masks) error {
+	chunks, bits := m.arrays()
+	_, err := q.Exec(ctx, `update reshard_vnode_chunks c set owned = c.owned & ~u.m, writable = c.writable & ~u.m
+		from unnest($1::int[], $2::bigint[]) as u(chunk, m) where c.chunk = u.chunk and c.owned & u.m <> 0`, chunks, bits)
+	return err
 }
 
 // SetWritable freezes (false) or thaws (true) owned vnodes. Freezing waits
@@ -35,12 +97,30 @@ func Disown(ctx context.Context, q Querier, vnodes []int32) error {
 // commits no further write to these vnodes can commit. It returns how many
 // of the vnodes the shard owns.
 func SetWritable(ctx context.Context, q Querier, vnodes []int32, writable bool, ringVersion int64) (int64, error) {
-	tag, err := q.Exec(ctx, `update reshard_vnodes set writable = $2, ring_version = $3
-		where vnode = any($1::int[])`, vnodes, writable, ringVersion)
+	n, err := setWritable(ctx, q, masksOf(vnodes), writable, ringVersion)
 	if err != nil {
 		return 0, fmt.Errorf("set writable=%v on %d vnodes: %w", writable, len(vnodes), err)
 	}
-	return tag.RowsAffected(), nil
+	return n, nil
+}
+
+func setWritable(ctx context.Context, q Querier, m masks, writable bool, ringVersion int64) (int64, error) {
+	chunks, bits := m.arrays()
+	var n int64
+	err := q.QueryRow(ctx, `with changed as (
+		update reshard_vnode_chunks c
+		set writable = case when $3 then c.writable | (c.owned & u.m) else c.writable & ~u.m end, ring_version = $4
+		from unnest($1::int[], $2::bigint[]) as u(chunk, m) where c.chunk = u.chunk and c.owned & u.m <> 0
+		returning bit_count((c.owned & u.m)::bit(64)) as n)
+		select coalesce(sum(n), 0)::bigint from changed`, chunks, bits, writable, ringVersion).Scan(&n)
+	return n, err
+}
+
+// OwnedCount is the number of vnodes the shard owns.
+func OwnedCount(ctx context.Context, q Querier) (int64, error) {
+	var n int64
+	err := q.QueryRow(ctx, `select coalesce(sum(bit_count(owned::bit(64))), 0)::bigint from reshard_vnode_chunks`).Scan(&n)
+	return n, err
 }
 
 // VnodeState is one ownership row.
@@ -130,10 +210,14 @@ func VnodeStats(ctx context.Context, q Querier, buckets ...string) ([]VnodeStat,
 	return out, nil
 }
 
-// KeepOnly drops every ownership row but those of vnodes: a physical copy
-// of the origin starts out owning all of the origin's vnodes.
+// KeepOnly drops the ownership of every vnode but those listed: a
+// physical copy of the origin starts out owning all of the origin's vnodes.
 func KeepOnly(ctx context.Context, q Querier, vnodes []int32) error {
-	if _, err := q.Exec(ctx, `delete from reshard_vnodes where vnode <> all($1::int[])`, vnodes); err != nil {
+	chunks, bits := masksOf(vnodes).arrays()
+	if _, err := q.Exec(ctx, `update reshard_vnode_chunks c
+		set owned = c.owned & coalesce(u.m, 0), writable = c.writable & coalesce(u.m, 0)
+		from reshard_vnode_chunks k left join unnest($1::int[], $2::bigint[]) as u(chunk, m) on u.chunk = k.chunk
+		where c.chunk = k.chunk and c.owned & ~coalesce(u.m, 0) <> 0`, chunks, bits); err != nil {
 		return fmt.Errorf("keep %d vnodes: %w", len(vnodes), err)
 	}
 	return nil
@@ -141,24 +225,22 @@ func KeepOnly(ctx context.Context, q Querier, vnodes []int32) error {
 
 // The range forms below serve the cutover. A split in half of a
 // 1,000,000-vnode ring freezes and hands over about 500,000 vnodes inside
-// the write block; a few range predicates do that in one index range scan
-// each, where a list of every vnode costs one probe per vnode. They select
-// exactly the moving vnodes because a shard's ownership table holds only
-// the vnodes it owns.
+// the write block: a few ranges of vnode ids, which cover a few thousand
+// chunk rows at most. They change exactly the moving vnodes because they
+// only clear or set bits the shard owns.
 
 // SetWritableRanges is SetWritable for the owned vnodes in ranges.
 func SetWritableRanges(ctx context.Context, q Querier, ranges []Range, writable bool, ringVersion int64) (int64, error) {
-	tag, err := q.Exec(ctx, fmt.Sprintf(`update reshard_vnodes set writable = $1, ring_version = $2 where %s`,
-		inRanges("vnode", ranges)), writable, ringVersion)
+	n, err := setWritable(ctx, q, masksOfRanges(ranges), writable, ringVersion)
 	if err != nil {
 		return 0, fmt.Errorf("set writable=%v on %d ranges: %w", writable, len(ranges), err)
 	}
-	return tag.RowsAffected(), nil
+	return n, nil
 }
 
 // DisownRanges is Disown for the owned vnodes in ranges.
 func DisownRanges(ctx context.Context, q Querier, ranges []Range) error {
-	if _, err := q.Exec(ctx, fmt.Sprintf(`delete from reshard_vnodes where %s`, inRanges("vnode", ranges))); err != nil {
+	if err := disown(ctx, q, masksOfRanges(ranges)); err != nil {
 		return fmt.Errorf("disown %d ranges: %w", len(ranges), err)
 	}
 	return nil

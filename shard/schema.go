@@ -41,18 +41,45 @@ type Querier interface {
 
 // schemaSQL is idempotent: every shard runs it on setup, and again is harmless.
 //
-// The fence takes FOR SHARE on the vnode's ownership row. Freezing updates
-// that row, so the freeze waits for every writer already past the fence to
+// Ownership is kept in chunks of 64 vnodes: one row holds two bitmaps,
+// the vnodes the shard owns and those of them that are writable. A
+// 1,000,000-vnode ring needs at most 15,625 rows, so a split in half
+// freezes and hands over a few thousand rows, not half a million.
+//
+// The fence takes FOR SHARE on the vnode's chunk row. Freezing updates that
+// row, so the freeze waits for every writer already past the fence to
 // commit, and a writer arriving later re-reads the row and sees it frozen.
 // That makes the freeze's commit LSN an upper bound on every acknowledged
 // write to the vnode. The trigger is an ordinary one, so logical
 // replication's apply worker (session_replication_role = replica) skips it.
 const schemaSQL = `
-create table if not exists reshard_vnodes (
-	vnode int primary key,
-	writable boolean not null,
+create table if not exists reshard_vnode_chunks (
+	chunk int primary key, -- vnode >> 6
+	owned bigint not null, -- bit (vnode & 63) set: the shard owns the vnode
+	writable bigint not null, -- a subset of owned
 	ring_version bigint not null
 );
+do $$
+begin
+	-- Earlier versions kept one row per vnode; fold them into chunks.
+	if (select relkind from pg_class where oid = to_regclass('reshard_vnodes')) = 'r' then
+		insert into reshard_vnode_chunks (chunk, owned, writable, ring_version)
+			select vnode >> 6, bit_or(1::bigint << (vnode & 63)),
+				coalesce(bit_or(case when writable then 1::bigint << (vnode & 63) end), 0), max(ring_version)
+			from reshard_vnodes group by vnode >> 6
+			on conflict (chunk) do nothing;
+		drop table reshard_vnodes;
+	end if;
+end $$;
+-- One row per owned vnode, for reports; the fence reads the chunks.
+create or replace view reshard_vnodes as
+	select c.chunk * 64 + i as vnode, (c.writable >> i) & 1 = 1 as writable, c.ring_version
+	from reshard_vnode_chunks c, generate_series(0, 63) as i
+	where (c.owned >> i) & 1 = 1;
+create or replace function reshard_owns(v int) returns boolean
+language sql stable as $$
+	select coalesce((select (owned >> (v & 63)) & 1 = 1 from reshard_vnode_chunks where chunk = v >> 6), false)
+$$;
 create table if not exists reshard_markers (
 	job text not null,
 	token text not null,
@@ -64,13 +91,13 @@ create table if not exists reshard_buckets (
 );
 create or replace function reshard_fence_check(v int) returns void
 language plpgsql as $$
-declare w boolean;
+declare o bigint; w bigint;
 begin
-	select writable into w from reshard_vnodes where vnode = v for share;
-	if not found then
+	select owned, writable into o, w from reshard_vnode_chunks where chunk = v >> 6 for share;
+	if not found or (o >> (v & 63)) & 1 = 0 then
 		raise exception 'vnode % is not owned by this shard', v using errcode = 'RS001';
 	end if;
-	if not w then
+	if (w >> (v & 63)) & 1 = 0 then
 		raise exception 'vnode % is frozen', v using errcode = 'RS002';
 	end if;
 end $$;
@@ -139,8 +166,12 @@ language sql immutable as $$
 $$;
 create or replace function reshard_read_check(v int) returns boolean
 language plpgsql stable as $$
+declare o bigint;
 begin
-	if not exists (select 1 from reshard_vnodes where vnode = v) then
+	-- The lookup is written out: a SQL function called from PL/pgSQL is
+	-- planned on every call, which halves read throughput.
+	select owned into o from reshard_vnode_chunks where chunk = v >> 6;
+	if not found or (o >> (v & 63)) & 1 = 0 then
 		raise exception 'vnode % is not owned by this shard', v using errcode = 'RS001';
 	end if;
 	return true;

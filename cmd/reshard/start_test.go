@@ -29,7 +29,7 @@ func TestStartBadInputChangesNothing(t *testing.T) {
 	} {
 		query[int](t, full, sql)
 	}
-	query[int](t, owning, `insert into reshard_vnodes values (0, true, 1)`)
+	query[int](t, owning, `insert into reshard_vnode_chunks values (0, 1, 1, 1)`) // owns vnode 0
 
 	ctx := context.Background()
 	cli, err := etcd.Connect(ctx, l.Etcd)
