@@ -329,6 +329,9 @@ type RingUpdate struct {
 	Ring    *ring.Ring
 	Version RingVersion
 	Err     error // set when a version could not be read; the watch goes on
+	// Load is how long reading and decoding this version took, from the
+	// watch event to the ring in memory.
+	Load time.Duration
 }
 
 // Watch delivers the current ring (if any) and then every new version as it
@@ -375,12 +378,13 @@ func (s *RingStore) Watch(ctx context.Context) <-chan RingUpdate {
 }
 
 func (s *RingStore) load(ctx context.Context, value []byte) RingUpdate {
+	start := time.Now()
 	v, err := parseVersion(value)
 	if err != nil {
 		return RingUpdate{Err: err}
 	}
 	r, rv, err := s.Get(ctx, v)
-	return RingUpdate{Ring: r, Version: rv, Err: err}
+	return RingUpdate{Ring: r, Version: rv, Err: err, Load: time.Since(start)}
 }
 
 // InUse reports whether the current ring maps any vnode to pnode; it fits

@@ -87,9 +87,12 @@ type Job struct {
 	Frozen       bool      `json:"frozen"`
 	FrozenAt     time.Time `json:"frozen_at,omitempty"`
 	WriteBlockMS float64   `json:"write_block_ms,omitempty"`
-	Mismatched   []int32   `json:"mismatched,omitempty"` // vnodes to check again, exactly, while frozen
-	Warnings     []string  `json:"warnings,omitempty"`
-	RingVnodes   int       `json:"ring_vnodes"`
+	// CutoverMS is how long each cutover step took, by name, so the write
+	// block can be read step by step.
+	CutoverMS  map[string]float64 `json:"cutover_ms,omitempty"`
+	Mismatched []int32            `json:"mismatched,omitempty"` // vnodes to check again, exactly, while frozen
+	Warnings   []string           `json:"warnings,omitempty"`
+	RingVnodes int                `json:"ring_vnodes"`
 	// Physical strategy: who creates peers, the peers created for each new
 	// pnode, and the origin's WAL position right after the freeze.
 	Provisioner string                    `json:"provisioner,omitempty"`

@@ -494,15 +494,25 @@ func cutover(ctx context.Context, r *run) error {
 	return r.handOver(ctx, origin)
 }
 
-// step runs cutover step n unless a previous run finished it, and records it.
+// stepNames name the cutover steps in CutoverMS and status.
+var stepNames = map[int]string{stepFreeze: "freeze", stepCaughtUp: "caught-up", stepVerified: "recheck",
+	stepSequences: "sequences", stepDisowned: "disown", stepWritable: "writable", stepRing: "ring", stepRouters: "routers"}
+
+// step runs cutover step n unless a previous run finished it, and records
+// it with the time its work took (the save that records it aside).
 func (r *run) step(ctx context.Context, n int, fn func() error) error {
 	if r.job.Cutover >= n {
 		return nil
 	}
+	start := time.Now()
 	if err := fn(); err != nil {
 		return err
 	}
 	r.job.Cutover = n
+	if r.job.CutoverMS == nil {
+		r.job.CutoverMS = map[string]float64{}
+	}
+	r.job.CutoverMS[stepNames[n]] = float64(time.Since(start).Microseconds()) / 1000
 	return r.save(ctx)
 }
 

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -137,4 +138,78 @@ func send(c *http.Client, req *http.Request, want int) error {
 		return fmt.Errorf("%s %s: HTTP %d", req.Method, req.URL.Path, resp.StatusCode)
 	}
 	return nil
+}
+
+// BenchmarkRingSize measures gets through a router holding a 1,000-vnode
+// ring and one holding a 1,000,000-vnode ring, side by side: rounds
+// alternate between the two, so drift on a shared machine falls on both.
+// Run with:
+//
+//	go test -run '^$' -bench RingSize -benchtime 20000x ./router/
+func BenchmarkRingSize(b *testing.B) {
+	type side struct {
+		name string
+		e    *env
+		lat  []time.Duration
+	}
+	sides := []*side{{name: "1k", e: setupRing(b, "", 1000)}, {name: "1M", e: setupRing(b, "", 1_000_000)}}
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	const keys, concurrency = 2000, 16
+	for _, s := range sides {
+		s.e.do(b, "PUT", "/buckets/bench", `{}`)
+		for i := 0; i < keys; i++ {
+			req, _ := http.NewRequest("PUT", fmt.Sprintf("%s/buckets/bench/objects/k%d", s.e.srv.URL, i), strings.NewReader(`{"size":1}`))
+			if err := send(client, req, 200); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	round := func(s *side, n int) {
+		var next atomic.Int64
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for w := 0; w < concurrency; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				var mine []time.Duration
+				for {
+					i := next.Add(1)
+					if i > int64(n) {
+						break
+					}
+					req, _ := http.NewRequest("GET", fmt.Sprintf("%s/buckets/bench/objects/k%d", s.e.srv.URL, i%keys), nil)
+					t0 := time.Now()
+					if err := send(client, req, 200); err != nil {
+						b.Error(err)
+						return
+					}
+					mine = append(mine, time.Since(t0))
+				}
+				mu.Lock()
+				s.lat = append(s.lat, mine...)
+				mu.Unlock()
+			}()
+		}
+		wg.Wait()
+	}
+	b.ResetTimer()
+	const per = 1000
+	for done := 0; done < b.N; done += per {
+		for i := range sides {
+			// Alternate which side goes first.
+			s := sides[(i+done/per)%2]
+			round(s, per)
+		}
+	}
+	b.StopTimer()
+	p := func(l []time.Duration, q float64) float64 {
+		sort.Slice(l, func(i, j int) bool { return l[i] < l[j] })
+		return float64(l[int(float64(len(l)-1)*q)].Microseconds())
+	}
+	for _, s := range sides {
+		b.ReportMetric(p(s.lat, 0.5), s.name+"-p50-µs")
+		b.ReportMetric(p(s.lat, 0.99), s.name+"-p99-µs")
+	}
+	b.ReportMetric(p(sides[1].lat, 0.99)/p(sides[0].lat, 0.99), "p99-1M/1k")
 }

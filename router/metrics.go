@@ -11,6 +11,8 @@ type metrics struct {
 	latency     *prometheus.HistogramVec
 	retries     *prometheus.CounterVec
 	ringVersion prometheus.Gauge
+	ringLoad    prometheus.Gauge
+	ringBytes   prometheus.Gauge
 }
 
 // Each router has its own registry, so several can run in one process (tests).
@@ -30,8 +32,14 @@ func newMetrics() *metrics {
 		ringVersion: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "reshard_router_ring_version", Help: "The ring version the router serves.",
 		}),
+		ringLoad: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "reshard_router_ring_load_seconds", Help: "How long the last ring version took to read from etcd, decode and apply.",
+		}),
+		ringBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "reshard_router_ring_stored_bytes", Help: "The stored (gzipped) size of the ring version served.",
+		}),
 	}
-	m.reg.MustRegister(m.requests, m.latency, m.retries, m.ringVersion,
+	m.reg.MustRegister(m.requests, m.latency, m.retries, m.ringVersion, m.ringLoad, m.ringBytes,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -109,7 +109,12 @@ func (r *Router) Run(ctx context.Context) {
 				}
 				continue
 			}
-			r.apply(ctx, u.Ring, u.Version.Version)
+			if r.apply(ctx, u.Ring, u.Version.Version) {
+				r.metrics.ringLoad.Set(u.Load.Seconds())
+				r.metrics.ringBytes.Set(float64(u.Version.Size))
+				r.cfg.Log.Info("ring version applied", "version", u.Version.Version, "vnodes", u.Ring.Vnodes(),
+					"pnodes", len(u.Ring.Pnodes()), "load_ms", float64(u.Load.Microseconds())/1000)
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -125,9 +130,10 @@ func (r *Router) Run(ctx context.Context) {
 }
 
 // apply makes a ring version current; older versions never replace newer.
-func (r *Router) apply(ctx context.Context, rg *ring.Ring, version int64) {
+// It reports whether the version was applied.
+func (r *Router) apply(ctx context.Context, rg *ring.Ring, version int64) bool {
 	if cur := r.cur.Load(); cur != nil && cur.version >= version {
-		return
+		return false
 	}
 	r.cur.Store(&view{ring: rg, version: version})
 	r.mu.Lock()
@@ -138,7 +144,7 @@ func (r *Router) apply(ctx context.Context, rg *ring.Ring, version int64) {
 	if err := r.lease.SetRingVersion(ctx, version); err != nil {
 		r.cfg.Log.Warn("record ring version", "version", version, "err", err)
 	}
-	r.cfg.Log.Info("ring version applied", "version", version, "vnodes", rg.Vnodes(), "pnodes", len(rg.Pnodes()))
+	return true
 }
 
 // RingVersion is the version the router serves (0: none yet).

@@ -41,11 +41,14 @@ type env struct {
 }
 
 // setup brings up a lab of two single-peer shards and a router in-process.
-func setup(t testing.TB, token string) *env {
+func setup(t testing.TB, token string) *env { return setupRing(t, token, 64) }
+
+// setupRing is setup with a ring of the given size.
+func setupRing(t testing.TB, token string, vnodes int) *env {
 	t.Helper()
 	ctx := context.Background()
 	exe, _ := os.Executable()
-	cfg := lab.Config{Dir: filepath.Join(t.TempDir(), "lab"), Shards: 2, Peers: 1, Vnodes: 64,
+	cfg := lab.Config{Dir: filepath.Join(t.TempDir(), "lab"), Shards: 2, Peers: 1, Vnodes: vnodes,
 		Supervisor: []string{exe, "-test.run=^$"}}
 	st, err := lab.Up(ctx, cfg)
 	if err != nil {

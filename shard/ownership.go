@@ -7,19 +7,31 @@ import (
 )
 
 // Ownership says which vnodes a shard owns and whether each is writable,
-// in rows of 64 vnodes (see schemaSQL). Every change below is one
+// in rows of 1024 vnodes (see schemaSQL). Every change below is one
 // statement over the chunks it touches, sent as (chunk, bitmask) pairs.
 
 // chunkShift is log2 of the vnodes per ownership row.
-const chunkShift = 6
+const chunkShift = 10
+
+// mask is one chunk's bits, vnode offset i at bit i.
+type mask [1 << chunkShift / 64]uint64
 
 // masks maps a chunk to the bits of its vnodes that a change touches.
-type masks map[int32]uint64
+type masks map[int32]*mask
+
+func (m masks) set(v int32) {
+	c := v >> chunkShift
+	if m[c] == nil {
+		m[c] = new(mask)
+	}
+	off := uint32(v) & (1<<chunkShift - 1)
+	m[c][off/64] |= 1 << (off % 64)
+}
 
 func masksOf(vnodes []int32) masks {
 	m := masks{}
 	for _, v := range vnodes {
-		m[v>>chunkShift] |= 1 << (uint32(v) & 63)
+		m.set(v)
 	}
 	return m
 }
@@ -29,35 +41,43 @@ func masksOf(vnodes []int32) masks {
 func masksOfRanges(ranges []Range) masks {
 	m := masks{}
 	for _, r := range ranges {
-		for c := r.Lo >> chunkShift; c <= r.Hi>>chunkShift; c++ {
-			lo, hi := c<<chunkShift, c<<chunkShift+63
-			if r.Lo > lo {
-				lo = r.Lo
+		for v := r.Lo; v <= r.Hi; {
+			off := uint32(v) & (1<<chunkShift - 1)
+			if off%64 == 0 && v+63 <= r.Hi {
+				c := v >> chunkShift
+				if m[c] == nil {
+					m[c] = new(mask)
+				}
+				m[c][off/64] = ^uint64(0) // a whole word at once
+				v += 64
+				continue
 			}
-			if r.Hi < hi {
-				hi = r.Hi
-			}
-			n := uint(hi - lo + 1)
-			bits := ^uint64(0)
-			if n < 64 {
-				bits = (1<<n - 1) << (uint32(lo) & 63)
-			}
-			m[c] |= bits
+			m.set(v)
+			v++
 		}
 	}
 	return m
 }
 
+// text is the mask as PostgreSQL's bit(1024) input: offset i at position i.
+func (k *mask) text() string {
+	b := make([]byte, 1<<chunkShift)
+	for i := range b {
+		b[i] = '0' + byte(k[i/64]>>(i%64)&1)
+	}
+	return string(b)
+}
+
 // arrays returns the chunks and masks as parallel arrays for unnest.
-func (m masks) arrays() ([]int32, []int64) {
+func (m masks) arrays() ([]int32, []string) {
 	chunks := make([]int32, 0, len(m))
 	for c := range m {
 		chunks = append(chunks, c)
 	}
 	sort.Slice(chunks, func(i, j int) bool { return chunks[i] < chunks[j] })
-	bits := make([]int64, len(chunks))
+	bits := make([]string, len(chunks))
 	for i, c := range chunks {
-		bits[i] = int64(m[c])
+		bits[i] = m[c].text()
 	}
 	return chunks, bits
 }
@@ -66,7 +86,7 @@ func (m masks) arrays() ([]int32, []int64) {
 func Own(ctx context.Context, q Querier, vnodes []int32, writable bool, ringVersion int64) error {
 	chunks, bits := masksOf(vnodes).arrays()
 	_, err := q.Exec(ctx, `insert into reshard_vnode_chunks as c (chunk, owned, writable, ring_version)
-		select u.chunk, u.m, case when $3 then u.m else 0 end, $4 from unnest($1::int[], $2::bigint[]) as u(chunk, m)
+		select u.chunk, u.m, case when $3 then u.m else 0::bit(1024) end, $4 from unnest($1::int[], $2::text[]::bit(1024)[]) as u(chunk, m)
 		on conflict (chunk) do update set owned = c.owned | excluded.owned,
 			writable = case when $3 then c.writable | excluded.owned else c.writable & ~excluded.owned end,
 			ring_version = excluded.ring_version`,
@@ -88,7 +108,7 @@ func Disown(ctx context.Context, q Querier, vnodes []int32) error {
 func disown(ctx context.Context, q Querier, m masks) error {
 	chunks, bits := m.arrays()
 	_, err := q.Exec(ctx, `update reshard_vnode_chunks c set owned = c.owned & ~u.m, writable = c.writable & ~u.m
-		from unnest($1::int[], $2::bigint[]) as u(chunk, m) where c.chunk = u.chunk and c.owned & u.m <> 0`, chunks, bits)
+		from unnest($1::int[], $2::text[]::bit(1024)[]) as u(chunk, m) where c.chunk = u.chunk and bit_count(c.owned & u.m) > 0`, chunks, bits)
 	return err
 }
 
@@ -110,8 +130,8 @@ func setWritable(ctx context.Context, q Querier, m masks, writable bool, ringVer
 	err := q.QueryRow(ctx, `with changed as (
 		update reshard_vnode_chunks c
 		set writable = case when $3 then c.writable | (c.owned & u.m) else c.writable & ~u.m end, ring_version = $4
-		from unnest($1::int[], $2::bigint[]) as u(chunk, m) where c.chunk = u.chunk and c.owned & u.m <> 0
-		returning bit_count((c.owned & u.m)::bit(64)) as n)
+		from unnest($1::int[], $2::text[]::bit(1024)[]) as u(chunk, m) where c.chunk = u.chunk and bit_count(c.owned & u.m) > 0
+		returning bit_count(c.owned & u.m) as n)
 		select coalesce(sum(n), 0)::bigint from changed`, chunks, bits, writable, ringVersion).Scan(&n)
 	return n, err
 }
@@ -119,7 +139,7 @@ func setWritable(ctx context.Context, q Querier, m masks, writable bool, ringVer
 // OwnedCount is the number of vnodes the shard owns.
 func OwnedCount(ctx context.Context, q Querier) (int64, error) {
 	var n int64
-	err := q.QueryRow(ctx, `select coalesce(sum(bit_count(owned::bit(64))), 0)::bigint from reshard_vnode_chunks`).Scan(&n)
+	err := q.QueryRow(ctx, `select coalesce(sum(bit_count(owned)), 0)::bigint from reshard_vnode_chunks`).Scan(&n)
 	return n, err
 }
 
@@ -215,9 +235,9 @@ func VnodeStats(ctx context.Context, q Querier, buckets ...string) ([]VnodeStat,
 func KeepOnly(ctx context.Context, q Querier, vnodes []int32) error {
 	chunks, bits := masksOf(vnodes).arrays()
 	if _, err := q.Exec(ctx, `update reshard_vnode_chunks c
-		set owned = c.owned & coalesce(u.m, 0), writable = c.writable & coalesce(u.m, 0)
-		from reshard_vnode_chunks k left join unnest($1::int[], $2::bigint[]) as u(chunk, m) on u.chunk = k.chunk
-		where c.chunk = k.chunk and c.owned & ~coalesce(u.m, 0) <> 0`, chunks, bits); err != nil {
+		set owned = c.owned & coalesce(u.m, 0::bit(1024)), writable = c.writable & coalesce(u.m, 0::bit(1024))
+		from reshard_vnode_chunks k left join unnest($1::int[], $2::text[]::bit(1024)[]) as u(chunk, m) on u.chunk = k.chunk
+		where c.chunk = k.chunk and bit_count(c.owned & ~coalesce(u.m, 0::bit(1024))) > 0`, chunks, bits); err != nil {
 		return fmt.Errorf("keep %d vnodes: %w", len(vnodes), err)
 	}
 	return nil

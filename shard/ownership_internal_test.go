@@ -13,7 +13,7 @@ func TestMasksOfRanges(t *testing.T) {
 		var all []int32
 		for n := rng.IntN(4); n >= 0; n-- {
 			lo := int32(rng.IntN(1_000_000))
-			hi := lo + int32(rng.IntN(300))
+			hi := lo + int32(rng.IntN(3000))
 			if rng.IntN(10) == 0 {
 				hi = lo // one vnode
 			}
@@ -27,9 +27,18 @@ func TestMasksOfRanges(t *testing.T) {
 			t.Fatalf("%v: %d chunks, want %d", ranges, len(got), len(want))
 		}
 		for c, m := range want {
-			if got[c] != m {
-				t.Fatalf("%v: chunk %d mask %x, want %x", ranges, c, got[c], m)
+			if got[c] == nil || *got[c] != *m {
+				t.Fatalf("%v: chunk %d mask %x, want %x", ranges, c, got[c], *m)
 			}
 		}
+	}
+}
+
+// Offset i of a chunk is position i of PostgreSQL's bit string.
+func TestMaskText(t *testing.T) {
+	m := masksOf([]int32{1024, 1025, 1024 + 64, 2047})
+	txt := m[1].text()
+	if len(txt) != 1024 || txt[0] != '1' || txt[1] != '1' || txt[2] != '0' || txt[64] != '1' || txt[1023] != '1' || m[0] != nil {
+		t.Fatalf("mask text %q...", txt[:70])
 	}
 }

@@ -41,10 +41,10 @@ type Querier interface {
 
 // schemaSQL is idempotent: every shard runs it on setup, and again is harmless.
 //
-// Ownership is kept in chunks of 64 vnodes: one row holds two bitmaps,
+// Ownership is kept in chunks of 1024 vnodes: one row holds two bitmaps,
 // the vnodes the shard owns and those of them that are writable. A
-// 1,000,000-vnode ring needs at most 15,625 rows, so a split in half
-// freezes and hands over a few thousand rows, not half a million.
+// 1,000,000-vnode ring needs at most 977 rows, so a split in half freezes
+// and hands over a few hundred rows, not half a million.
 //
 // The fence takes FOR SHARE on the vnode's chunk row. Freezing updates that
 // row, so the freeze waits for every writer already past the fence to
@@ -54,9 +54,9 @@ type Querier interface {
 // replication's apply worker (session_replication_role = replica) skips it.
 const schemaSQL = `
 create table if not exists reshard_vnode_chunks (
-	chunk int primary key, -- vnode >> 6
-	owned bigint not null, -- bit (vnode & 63) set: the shard owns the vnode
-	writable bigint not null, -- a subset of owned
+	chunk int primary key, -- vnode >> 10
+	owned bit(1024) not null, -- bit (vnode & 1023) set: the shard owns the vnode
+	writable bit(1024) not null, -- a subset of owned
 	ring_version bigint not null
 );
 do $$
@@ -64,21 +64,25 @@ begin
 	-- Earlier versions kept one row per vnode; fold them into chunks.
 	if (select relkind from pg_class where oid = to_regclass('reshard_vnodes')) = 'r' then
 		insert into reshard_vnode_chunks (chunk, owned, writable, ring_version)
-			select vnode >> 6, bit_or(1::bigint << (vnode & 63)),
-				coalesce(bit_or(case when writable then 1::bigint << (vnode & 63) end), 0), max(ring_version)
-			from reshard_vnodes group by vnode >> 6
+			select c.chunk,
+				(select string_agg(case when o.vnode is null then '0' else '1' end, '' order by g)
+					from generate_series(0, 1023) g left join reshard_vnodes o on o.vnode = c.chunk * 1024 + g)::bit(1024),
+				(select string_agg(case when o.writable then '1' else '0' end, '' order by g)
+					from generate_series(0, 1023) g left join reshard_vnodes o on o.vnode = c.chunk * 1024 + g)::bit(1024),
+				c.ring_version
+			from (select vnode >> 10 as chunk, max(ring_version) as ring_version from reshard_vnodes group by 1) c
 			on conflict (chunk) do nothing;
 		drop table reshard_vnodes;
 	end if;
 end $$;
 -- One row per owned vnode, for reports; the fence reads the chunks.
 create or replace view reshard_vnodes as
-	select c.chunk * 64 + i as vnode, (c.writable >> i) & 1 = 1 as writable, c.ring_version
-	from reshard_vnode_chunks c, generate_series(0, 63) as i
-	where (c.owned >> i) & 1 = 1;
+	select c.chunk * 1024 + i as vnode, get_bit(c.writable, i) = 1 as writable, c.ring_version
+	from reshard_vnode_chunks c, generate_series(0, 1023) as i
+	where get_bit(c.owned, i) = 1;
 create or replace function reshard_owns(v int) returns boolean
 language sql stable as $$
-	select coalesce((select (owned >> (v & 63)) & 1 = 1 from reshard_vnode_chunks where chunk = v >> 6), false)
+	select coalesce((select get_bit(owned, v & 1023) = 1 from reshard_vnode_chunks where chunk = v >> 10), false)
 $$;
 create table if not exists reshard_markers (
 	job text not null,
@@ -91,13 +95,13 @@ create table if not exists reshard_buckets (
 );
 create or replace function reshard_fence_check(v int) returns void
 language plpgsql as $$
-declare o bigint; w bigint;
+declare o bit(1024); w bit(1024);
 begin
-	select owned, writable into o, w from reshard_vnode_chunks where chunk = v >> 6 for share;
-	if not found or (o >> (v & 63)) & 1 = 0 then
+	select owned, writable into o, w from reshard_vnode_chunks where chunk = v >> 10 for share;
+	if not found or get_bit(o, v & 1023) = 0 then
 		raise exception 'vnode % is not owned by this shard', v using errcode = 'RS001';
 	end if;
-	if (w >> (v & 63)) & 1 = 0 then
+	if get_bit(w, v & 1023) = 0 then
 		raise exception 'vnode % is frozen', v using errcode = 'RS002';
 	end if;
 end $$;
@@ -166,12 +170,12 @@ language sql immutable as $$
 $$;
 create or replace function reshard_read_check(v int) returns boolean
 language plpgsql stable as $$
-declare o bigint;
+declare o bit(1024);
 begin
 	-- The lookup is written out: a SQL function called from PL/pgSQL is
 	-- planned on every call, which halves read throughput.
-	select owned into o from reshard_vnode_chunks where chunk = v >> 6;
-	if not found or (o >> (v & 63)) & 1 = 0 then
+	select owned into o from reshard_vnode_chunks where chunk = v >> 10;
+	if not found or get_bit(o, v & 1023) = 0 then
 		raise exception 'vnode % is not owned by this shard', v using errcode = 'RS001';
 	end if;
 	return true;

@@ -281,7 +281,7 @@ func TestVnodeStats(t *testing.T) {
 func TestOwnershipChunks(t *testing.T) {
 	ctx := context.Background()
 	conn := setup(t, labtest.Postgres(t))
-	edges := []int32{0, 62, 63, 64, 127, 128, 999_999}
+	edges := []int32{0, 62, 63, 64, 1023, 1024, 999_999}
 	if err := shard.Own(ctx, conn, edges, true, 1); err != nil {
 		t.Fatal(err)
 	}
@@ -301,15 +301,15 @@ func TestOwnershipChunks(t *testing.T) {
 			t.Errorf("owned vnode %d: fence says %s", v, c)
 		}
 	}
-	for _, v := range []int32{1, 61, 65, 126, 129, 999_998} {
+	for _, v := range []int32{1, 61, 65, 1022, 1025, 999_998} {
 		if c := fence(v); c != shard.CodeNotOwned {
 			t.Errorf("unowned vnode %d: fence says %s", v, c)
 		}
 	}
-	if n, err := shard.SetWritableRanges(ctx, conn, []shard.Range{{63, 127}}, false, 2); err != nil || n != 3 {
-		t.Fatalf("freeze 63-127: %d %v", n, err)
+	if n, err := shard.SetWritableRanges(ctx, conn, []shard.Range{{63, 1023}}, false, 2); err != nil || n != 3 {
+		t.Fatalf("freeze 63-1023: %d %v", n, err)
 	}
-	for v, want := range map[int32]string{62: "ok", 63: shard.CodeFrozen, 64: shard.CodeFrozen, 127: shard.CodeFrozen, 128: "ok"} {
+	for v, want := range map[int32]string{62: "ok", 63: shard.CodeFrozen, 64: shard.CodeFrozen, 1023: shard.CodeFrozen, 1024: "ok"} {
 		if c := fence(v); c != want {
 			t.Errorf("vnode %d after the freeze: %s, want %s", v, c, want)
 		}
@@ -321,25 +321,25 @@ func TestOwnershipChunks(t *testing.T) {
 		t.Fatalf("owned after disowning 4: %d", n)
 	}
 	st, err := shard.Owned(ctx, conn)
-	if err != nil || fmt.Sprint(st) != "[{64 false 2} {127 false 2} {128 true 1}]" {
+	if err != nil || fmt.Sprint(st) != "[{64 false 2} {1023 false 2} {1024 true 1}]" {
 		t.Fatalf("owned: %v %v", st, err)
 	}
-	if err := shard.KeepOnly(ctx, conn, []int32{64, 128, 5}); err != nil {
+	if err := shard.KeepOnly(ctx, conn, []int32{64, 1024, 5}); err != nil {
 		t.Fatal(err)
 	}
-	if st, _ := shard.Owned(ctx, conn); fmt.Sprint(st) != "[{64 false 2} {128 true 1}]" {
+	if st, _ := shard.Owned(ctx, conn); fmt.Sprint(st) != "[{64 false 2} {1024 true 1}]" {
 		t.Fatalf("after KeepOnly: %v", st)
 	}
 	// A shard initialized by an earlier version: one row per vnode.
 	if _, err := conn.Exec(ctx, `drop view reshard_vnodes; drop table reshard_vnode_chunks;
 		create table reshard_vnodes (vnode int primary key, writable boolean not null, ring_version bigint not null);
-		insert into reshard_vnodes values (5, true, 7), (70, false, 7), (71, true, 8)`); err != nil {
+		insert into reshard_vnodes values (5, true, 7), (70, false, 7), (71, true, 8), (1030, true, 9)`); err != nil {
 		t.Fatal(err)
 	}
 	if err := shard.Init(ctx, conn); err != nil {
 		t.Fatal(err)
 	}
-	if st, _ := shard.Owned(ctx, conn); fmt.Sprint(st) != "[{5 true 7} {70 false 8} {71 true 8}]" {
+	if st, _ := shard.Owned(ctx, conn); fmt.Sprint(st) != "[{5 true 8} {70 false 8} {71 true 8} {1030 true 9}]" {
 		t.Fatalf("after folding the per-vnode table: %v", st)
 	}
 	if c := fence(70); c != shard.CodeFrozen {

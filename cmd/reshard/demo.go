@@ -4,16 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http"
-	"os"
-	"path/filepath"
-	"strings"
-	"time"
 
-	"github.com/reshard/reshard/etcd"
 	"github.com/reshard/reshard/lab"
 	"github.com/reshard/reshard/load"
-	"github.com/reshard/reshard/orchestrator"
 	"github.com/spf13/cobra"
 )
 
@@ -21,6 +14,7 @@ import (
 type demoResult struct {
 	Strategy     string      `json:"strategy"`
 	Rows         int         `json:"rows"`
+	Vnodes       int         `json:"vnodes"`
 	AckedWrites  int64       `json:"acked_writes"`
 	ClientErrors int64       `json:"client_errors"`
 	Missing      int         `json:"missing"`
@@ -41,10 +35,10 @@ type phaseTime struct {
 
 func newDemoCmd(g *globals) *cobra.Command {
 	var strategy, dir string
-	var rows int
+	var rows, vnodes int
 	var keep bool
 	cmd := &cobra.Command{
-		Use:   "demo [--strategy logical|physical] [--rows N]",
+		Use:   "demo [--strategy logical|physical] [--rows N] [--vnodes N]",
 		Short: "The whole story: a lab, traffic, an online split of 1.moray, and proof nothing was lost",
 		Long: `Brings up a lab (embedded etcd, 2 shards x 3 peers, 2 routers), fills a
 Manta-like bucket with --rows objects, starts traffic through the routers,
@@ -56,7 +50,8 @@ acknowledged write against the shards, prints a summary and tears the lab
 down (--keep leaves it up). Exits non-zero if anything is missing, stale
 or misplaced.`,
 		Example: `  reshard demo
-  reshard demo --strategy physical --rows 50000 --json`,
+  reshard demo --strategy physical --rows 50000 --json
+  reshard demo --vnodes 1000000 --rows 1000000     # a production-size ring`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if strategy != "logical" && strategy != "physical" {
@@ -65,8 +60,11 @@ or misplaced.`,
 			if rows < 0 || rows > 50_000_000 {
 				return fmt.Errorf("--rows must be between 0 and 50000000, got %d", rows)
 			}
+			if vnodes < 0 || vnodes > 10_000_000 {
+				return fmt.Errorf("--vnodes must be between 1 and 10000000, got %d", vnodes)
+			}
 			return withSignals(cmd, func(ctx context.Context) error {
-				res, err := runDemo(ctx, cmd, g, strategy, dir, rows, keep)
+				res, err := runDemo(ctx, cmd, g, strategy, dir, rows, vnodes, keep)
 				if res != nil && g.json {
 					if perr := printJSON(cmd.OutOrStdout(), res); perr != nil {
 						return perr
@@ -83,142 +81,28 @@ or misplaced.`,
 	cmd.Flags().IntVar(&rows, "rows", 200_000, "objects to fill before the split")
 	cmd.Flags().StringVar(&dir, "dir", "", "lab directory (default: a new temp directory)")
 	cmd.Flags().BoolVar(&keep, "keep", false, "leave the lab up afterwards")
+	cmd.Flags().IntVar(&vnodes, "vnodes", lab.DefaultVnodes, "ring size (Manta's production rings have 1000000)")
 	return cmd
 }
 
-func runDemo(ctx context.Context, cmd *cobra.Command, g *globals, strategy, dir string, rows int, keep bool) (*demoResult, error) {
-	start := time.Now()
+func runDemo(ctx context.Context, cmd *cobra.Command, g *globals, strategy, dir string, rows, vnodes int, keep bool) (*demoResult, error) {
 	w := cmd.ErrOrStderr()
-	step := func(format string, args ...any) { fmt.Fprintf(w, "\n== "+format+"\n", args...) }
-	if dir == "" {
-		d, err := os.MkdirTemp("", "reshard-demo-")
-		if err != nil {
-			return nil, err
-		}
-		dir = filepath.Join(d, "lab")
-	}
-	step("lab up in %s: embedded etcd, 2 shards x 3 peers (primary, sync, async), 2 routers", dir)
-	st, err := lab.Up(ctx, lab.Config{Dir: dir, Shards: 2, Peers: 3, Routers: 2, Progress: w})
+	sc := scenario{Strategy: strategy, Vnodes: vnodes, Rows: rows, Peers: 3, Rate: 300, Dir: dir, Keep: keep,
+		Progress: w, Live: isTerminal(w)}
+	r, err := runScenario(ctx, g, sc)
 	if err != nil {
 		return nil, err
 	}
-	defer func() {
-		if keep {
-			fmt.Fprintf(w, "\nthe lab is still up:\n  export RESHARD_ETCD=%s\n  reshard lab status --dir %s\n  routers: %s\n  reshard lab down --dir %s\n",
-				st.EtcdURL, dir, strings.Join(st.Routers, " "), dir)
-			return
-		}
-		step("lab down")
-		if err := lab.Down(dir); err != nil {
-			fmt.Fprintln(w, "lab down:", err)
-		}
-	}()
-	cli, err := etcd.Connect(ctx, st.EtcdURL)
-	if err != nil {
-		return nil, err
-	}
-	defer cli.Close()
-	g.etcd = st.EtcdURL
-
-	step("fill: %d objects in bucket manta (hashed by directory, as Manta does)", rows)
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPut, st.Routers[0]+"/buckets/manta", strings.NewReader(`{"hash_dir":true}`))
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("create bucket manta: HTTP %d", resp.StatusCode)
-	}
-	ledgerPath := filepath.Join(dir, "ledger.jsonl")
-	ledger, err := os.Create(ledgerPath)
-	if err != nil {
-		return nil, err
-	}
-	defer ledger.Close()
-	if err := load.Fill(ctx, cli, "manta", rows, ledger, w); err != nil {
-		return nil, err
-	}
-
-	o, done, err := connectOrchestrator(ctx, g)
-	if err != nil {
-		return nil, err
-	}
-	defer done()
-	sreq := orchestrator.Request{From: "1.moray", To: []string{"3.moray"}, SplitHalf: true, Strategy: strategy,
-		DCMode: "single", Servers: 1, RateLimit: 50000}
-	if strategy == "logical" {
-		step("lab add-shard: an empty 3.moray, the destination")
-		if _, err := lab.AddShard(ctx, dir, "3.moray", 3, w); err != nil {
-			return nil, err
-		}
-	} else {
-		step("the physical strategy will create 3.moray from 3 new peers of 1.moray (triple-DC mode)")
-		sreq.DCMode, sreq.Servers, sreq.Provisioner = "triple", 3, "lab:"+dir
-	}
-
-	step("load: traffic through both routers while 1.moray is split")
-	loadCtx, stopLoad := context.WithCancel(ctx)
-	defer stopLoad()
-	type loadResult struct {
-		sum load.Summary
-		err error
-	}
-	loadDone := make(chan loadResult, 1)
-	go func() {
-		sum, err := load.Run(loadCtx, load.Config{Routers: st.Routers, Duration: time.Hour, Rate: 300, Keys: 2000,
-			Buckets: 2, Concurrency: 8, Ledger: ledger})
-		loadDone <- loadResult{sum, err}
-	}()
-	time.Sleep(3 * time.Second)
-
-	step("reshard start --from 1.moray --to 3.moray --split-half --strategy %s", strategy)
-	j, err := o.Start(ctx, sreq)
-	if err != nil {
-		stopLoad()
-		<-loadDone
-		return nil, err
-	}
-	o.OnUpdate = liveView(w, isTerminal(w))
-	runErr := o.Run(ctx, j.ID)
-	if j, err = o.Get(context.WithoutCancel(ctx), j.ID); err != nil {
-		return nil, err
-	}
-	var b strings.Builder
-	locks, _ := o.Locks(ctx)
-	renderStatus(&b, statusView{Job: j, Locks: locks})
-	fmt.Fprint(w, "\n"+b.String())
-	time.Sleep(2 * time.Second) // traffic on the new layout
-	stopLoad()
-	lr := <-loadDone
-	if lr.err != nil {
-		return nil, lr.err
-	}
-	if runErr != nil {
-		return nil, fmt.Errorf("job %s: %w", j.ID, runErr)
-	}
-	if err := ledger.Sync(); err != nil {
-		return nil, err
-	}
-
-	step("verify: every acknowledged write against the shard that owns it")
-	entries, err := load.ReadLedger(ledgerPath)
-	if err != nil {
-		return nil, err
-	}
-	rep, err := load.Verify(ctx, cli, entries)
-	if err != nil {
-		return nil, err
-	}
-	res := &demoResult{Strategy: strategy, Rows: rows, AckedWrites: lr.sum.AckedWrites, ClientErrors: lr.sum.ClientErrors,
-		Missing: rep.Missing, Stale: rep.Stale, Misplaced: rep.Misplaced, Ambiguous: rep.Ambiguous,
+	j := r.Job
+	res := &demoResult{Strategy: strategy, Rows: rows, Vnodes: r.Vnodes, AckedWrites: r.Load.AckedWrites, ClientErrors: r.Load.ClientErrors,
+		Missing: r.Report.Missing, Stale: r.Report.Stale, Misplaced: r.Report.Misplaced, Ambiguous: r.Report.Ambiguous,
 		WriteBlockMS: j.WriteBlockMS, Job: j.ID}
 	for _, p := range j.Phases {
 		res.Phases = append(res.Phases, phaseTime{p.Name, p.Seconds})
 		res.TotalSeconds += p.Seconds
 	}
-	res.DemoSeconds = time.Since(start).Seconds()
-	printDemoSummary(w, res, lr.sum, rep)
+	res.DemoSeconds = r.Seconds
+	printDemoSummary(w, res, r.Load, r.Report)
 	return res, nil
 }
 

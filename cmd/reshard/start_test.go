@@ -29,7 +29,7 @@ func TestStartBadInputChangesNothing(t *testing.T) {
 	} {
 		query[int](t, full, sql)
 	}
-	query[int](t, owning, `insert into reshard_vnode_chunks values (0, 1, 1, 1)`) // owns vnode 0
+	query[int](t, owning, `insert into reshard_vnode_chunks values (0, B'1'::bit(1024), B'1'::bit(1024), 1)`) // owns vnode 0
 
 	ctx := context.Background()
 	cli, err := etcd.Connect(ctx, l.Etcd)

@@ -178,6 +178,15 @@ func renderStatus(w io.Writer, v statusView) {
 		fmt.Fprintf(w, "   write block: %.1f ms", j.WriteBlockMS)
 	}
 	fmt.Fprintln(w)
+	if len(j.CutoverMS) > 0 {
+		var parts []string
+		for _, n := range []string{"freeze", "caught-up", "recheck", "sequences", "disown", "writable", "ring", "routers"} {
+			if ms, ok := j.CutoverMS[n]; ok {
+				parts = append(parts, fmt.Sprintf("%s %.1f ms", n, ms))
+			}
+		}
+		fmt.Fprintf(w, "cutover steps: %s\n", strings.Join(parts, ", "))
+	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "PHASE\tSTATE\tTIME\tPROGRESS")

@@ -1,0 +1,209 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/reshard/reshard/etcd"
+	"github.com/reshard/reshard/lab"
+	"github.com/reshard/reshard/load"
+	"github.com/reshard/reshard/orchestrator"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// scenario is the demo's story, which the scale bench runs too: a lab, a
+// filled bucket, traffic through both routers, a split of 1.moray in half
+// while it runs, and a verify of every acknowledged write.
+type scenario struct {
+	Strategy string
+	Vnodes   int // ring size; 0 means the lab's default
+	Rows     int // objects filled before the split
+	Peers    int // per shard; the physical strategy's destination gets 3 in triple-DC mode
+	Rate     float64
+	Dir      string // the lab's directory; "" makes a temp one
+	Keep     bool   // leave the lab up
+	Progress io.Writer
+	Live     bool // redraw the job's status in place (a terminal), else print changes
+	// Sample, when set, runs every 200 ms while the job runs.
+	Sample func(ctx context.Context, st *lab.State)
+	// Measure, when set, runs after the verify and before the lab goes down.
+	Measure func(ctx context.Context, st *lab.State, cli *clientv3.Client, j *orchestrator.Job) error
+}
+
+type scenarioResult struct {
+	Vnodes  int
+	Job     *orchestrator.Job
+	Load    load.Summary
+	Report  load.Report
+	Seconds float64 // everything, lab up to verify
+}
+
+func runScenario(ctx context.Context, g *globals, sc scenario) (*scenarioResult, error) {
+	start := time.Now()
+	w := sc.Progress
+	if w == nil {
+		w = io.Discard
+	}
+	step := func(format string, args ...any) { fmt.Fprintf(w, "\n== "+format+"\n", args...) }
+	dir := sc.Dir
+	if dir == "" {
+		d, err := os.MkdirTemp("", "reshard-demo-")
+		if err != nil {
+			return nil, err
+		}
+		dir = filepath.Join(d, "lab")
+	}
+	if sc.Vnodes == 0 {
+		sc.Vnodes = lab.DefaultVnodes
+	}
+	if sc.Peers == 0 {
+		sc.Peers = 1
+	}
+	step("lab up in %s: embedded etcd, 2 shards x %d peers, 2 routers, a %d-vnode ring", dir, sc.Peers, sc.Vnodes)
+	st, err := lab.Up(ctx, lab.Config{Dir: dir, Shards: 2, Peers: sc.Peers, Routers: 2, Vnodes: sc.Vnodes, Progress: w})
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if sc.Keep {
+			fmt.Fprintf(w, "\nthe lab is still up:\n  export RESHARD_ETCD=%s\n  reshard lab status --dir %s\n  routers: %s\n  reshard lab down --dir %s\n",
+				st.EtcdURL, dir, strings.Join(st.Routers, " "), dir)
+			return
+		}
+		step("lab down")
+		if err := lab.Down(dir); err != nil {
+			fmt.Fprintln(w, "lab down:", err)
+		}
+	}()
+	cli, err := etcd.Connect(ctx, st.EtcdURL)
+	if err != nil {
+		return nil, err
+	}
+	defer cli.Close()
+	g.etcd = st.EtcdURL
+
+	step("fill: %d objects in bucket manta (hashed by directory, as Manta does)", sc.Rows)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPut, st.Routers[0]+"/buckets/manta", strings.NewReader(`{"hash_dir":true}`))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("create bucket manta: HTTP %d", resp.StatusCode)
+	}
+	ledgerPath := filepath.Join(dir, "ledger.jsonl")
+	ledger, err := os.Create(ledgerPath)
+	if err != nil {
+		return nil, err
+	}
+	defer ledger.Close()
+	if err := load.Fill(ctx, cli, "manta", sc.Rows, ledger, w); err != nil {
+		return nil, err
+	}
+
+	o, done, err := connectOrchestrator(ctx, g)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	sreq := orchestrator.Request{From: "1.moray", To: []string{"3.moray"}, SplitHalf: true, Strategy: sc.Strategy,
+		DCMode: "single", Servers: 1, RateLimit: 50000}
+	if sc.Strategy == "logical" {
+		step("lab add-shard: an empty 3.moray, the destination")
+		if _, err := lab.AddShard(ctx, dir, "3.moray", sc.Peers, w); err != nil {
+			return nil, err
+		}
+	} else {
+		step("the physical strategy will create 3.moray from 3 new peers of 1.moray (triple-DC mode)")
+		sreq.DCMode, sreq.Servers, sreq.Provisioner = "triple", 3, "lab:"+dir
+	}
+
+	step("load: traffic through both routers while 1.moray is split")
+	loadCtx, stopLoad := context.WithCancel(ctx)
+	defer stopLoad()
+	type loadResult struct {
+		sum load.Summary
+		err error
+	}
+	loadDone := make(chan loadResult, 1)
+	go func() {
+		sum, err := load.Run(loadCtx, load.Config{Routers: st.Routers, Duration: time.Hour, Rate: sc.Rate, Keys: 2000,
+			Buckets: 2, Concurrency: 8, Ledger: ledger})
+		loadDone <- loadResult{sum, err}
+	}()
+	time.Sleep(3 * time.Second)
+
+	step("reshard start --from 1.moray --to 3.moray --split-half --strategy %s", sc.Strategy)
+	j, err := o.Start(ctx, sreq)
+	if err != nil {
+		stopLoad()
+		<-loadDone
+		return nil, err
+	}
+	if sc.Progress != nil {
+		o.OnUpdate = liveView(w, sc.Live)
+	}
+	sampleCtx, stopSample := context.WithCancel(ctx)
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		if sc.Sample == nil {
+			return
+		}
+		t := time.NewTicker(200 * time.Millisecond)
+		defer t.Stop()
+		for {
+			sc.Sample(sampleCtx, st)
+			select {
+			case <-t.C:
+			case <-sampleCtx.Done():
+				return
+			}
+		}
+	}()
+	runErr := o.Run(ctx, j.ID)
+	stopSample()
+	<-sampled
+	if j, err = o.Get(context.WithoutCancel(ctx), j.ID); err != nil {
+		return nil, err
+	}
+	var b strings.Builder
+	locks, _ := o.Locks(ctx)
+	renderStatus(&b, statusView{Job: j, Locks: locks})
+	fmt.Fprint(w, "\n"+b.String())
+	time.Sleep(2 * time.Second) // traffic on the new layout
+	stopLoad()
+	lr := <-loadDone
+	if lr.err != nil {
+		return nil, lr.err
+	}
+	if runErr != nil {
+		return nil, fmt.Errorf("job %s: %w", j.ID, runErr)
+	}
+	if err := ledger.Sync(); err != nil {
+		return nil, err
+	}
+
+	step("verify: every acknowledged write against the shard that owns it")
+	entries, err := load.ReadLedger(ledgerPath)
+	if err != nil {
+		return nil, err
+	}
+	rep, err := load.Verify(ctx, cli, entries)
+	if err != nil {
+		return nil, err
+	}
+	if sc.Measure != nil {
+		if err := sc.Measure(ctx, st, cli, j); err != nil {
+			return nil, err
+		}
+	}
+	return &scenarioResult{Vnodes: sc.Vnodes, Job: j, Load: lr.sum, Report: rep, Seconds: time.Since(start).Seconds()}, nil
+}
