@@ -44,6 +44,7 @@ type scaleRow struct {
 	CopyRowsPerSec   float64            `json:"copy_rows_per_s"`
 	CopyMBPerSec     float64            `json:"copy_mb_per_s"`
 	CatchupPerSec    float64            `json:"catchup_changes_per_s"` // peak decoded transactions/s on the origin's slots
+	CatchupSeconds   float64            `json:"catchup_s"`             // the catch-up phase: copy done to lag under its threshold
 	LoadWritesPerSec float64            `json:"load_writes_per_s"`
 	WriteBlockMS     float64            `json:"write_block_ms"`
 	FlipMS           float64            `json:"flip_ms"` // after the write block: the ring flip and the routers loading it
@@ -102,7 +103,9 @@ case, one after another on this machine, and prints one table:
   copy        rows/s and MB/s of the initial copy
   catch-up    the peak rate the origin decoded changes for the job's
               subscription (transactions/s, from pg_stat_replication_slots),
-              next to the load's write rate
+              the catch-up phase's time, and the load's write rate: a
+              subscription that keeps up decodes at the origin's write rate
+              and its catch-up phase ends at once
   write block freeze to the destination taking writes, as the job measured it
   flip        then the ring flip in etcd and the routers loading it; a
               write to a moved vnode waits (and retries) through both
@@ -227,13 +230,21 @@ func runScaleCase(ctx context.Context, g *globals, c scaleCase, rate float64, pr
 				row.CopyRowsPerSec = float64(moved) / p.Seconds
 				row.CopyMBPerSec = float64(bytes) / (1 << 20) / p.Seconds
 			}
+		case "catchup":
+			row.CatchupSeconds = p.Seconds
 		case "verify":
 			row.VerifySeconds = p.Seconds
 		case "cleanup":
 			row.CleanupSeconds = p.Seconds
 		}
 	}
-	// The peak rate over windows of at least a second.
+	// The peak rate over windows of at least a second; a job shorter than
+	// that gets its whole span.
+	if n := len(samples); n >= 2 && samples[n-1].t.Sub(samples[0].t) < time.Second {
+		if dt := samples[n-1].t.Sub(samples[0].t).Seconds(); dt > 0 {
+			row.CatchupPerSec = float64(samples[n-1].txns-samples[0].txns) / dt
+		}
+	}
 	for i := range samples {
 		for k := i + 1; k < len(samples); k++ {
 			if dt := samples[k].t.Sub(samples[i].t).Seconds(); dt >= 1 {
@@ -311,14 +322,14 @@ func procMeminfoKB(field string) int64 {
 	return 0
 }
 
-var scaleHeader = []string{"vnodes", "rows", "copy rows/s", "copy MB/s", "catch-up changes/s", "load writes/s",
+var scaleHeader = []string{"vnodes", "rows", "copy rows/s", "copy MB/s", "catch-up changes/s", "catch-up s", "load writes/s",
 	"write block ms", "flip ms", "verify s", "cleanup s", "total s", "router MB", "ring KB", "ring reload ms", "put p99 ms", "get p99 ms", "errors", "missing/stale/misplaced"}
 
 func scaleCells(r scaleRow) []string {
 	return []string{
 		strconv.Itoa(r.Vnodes), strconv.Itoa(r.Rows),
 		fmt.Sprintf("%.0f", r.CopyRowsPerSec), fmt.Sprintf("%.1f", r.CopyMBPerSec),
-		fmt.Sprintf("%.0f", r.CatchupPerSec), fmt.Sprintf("%.0f", r.LoadWritesPerSec),
+		fmt.Sprintf("%.0f", r.CatchupPerSec), fmt.Sprintf("%.2f", r.CatchupSeconds), fmt.Sprintf("%.0f", r.LoadWritesPerSec),
 		fmt.Sprintf("%.1f", r.WriteBlockMS), fmt.Sprintf("%.0f", r.FlipMS), fmt.Sprintf("%.2f", r.VerifySeconds), fmt.Sprintf("%.2f", r.CleanupSeconds),
 		fmt.Sprintf("%.1f", r.TotalSeconds), fmt.Sprintf("%.0f", r.RouterPeakMB), fmt.Sprintf("%.1f", float64(r.RingBytes)/1024),
 		fmt.Sprintf("%.1f", r.RingReloadMS), fmt.Sprintf("%.1f", r.PutP99MS), fmt.Sprintf("%.1f", r.GetP99MS),
