@@ -144,30 +144,6 @@ language sql immutable as $$
 		when jsonb_typeof(v) = 'string' and (v #>> '{}') in ('true', 'false') then (v #>> '{}')::boolean
 	end
 $$;
-create or replace function reshard_idx_text_array(v jsonb) returns text[]
-language sql immutable as $$
-	select case jsonb_typeof(v)
-		when 'array' then array(select reshard_idx_text(e) from jsonb_array_elements(v) e)
-		when 'null' then null
-		else array[reshard_idx_text(v)]
-	end
-$$;
-create or replace function reshard_idx_num_array(v jsonb) returns numeric[]
-language sql immutable as $$
-	select case jsonb_typeof(v)
-		when 'array' then array(select reshard_idx_num(e) from jsonb_array_elements(v) e)
-		when 'null' then null
-		else array[reshard_idx_num(v)]
-	end
-$$;
-create or replace function reshard_idx_bool_array(v jsonb) returns boolean[]
-language sql immutable as $$
-	select case jsonb_typeof(v)
-		when 'array' then array(select reshard_idx_bool(e) from jsonb_array_elements(v) e)
-		when 'null' then null
-		else array[reshard_idx_bool(v)]
-	end
-$$;
 create or replace function reshard_read_check(v int) returns boolean
 language plpgsql stable as $$
 declare o bit(1024);
@@ -182,9 +158,28 @@ begin
 end $$;
 `
 
+// arrayIndexSQL gives each scalar index function its array form, for the
+// "[string]", "[number]" and "[boolean]" index types: a scalar value counts
+// as an array of one.
+var arrayIndexSQL = func() string {
+	var b strings.Builder
+	for _, t := range []struct{ fn, typ string }{{"text", "text"}, {"num", "numeric"}, {"bool", "boolean"}} {
+		fmt.Fprintf(&b, `create or replace function reshard_idx_%[1]s_array(v jsonb) returns %[2]s[]
+language sql immutable as $$
+	select case jsonb_typeof(v)
+		when 'array' then array(select reshard_idx_%[1]s(e) from jsonb_array_elements(v) e)
+		when 'null' then null
+		else array[reshard_idx_%[1]s(v)]
+	end
+$$;
+`, t.fn, t.typ)
+	}
+	return b.String()
+}()
+
 // Init creates the ownership table, bucket registry and fence functions.
 func Init(ctx context.Context, q Querier) error {
-	if _, err := q.Exec(ctx, schemaSQL); err != nil {
+	if _, err := q.Exec(ctx, schemaSQL+arrayIndexSQL); err != nil {
 		return fmt.Errorf("init shard schema: %w", err)
 	}
 	return nil
