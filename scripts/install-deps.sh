@@ -30,7 +30,11 @@ GO="${GO:-$(command -v go || echo /usr/local/go/bin/go)}"
 if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
 	if [ ! -f test/moray/node_modules/moray/package.json ]; then
 		echo "installing the npm moray client for the Moray protocol tests (test/moray)..."
-		(cd test/moray && npm ci --no-audit --no-fund --loglevel=error)
+		# No install scripts: its native parts (dtrace-provider, microtime)
+		# fall back or load prebuilt binaries, so nothing needs a compiler.
+		if ! (cd test/moray && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error); then
+			echo "warning: npm could not install test/moray; the Moray client tests will be skipped" >&2
+		fi
 	fi
 else
 	echo "note: Node.js and npm are not installed, so the tests that drive the router with the npm moray client will be skipped (apt-get install nodejs npm to run them)"
