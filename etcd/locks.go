@@ -148,3 +148,37 @@ func PnodeLocks(ctx context.Context, cli *clientv3.Client) (map[string]string, e
 	}
 	return out, nil
 }
+
+// BucketChangePrefix + ID marks a bucket change in flight. A change
+// registers itself before it checks for reshard jobs, and a job waits for
+// these keys after taking its pnodes, so of a change and a job starting
+// together, one always sees the other.
+const BucketChangePrefix = Prefix + "locks/bucket-change/"
+
+// BeginBucketChange registers a bucket change on its own short lease, so a
+// changer that dies stops blocking jobs within ttl. end releases it.
+func BeginBucketChange(ctx context.Context, cli *clientv3.Client, id string, ttl time.Duration) (end func(), err error) {
+	lease, err := cli.Grant(ctx, int64(ttl.Seconds()))
+	if err != nil {
+		return nil, fmt.Errorf("register bucket change: %w", err)
+	}
+	end = func() { cli.Revoke(context.WithoutCancel(ctx), lease.ID) }
+	if _, err := cli.Put(ctx, BucketChangePrefix+id, time.Now().UTC().Format(time.RFC3339), clientv3.WithLease(lease.ID)); err != nil {
+		end()
+		return nil, fmt.Errorf("register bucket change: %w", err)
+	}
+	return end, nil
+}
+
+// BucketChanges lists the bucket changes in flight.
+func BucketChanges(ctx context.Context, cli *clientv3.Client) ([]string, error) {
+	resp, err := cli.Get(ctx, BucketChangePrefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		out = append(out, string(kv.Key[len(BucketChangePrefix):]))
+	}
+	return out, nil
+}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"sort"
 	"time"
 
 	"github.com/reshard/reshard/etcd"
@@ -40,6 +42,40 @@ func strategyPhases(strategy string) map[string]func(context.Context, *run) erro
 
 // Replication objects are named after the job and the destination.
 func pubName(j *Job, i int) string { return fmt.Sprintf("reshard_%s_%d", j.ID, i) }
+
+// settleBuckets waits for bucket changes that started before the job took
+// its pnodes (routers refuse any that start after), then takes the bucket
+// list again: one created or deleted between the plan and the locks must
+// be in, or out of, what the job copies.
+func (r *run) settleBuckets(ctx context.Context) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		busy, err := etcd.BucketChanges(ctx, r.o.cli)
+		if err != nil {
+			return err
+		}
+		if len(busy) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("bucket changes %v still in flight after 30 s", busy)
+		}
+		if err := sleep(ctx, 50*time.Millisecond); err != nil {
+			return err
+		}
+	}
+	names, err := r.o.buckets.Names(ctx)
+	if err != nil {
+		return err
+	}
+	sort.Strings(names)
+	if !slices.Equal(names, r.job.Buckets) {
+		r.job.Warnings = append(r.job.Warnings, fmt.Sprintf("buckets changed while the job started: now %v", names))
+		r.job.Buckets = names
+		return r.save(ctx)
+	}
+	return nil
+}
 
 // moving lists a move's vnodes as int32 for the ownership functions.
 func moving(m Move) ([]int32, error) {
@@ -106,6 +142,9 @@ func prepare(ctx context.Context, r *run) error {
 	j := r.job
 	origin, err := r.pool(ctx, j.From)
 	if err != nil {
+		return err
+	}
+	if err := r.settleBuckets(ctx); err != nil {
 		return err
 	}
 	opts, err := shard.Buckets(ctx, origin)

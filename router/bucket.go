@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/reshard/reshard"
@@ -40,13 +41,22 @@ func (e ShardErrors) Error() string {
 	return fmt.Sprintf("%d of the shards failed: %s", len(e), strings.Join(parts, "; "))
 }
 
-// checkNotBusy refuses bucket changes while a job holds pnodes.
-func (r *Router) checkNotBusy(ctx context.Context) error {
+// beginChange registers a bucket change and then refuses it if a job holds
+// pnodes. The order matters: a job takes its pnodes and then waits for
+// registered changes, so one of the two always sees the other.
+func (r *Router) beginChange(ctx context.Context) (end func(), err error) {
+	id := fmt.Sprintf("%s-%d", r.cfg.Name, time.Now().UnixNano())
+	end, err = etcd.BeginBucketChange(ctx, r.cfg.Etcd, id, 10*time.Second)
+	if err != nil {
+		return nil, err
+	}
 	locks, err := etcd.PnodeLocks(ctx, r.cfg.Etcd)
 	if err != nil {
-		return err
+		end()
+		return nil, err
 	}
 	if len(locks) > 0 {
+		end()
 		jobs := map[string]bool{}
 		for _, j := range locks {
 			jobs[j] = true
@@ -56,9 +66,9 @@ func (r *Router) checkNotBusy(ctx context.Context) error {
 			names = append(names, j)
 		}
 		sort.Strings(names)
-		return fmt.Errorf("%w (job %s)", ErrBucketsBusy, strings.Join(names, ", "))
+		return nil, fmt.Errorf("%w (job %s)", ErrBucketsBusy, strings.Join(names, ", "))
 	}
-	return nil
+	return end, nil
 }
 
 // eachShard runs fn on every registered pnode's primary at once and
@@ -114,9 +124,11 @@ func (r *Router) CreateBucket(ctx context.Context, name string, opts shard.Bucke
 	case !errors.Is(err, reshard.ErrNotFound):
 		return nil, err
 	}
-	if err := r.checkNotBusy(ctx); err != nil {
+	end, err := r.beginChange(ctx)
+	if err != nil {
 		return nil, err
 	}
+	defer end()
 	names, err := r.eachShard(ctx, func(ctx context.Context, p *pgxpool.Pool) error {
 		return shard.CreateBucket(ctx, p, name, opts)
 	})
@@ -148,9 +160,11 @@ func (r *Router) UpdateBucket(ctx context.Context, name string, opts shard.Bucke
 	if !old.SameHashing(opts) {
 		return fmt.Errorf("bucket %s: its hashing cannot change, that would move every key", name)
 	}
-	if err := r.checkNotBusy(ctx); err != nil {
+	end, err := r.beginChange(ctx)
+	if err != nil {
 		return err
 	}
+	defer end()
 	if _, err := r.eachShard(ctx, func(ctx context.Context, p *pgxpool.Pool) error {
 		return shard.UpdateBucket(ctx, p, name, opts)
 	}); err != nil {
@@ -170,14 +184,16 @@ func (r *Router) DeleteBucket(ctx context.Context, name string) error {
 	if err := r.buckets.Get(ctx, name, &old); err != nil {
 		return err
 	}
-	if err := r.checkNotBusy(ctx); err != nil {
+	end, err := r.beginChange(ctx)
+	if err != nil {
 		return err
 	}
+	defer end()
 	if err := r.buckets.Delete(ctx, name); err != nil {
 		return err
 	}
 	r.opts.Delete(name)
-	_, err := r.eachShard(ctx, func(ctx context.Context, p *pgxpool.Pool) error {
+	_, err = r.eachShard(ctx, func(ctx context.Context, p *pgxpool.Pool) error {
 		return shard.DropBucket(ctx, p, name)
 	})
 	return err
