@@ -138,7 +138,7 @@ func TestLabCLI(t *testing.T) {
 		t.Fatalf("vnode-stats: %s %s", out, stderr)
 	}
 	out, _, _ = run(t, env, "vnode-stats", "--pnode", "1.moray", "--top", "1")
-	if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) != 2 || strings.Fields(lines[1])[0] != "0" {
+	if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) != 3 || strings.Fields(lines[1])[0] != "0" || !strings.Contains(lines[2], "2 more vnodes holding 3 rows") {
 		t.Fatalf("vnode-stats --top 1: %q", out)
 	}
 	if _, stderr, ok := run(t, env, "vnode-stats", "--pnode", "1.moray", "--bucket", "x;drop"); ok || !strings.Contains(stderr, "invalid bucket") {

@@ -56,7 +56,13 @@ per bucket, not one per vnode.`,
 			if err != nil {
 				return err
 			}
+			var rest shard.VnodeStat // what --top leaves out, summed
 			if top > 0 && len(stats) > top {
+				for _, s := range stats[top:] {
+					rest.Vnode++
+					rest.Rows += s.Rows
+					rest.Bytes += s.Bytes
+				}
 				stats = stats[:top]
 			}
 			if g.json {
@@ -67,12 +73,18 @@ per bucket, not one per vnode.`,
 			for _, s := range stats {
 				fmt.Fprintf(tw, "%d\t%d\t%d\t\n", s.Vnode, s.Rows, s.Bytes)
 			}
-			return tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			if rest.Vnode > 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "... and %d more vnodes holding %d rows (%d bytes); --top 0 lists them all\n", rest.Vnode, rest.Rows, rest.Bytes)
+			}
+			return nil
 		},
 	}
 	cmd.Flags().StringVar(&pnode, "pnode", "", "registered pnode to read (required)")
 	cmd.Flags().StringVar(&bucket, "bucket", "", "only this bucket")
-	cmd.Flags().IntVar(&top, "top", 0, "show only the N vnodes with the most rows (0: all)")
+	cmd.Flags().IntVar(&top, "top", 50, "show only the N vnodes with the most rows (0: all; a shard of a 1,000,000-vnode ring has hundreds of thousands)")
 	cmd.MarkFlagRequired("pnode")
 	return cmd
 }
