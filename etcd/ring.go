@@ -273,6 +273,13 @@ func (s *RingStore) Update(ctx context.Context, expected int64, comment string, 
 	if expected != 0 && rv.Version != expected {
 		return RingVersion{}, fmt.Errorf("%w: expected version %d but the ring is at version %d", ErrVersionConflict, expected, rv.Version)
 	}
+	return s.UpdateFrom(ctx, r, rv, comment, change)
+}
+
+// UpdateFrom is Update for a caller that has just read the current ring:
+// it changes a copy of r and stores it only if rv is still current, which
+// spares reading and decoding a large ring twice.
+func (s *RingStore) UpdateFrom(ctx context.Context, r *ring.Ring, rv RingVersion, comment string, change func(*ring.Ring) error) (RingVersion, error) {
 	r = r.Clone()
 	if err := change(r); err != nil {
 		return RingVersion{}, err

@@ -598,7 +598,7 @@ func (r *run) flipRing(ctx context.Context) error {
 	}
 	done := true
 	for _, m := range j.Moves {
-		vs, _ := ring.ParseVnodeList(m.Vnodes, 0)
+		vs, _ := ring.ParseVnodeList(m.Vnodes, int(rg.Vnodes()))
 		for _, v := range vs {
 			p, _, err := rg.Vnode(v)
 			if err != nil {
@@ -616,9 +616,9 @@ func (r *run) flipRing(ctx context.Context) error {
 		j.RingVersionAfter = rv.Version
 		return nil
 	}
-	nv, err := r.o.rings.Update(ctx, rv.Version, "reshard "+j.ID, func(next *ring.Ring) error {
+	nv, err := r.o.rings.UpdateFrom(ctx, rg, rv, "reshard "+j.ID, func(next *ring.Ring) error {
 		for _, m := range j.Moves {
-			vs, _ := ring.ParseVnodeList(m.Vnodes, 0)
+			vs, _ := ring.ParseVnodeList(m.Vnodes, int(next.Vnodes()))
 			var left []uint32
 			for _, v := range vs {
 				if p, _, _ := next.Vnode(v); p != m.To {
