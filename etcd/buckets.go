@@ -43,6 +43,19 @@ func (b *Buckets) Get(ctx context.Context, name string, opts any) error {
 	return json.Unmarshal(resp.Kvs[0].Value, opts)
 }
 
+// All reads every bucket's options in one request, by name.
+func (b *Buckets) All(ctx context.Context) (map[string]json.RawMessage, error) {
+	resp, err := b.cli.Get(ctx, bucketPrefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("list buckets: %w", err)
+	}
+	out := make(map[string]json.RawMessage, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		out[string(kv.Key[len(bucketPrefix):])] = kv.Value
+	}
+	return out, nil
+}
+
 // Names lists every bucket.
 func (b *Buckets) Names(ctx context.Context) ([]string, error) {
 	resp, err := b.cli.Get(ctx, bucketPrefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())

@@ -2,6 +2,7 @@ package router
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
@@ -199,21 +200,19 @@ func (r *Router) DeleteBucket(ctx context.Context, name string) error {
 	return err
 }
 
-// Buckets lists every bucket with its options.
+// Buckets lists every bucket with its options, read fresh in one request.
 func (r *Router) Buckets(ctx context.Context) (map[string]shard.BucketOptions, error) {
-	names, err := r.buckets.Names(ctx)
+	all, err := r.buckets.All(ctx)
 	if err != nil {
 		return nil, err
 	}
-	out := map[string]shard.BucketOptions{}
-	for _, n := range names {
-		o, err := r.bucketOptions(ctx, n, 0)
-		if errors.Is(err, reshard.ErrNotFound) {
-			continue // deleted meanwhile
+	out := make(map[string]shard.BucketOptions, len(all))
+	for n, raw := range all {
+		var o shard.BucketOptions
+		if err := json.Unmarshal(raw, &o); err != nil {
+			return nil, fmt.Errorf("bucket %s: %w", n, err)
 		}
-		if err != nil {
-			return nil, err
-		}
+		r.opts.Store(n, cachedOptions{opts: o, at: time.Now()})
 		out[n] = o
 	}
 	return out, nil

@@ -310,13 +310,11 @@ func toMorayError(err error) *MorayError {
 	case errors.As(err, &me):
 		return me
 	case errors.As(err, &se):
-		out := &MorayError{Name: "MultiError", Message: "first of " + strconv.Itoa(len(se)) + " errors: " + err.Error()}
+		out := &MorayError{Name: "MultiError"}
 		for _, e := range se {
 			out.Errors = append(out.Errors, toMorayError(e))
 		}
-		if len(out.Errors) > 0 {
-			out.Message = "first of " + strconv.Itoa(len(se)) + " errors: " + out.Errors[0].Message
-		}
+		out.Message = "first of " + strconv.Itoa(len(se)) + " errors: " + out.Errors[0].Message
 		return out
 	case errors.Is(err, ErrStillFenced):
 		return &MorayError{Name: "ReadOnlyError", Message: err.Error()}

@@ -360,23 +360,17 @@ func record(bucket string, o shard.Object, count *int64) morayRecord {
 // sendHandledOptions) which options the server honoured. Index columns are
 // generated with every write, so they are never mid-reindex, and
 // requireIndexes is checked against the filter.
-func handledOptions(a rpcArgs, i int, s *stream, handled ...string) (map[string]json.RawMessage, error) {
-	var opts map[string]json.RawMessage
-	if err := a.obj(i, "options", true, &opts); err != nil {
-		return nil, err
-	}
+func handledOptions(opts map[string]json.RawMessage, s *stream, handled ...string) error {
 	var internal struct {
 		SendHandledOptions bool `json:"sendHandledOptions"`
 	}
 	if raw, ok := opts["internalOpts"]; ok {
 		json.Unmarshal(raw, &internal)
 	}
-	if internal.SendHandledOptions {
-		if err := s.write(map[string]any{"_handledOptions": handled}); err != nil {
-			return nil, err
-		}
+	if !internal.SendHandledOptions {
+		return nil
 	}
-	return opts, nil
+	return s.write(map[string]any{"_handledOptions": handled})
 }
 
 func morayGetObject(ctx context.Context, r *Router, a rpcArgs, s *stream) error {
@@ -396,7 +390,11 @@ func morayGetObject(ctx context.Context, r *Router, a rpcArgs, s *stream) error 
 	if err != nil {
 		return morayBucketErr(bucket, err)
 	}
-	if _, err := handledOptions(a, 2, s, "requireOnlineReindexing"); err != nil {
+	var opts map[string]json.RawMessage
+	if err := a.obj(2, "options", true, &opts); err != nil {
+		return err
+	}
+	if err := handledOptions(opts, s, "requireOnlineReindexing"); err != nil {
 		return err
 	}
 	return s.write(record(bucket, o, nil))
@@ -562,7 +560,7 @@ func morayFindObjects(ctx context.Context, r *Router, a rpcArgs, s *stream) erro
 			return &MorayError{Name: "NotIndexedError", Message: fmt.Sprintf("%s does not have indexes that support %s. Unindexed fields: %q", bucket, text, unindexed)}
 		}
 	}
-	if _, err := handledOptions(a, 2, s, "requireIndexes", "requireOnlineReindexing"); err != nil {
+	if err := handledOptions(opts, s, "requireIndexes", "requireOnlineReindexing"); err != nil {
 		return err
 	}
 	var recs []shard.Record

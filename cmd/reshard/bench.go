@@ -269,15 +269,16 @@ func runScaleCase(ctx context.Context, g *globals, c scaleCase, rate float64, pr
 }
 
 // procStatusKB reads a "kB" field of /proc/PID/status (0 if unreadable).
-func procStatusKB(pid, field string) int64 {
-	f, err := os.Open("/proc/" + pid + "/status")
+func procStatusKB(pid, field string) int64 { return procKB("/proc/"+pid+"/status", field) }
+
+// procKB reads a "FIELD: N kB" line of a /proc file (0 if unreadable).
+func procKB(path, field string) int64 {
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return 0
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), field+":"); ok {
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
 			n, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
 			return n
 		}
@@ -305,21 +306,7 @@ func scrapeGauge(ctx context.Context, url, name string) float64 {
 }
 
 func memoryGB() float64 {
-	return float64(procMeminfoKB("MemTotal")) / (1 << 20)
-}
-
-func procMeminfoKB(field string) int64 {
-	b, err := os.ReadFile("/proc/meminfo")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, field+":"); ok {
-			n, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return n
-		}
-	}
-	return 0
+	return float64(procKB("/proc/meminfo", "MemTotal")) / (1 << 20)
 }
 
 var scaleHeader = []string{"vnodes", "rows", "copy rows/s", "copy MB/s", "catch-up changes/s", "catch-up s", "load writes/s",

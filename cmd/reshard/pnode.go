@@ -1,7 +1,9 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
+	"sort"
 	"text/tabwriter"
 	"time"
 
@@ -196,19 +198,22 @@ does this itself.`,
 			if err := shard.Init(ctx, conn); err != nil {
 				return err
 			}
-			names, err := etcd.NewBuckets(cli).Names(ctx)
+			all, err := etcd.NewBuckets(cli).All(ctx)
 			if err != nil {
 				return err
 			}
-			for _, b := range names {
+			names := make([]string, 0, len(all))
+			for b, raw := range all {
 				var opts shard.BucketOptions
-				if err := etcd.NewBuckets(cli).Get(ctx, b, &opts); err != nil {
-					return err
+				if err := json.Unmarshal(raw, &opts); err != nil {
+					return fmt.Errorf("bucket %s: %w", b, err)
 				}
 				if err := shard.CreateBucket(ctx, conn, b, opts); err != nil {
 					return err
 				}
+				names = append(names, b)
 			}
+			sort.Strings(names)
 			owned := make([]int32, len(vs))
 			for i, v := range vs {
 				owned[i] = int32(v)
