@@ -1,0 +1,447 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"github.com/reshard/reshard/ring"
+	"github.com/reshard/reshard/router"
+	"github.com/reshard/reshard/shard"
+)
+
+// diffOp is one request of TestMorayDiff, as diff.js reads it.
+type diffOp struct {
+	Op      string          `json:"op"` // createBucket getBucket put get del batch find
+	Desc    string          `json:"desc"`
+	Bucket  string          `json:"bucket,omitempty"`
+	Key     string          `json:"key,omitempty"`
+	Value   json.RawMessage `json:"value,omitempty"`
+	Config  json.RawMessage `json:"config,omitempty"`
+	Options json.RawMessage `json:"options,omitempty"`
+	// Etag is resolved by diff.js on each side: "current" is the etag that
+	// side last returned for the key, "wrong" one no object has, "null" is
+	// JSON null (the object must not exist).
+	Etag      string   `json:"etag,omitempty"`
+	Filter    string   `json:"filter,omitempty"`
+	Operation string   `json:"operation,omitempty"` // batch requests: put or delete
+	Requests  []diffOp `json:"requests,omitempty"`
+	// HashKey and Vnode are electric-moray's: the transformed key and the
+	// vnode it hashes to, which the bare Moray side writes into value.vnode.
+	HashKey *string `json:"hashKey,omitempty"`
+	Vnode   *uint32 `json:"vnode,omitempty"`
+}
+
+// jsonObj builds a JSON object whose keys keep the order given, as a
+// JavaScript object's do, so that the stored _value text is what a Manta
+// client's JSON.stringify would send. Pairs alternate key and value; a
+// json.RawMessage value is used as is, for numbers and escapes that Go
+// cannot express (1e21, -0, lone surrogates).
+func jsonObj(pairs ...any) json.RawMessage {
+	var b bytes.Buffer
+	b.WriteByte('{')
+	for i := 0; i+1 < len(pairs); i += 2 {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.Write(jsonText(pairs[i].(string)))
+		b.WriteByte(':')
+		b.Write(jsonText(pairs[i+1]))
+	}
+	b.WriteByte('}')
+	return b.Bytes()
+}
+
+func jsonText(v any) []byte {
+	if r, ok := v.(json.RawMessage); ok {
+		return r
+	}
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		panic(err)
+	}
+	return bytes.TrimRight(b.Bytes(), "\n")
+}
+
+func raw(s string) json.RawMessage { return json.RawMessage(s) }
+
+// diffOwner is the Manta account of the test's keys.
+const diffOwner = "930896af-bf8c-48d4-885c-6573a94b1853"
+
+// diffOps builds the requests. Keys hash as electric-moray hashes them, on
+// the lab's ring.
+type diffOps struct {
+	r   *ring.Ring
+	ops []diffOp
+	// keys is every key an op touched, per bucket, in first-use order,
+	// for the final getObject of each.
+	keys    map[string][]string
+	buckets []string
+}
+
+func (d *diffOps) locate(bucket, key string) (*string, *uint32) {
+	opts := shard.BucketOptions{HashDir: bucket == "manta", HashUpload: bucket == "manta_uploads"}
+	hk := router.HashKey(key, opts)
+	v := d.r.VnodeOf([]byte(hk))
+	return &hk, &v
+}
+
+func (d *diffOps) touch(bucket, key string) {
+	if d.keys == nil {
+		d.keys = map[string][]string{}
+	}
+	for _, k := range d.keys[bucket] {
+		if k == key {
+			return
+		}
+	}
+	if _, ok := d.keys[bucket]; !ok {
+		d.buckets = append(d.buckets, bucket)
+	}
+	d.keys[bucket] = append(d.keys[bucket], key)
+}
+
+func (d *diffOps) add(op diffOp) { d.ops = append(d.ops, op) }
+
+func (d *diffOps) createBucket(desc, bucket string, config json.RawMessage) {
+	d.add(diffOp{Op: "createBucket", Desc: desc, Bucket: bucket, Config: config})
+}
+
+func (d *diffOps) obj(op, desc, bucket, key string, value json.RawMessage, etag string) diffOp {
+	hk, v := d.locate(bucket, key)
+	d.touch(bucket, key)
+	return diffOp{Op: op, Desc: desc, Bucket: bucket, Key: key, Value: value, Etag: etag, HashKey: hk, Vnode: v}
+}
+
+func (d *diffOps) put(desc, bucket, key string, value json.RawMessage, etag string) {
+	d.add(d.obj("put", desc, bucket, key, value, etag))
+}
+
+func (d *diffOps) get(desc, bucket, key string) {
+	d.add(d.obj("get", desc, bucket, key, nil, ""))
+}
+
+func (d *diffOps) del(desc, bucket, key, etag string) {
+	d.add(d.obj("del", desc, bucket, key, nil, etag))
+}
+
+func (d *diffOps) batch(desc string, reqs ...diffOp) {
+	d.add(diffOp{Op: "batch", Desc: desc, Requests: reqs})
+}
+
+func (d *diffOps) bput(bucket, key string, value json.RawMessage, etag string) diffOp {
+	o := d.obj("", "", bucket, key, value, etag)
+	o.Op, o.Operation = "", "put"
+	return o
+}
+
+func (d *diffOps) bdel(bucket, key, etag string) diffOp {
+	o := d.obj("", "", bucket, key, nil, etag)
+	o.Op, o.Operation = "", "delete"
+	return o
+}
+
+func (d *diffOps) find(desc, bucket, filter string, options json.RawMessage) {
+	d.add(diffOp{Op: "find", Desc: desc, Bucket: bucket, Filter: filter, Options: options})
+}
+
+func nodeDirname(key string) string {
+	i := strings.LastIndex(strings.TrimRight(key, "/"), "/")
+	switch {
+	case i < 0:
+		return "."
+	case i == 0:
+		return "/"
+	}
+	return key[:i]
+}
+
+func nodeBasename(key string) string {
+	k := strings.TrimRight(key, "/")
+	return k[strings.LastIndex(k, "/")+1:]
+}
+
+// mantaObject is an object's metadata as libmanta's createMetadata writes
+// it, field for field and in its order; extra pairs are appended or, for a
+// field already there, replace its value in place.
+func mantaObject(key, objectID string, mtime int64, extra ...any) json.RawMessage {
+	pairs := []any{
+		"dirname", nodeDirname(key),
+		"key", key,
+		"headers", jsonObj("m-source", "diff"),
+		"mtime", mtime,
+		"name", nodeBasename(key),
+		"creator", diffOwner,
+		"owner", diffOwner,
+		"roles", []string{},
+		"type", "object",
+		"contentLength", 5,
+		"contentMD5", "XUFAKrxLKna5cZ2REBfFkg==",
+		"contentType", "application/octet-stream",
+		"etag", objectID,
+		"objectId", objectID,
+		"sharks", []any{
+			jsonObj("datacenter", "us-east-1", "manta_storage_id", "1.stor.us-east.example.com"),
+			jsonObj("datacenter", "us-east-2", "manta_storage_id", "3.stor.us-east.example.com"),
+		},
+	}
+	return jsonObj(override(pairs, extra)...)
+}
+
+func mantaDir(key string, mtime int64, extra ...any) json.RawMessage {
+	dirname := nodeDirname(key)
+	if strings.HasSuffix(key, "/stor") && strings.Count(key, "/") == 2 {
+		dirname = key
+	}
+	pairs := []any{
+		"dirname", dirname,
+		"key", key,
+		"headers", jsonObj(),
+		"mtime", mtime,
+		"name", nodeBasename(key),
+		"creator", diffOwner,
+		"owner", diffOwner,
+		"roles", []string{},
+		"type", "directory",
+	}
+	return jsonObj(override(pairs, extra)...)
+}
+
+// override replaces fields of pairs by those of extra and appends the
+// rest; a value of dropField removes the field.
+func override(pairs, extra []any) []any {
+	out := append([]any(nil), pairs...)
+	for i := 0; i+1 < len(extra); i += 2 {
+		found := false
+		for j := 0; j+1 < len(out); j += 2 {
+			if out[j] == extra[i] {
+				out[j+1], found = extra[i+1], true
+			}
+		}
+		if !found {
+			out = append(out, extra[i], extra[i+1])
+		}
+	}
+	kept := out[:0]
+	for j := 0; j+1 < len(out); j += 2 {
+		if _, drop := out[j+1].(dropMark); !drop {
+			kept = append(kept, out[j], out[j+1])
+		}
+	}
+	return kept
+}
+
+type dropMark struct{}
+
+var dropField = dropMark{}
+
+// buildDiffOps is the request sequence: the buckets libmanta creates plus
+// three of the test's own, then Manta-shaped writes with the awkward
+// values Manta meets, conditional writes, batches, and a read of every key.
+func buildDiffOps(r *ring.Ring) *diffOps {
+	d := &diffOps{r: r}
+	ix := func(pairs ...string) json.RawMessage {
+		var p []any
+		for i := 0; i+1 < len(pairs); i += 2 {
+			p = append(p, pairs[i], jsonObj("type", pairs[i+1]))
+		}
+		return jsonObj(p...)
+	}
+
+	// libmanta's setupMantaBuckets. The "manta" bucket carries libmanta's
+	// post trigger there (recordDeleteLog); here triggers get a bucket of
+	// their own, diff_triggers, so that a server refusing them does not
+	// lose every manta write below.
+	d.createBucket("libmanta manta", "manta", jsonObj(
+		"index", ix("dirname", "string", "name", "string", "owner", "string", "objectId", "string", "type", "string"),
+		"options", jsonObj("version", 2)))
+	d.createBucket("libmanta manta_uploads", "manta_uploads", jsonObj(
+		"index", ix("finalizingType", "string", "uploadId", "string"),
+		"options", jsonObj("version", 1)))
+	d.createBucket("libmanta manta_delete_log", "manta_delete_log", jsonObj(
+		"index", ix("objectId", "string"),
+		"options", jsonObj("version", 1)))
+	d.createBucket("libmanta manta_fastdelete_queue", "manta_fastdelete_queue", jsonObj(
+		"options", jsonObj("version", 1)))
+	d.createBucket("libmanta manta_directory_counts", "manta_directory_counts", jsonObj(
+		"index", ix("entries", "number"),
+		"options", jsonObj("version", 1)))
+	d.createBucket("every index type reshard supports, and a unique one", "diff_types", jsonObj(
+		"index", jsonObj(
+			"s", jsonObj("type", "string"),
+			"n", jsonObj("type", "number"),
+			"b", jsonObj("type", "boolean"),
+			"sa", jsonObj("type", "[string]"),
+			"na", jsonObj("type", "[number]"),
+			"ba", jsonObj("type", "[boolean]"),
+			"u", jsonObj("type", "string", "unique", true)),
+		"options", jsonObj("version", 3)))
+	d.createBucket("guaranteeOrder (_txn_snap), no version", "diff_ordered", jsonObj(
+		"index", ix("name", "string"),
+		"options", jsonObj("guaranteeOrder", true)))
+	d.createBucket("pre and post triggers, as libmanta's manta bucket has", "diff_triggers", jsonObj(
+		"index", ix("name", "string"),
+		"pre", []string{"function diffPre(req, cb) { req.value.pre = true; cb(); }"},
+		"post", []string{"function diffPost(req, cb) { cb(); }"},
+		"options", jsonObj("version", 1)))
+	d.createBucket("index types Moray has and reshard does not", "diff_moretypes", jsonObj(
+		"index", ix("d", "date", "ip", "ip", "r", "numrange")))
+	d.createBucket("again: conflict", "manta", jsonObj("index", ix("dirname", "string")))
+	d.createBucket("bad name", "Bad-Name", jsonObj())
+	d.createBucket("bad index type", "diff_badindex", jsonObj("index", ix("a", "ipaddr")))
+	for _, b := range []string{"manta", "manta_uploads", "manta_delete_log", "manta_fastdelete_queue",
+		"manta_directory_counts", "diff_types", "diff_ordered", "diff_triggers", "diff_moretypes", "nosuchbucket"} {
+		d.add(diffOp{Op: "getBucket", Desc: "getBucket", Bucket: b})
+	}
+
+	root := "/" + diffOwner + "/stor"
+	dir := root + "/photos"
+	oid := func(n int) string { return fmt.Sprintf("0b1e3f2a-7c4d-4e5f-8a9b-%012d", n) }
+	t0 := int64(1700000000000)
+
+	// Directories and objects, as muskie writes them.
+	d.put("account root directory (hashes itself)", "manta", root, mantaDir(root, t0), "")
+	d.put("directory", "manta", dir, mantaDir(dir, t0+1), "")
+	d.put("object", "manta", dir+"/cat.jpg", mantaObject(dir+"/cat.jpg", oid(1), t0+2, "contentType", "image/jpeg"), "")
+	d.put("non-ASCII key and headers, emoji", "manta", dir+"/héllo wörld 🎉.txt", mantaObject(dir+"/héllo wörld 🎉.txt", oid(2), t0+3,
+		"contentType", "text/plain; charset=utf-8",
+		"headers", jsonObj("m-title", "Ünïcödé ✓ 😀 \"quoted\" \\ back", "m-note", "line1\nline2\ttab\x01 \u2028 </script> \u007f")), "")
+	d.put("CJK directory and key", "manta", dir+"/日本語/ファイル.txt", mantaObject(dir+"/日本語/ファイル.txt", oid(3), t0+4), "")
+	d.put("quotes and percent in the key", "manta", root+`/it's 100% "quoted".txt`, mantaObject(root+`/it's 100% "quoted".txt`, oid(4), t0+5), "")
+	d.put("arrays and a number in string indexes", "manta", dir+"/odd-index", mantaObject(dir+"/odd-index", oid(5), t0+6,
+		"owner", []string{diffOwner, "b,c"}, "type", 42, "name", []any{}), "")
+	d.put("index fields missing", "manta", dir+"/missing-fields", jsonObj("key", dir+"/missing-fields", "type", "object", "sharks", []any{}), "")
+	d.put("index fields null", "manta", dir+"/null-fields", mantaObject(dir+"/null-fields", oid(6), t0+7,
+		"objectId", nil, "name", nil, "headers", nil), "")
+	d.put("boolean, empty string and object in string indexes", "manta", dir+"/bool-str", mantaObject(dir+"/bool-str", oid(7), t0+8,
+		"type", true, "name", "", "objectId", jsonObj("a", 1)), "")
+	d.put("key outside any account", "manta", "/x", jsonObj("dirname", "/", "key", "/x", "type", "object"), "")
+	d.put("key without a slash", "manta", "plainkey", jsonObj("name", "plainkey"), "")
+	d.put("key with a trailing slash", "manta", dir+"/", mantaDir(dir+"/", t0+9), "")
+	d.put("key with a double slash", "manta", root+"//double", mantaObject(root+"//double", oid(8), t0+10), "")
+	d.put("link (createdFrom)", "manta", dir+"/link", mantaObject(dir+"/link", oid(1), t0+11, "createdFrom", dir+"/cat.jpg", "headers", dropField), "")
+	d.get("read back", "manta", dir+"/cat.jpg")
+	d.get("read back", "manta", dir+"/héllo wörld 🎉.txt")
+
+	// Overwrites, then conditional writes.
+	d.put("overwrite: new objectId and sharks", "manta", dir+"/cat.jpg", mantaObject(dir+"/cat.jpg", oid(9), t0+20,
+		"contentType", "image/jpeg", "sharks", []any{jsonObj("datacenter", "us-east-3", "manta_storage_id", "5.stor.us-east.example.com")}), "")
+	d.put("overwrite dropping index fields", "manta", dir+"/link", jsonObj("key", dir+"/link", "type", "object"), "")
+	d.get("read back", "manta", dir+"/link")
+	d.put("etag current", "manta", dir+"/cat.jpg", mantaObject(dir+"/cat.jpg", oid(10), t0+21), "current")
+	d.put("etag wrong", "manta", dir+"/cat.jpg", mantaObject(dir+"/cat.jpg", oid(11), t0+22), "wrong")
+	d.put("etag null on an absent key", "manta", dir+"/new1", mantaObject(dir+"/new1", oid(12), t0+23), "null")
+	d.put("etag null on an existing key", "manta", dir+"/cat.jpg", mantaObject(dir+"/cat.jpg", oid(13), t0+24), "null")
+	d.put("etag on an absent key", "manta", dir+"/new2", mantaObject(dir+"/new2", oid(14), t0+25), "wrong")
+	d.get("read back", "manta", dir+"/cat.jpg")
+
+	// Deletes.
+	d.del("plain", "manta", dir+"/missing-fields", "")
+	d.del("etag current", "manta", dir+"/null-fields", "current")
+	d.del("etag wrong", "manta", dir+"/bool-str", "wrong")
+	d.del("etag null on an existing key", "manta", dir+"/bool-str", "null")
+	d.del("missing key", "manta", dir+"/nope", "")
+	d.del("missing bucket", "nosuchbucket", "k", "")
+	d.get("missing bucket", "nosuchbucket", "k")
+	d.put("missing bucket", "nosuchbucket", "k", jsonObj("a", 1), "")
+	d.get("after delete", "manta", dir+"/missing-fields")
+
+	// Batches: electric-moray takes them when every key transforms alike.
+	d.batch("puts and a delete in one directory",
+		d.bput("manta", dir+"/b1", mantaObject(dir+"/b1", oid(20), t0+30), ""),
+		d.bput("manta", dir+"/b2", mantaObject(dir+"/b2", oid(21), t0+31), "null"),
+		d.bdel("manta", dir+"/new1", ""))
+	d.batch("a wrong etag rolls the batch back",
+		d.bput("manta", dir+"/b3", mantaObject(dir+"/b3", oid(22), t0+32), ""),
+		d.bput("manta", dir+"/b1", mantaObject(dir+"/b1", oid(23), t0+33), "wrong"))
+	d.batch("delete of a missing key rolls the batch back",
+		d.bput("manta", dir+"/b5", mantaObject(dir+"/b5", oid(24), t0+34), ""),
+		d.bdel("manta", dir+"/ghost", ""))
+	d.batch("etag current on put and delete",
+		d.bput("manta", dir+"/b2", mantaObject(dir+"/b2", oid(25), t0+35), "current"),
+		d.bdel("manta", dir+"/b1", "current"),
+		d.bput("manta", dir+"/b4", mantaObject(dir+"/b4", oid(26), t0+36), ""))
+	upload := "8f2c1d7e-55a0-4c11-9b3e-2f6a7d9c0e41"
+	d.put("multipart upload record", "manta_uploads", upload+":"+dir+"/big.bin", jsonObj(
+		"uploadId", upload, "objectPath", dir+"/big.bin", "owner", diffOwner, "state", "created", "partsDirectory", root+"/uploads/8f2"), "")
+	d.batch("MPU commit: manta put and manta_uploads update, one directory",
+		d.bput("manta", dir+"/big.bin", mantaObject(dir+"/big.bin", oid(27), t0+37, "upload", jsonObj("id", upload, "parts", []string{"p1", "p2"})), "null"),
+		d.bput("manta_uploads", upload+":"+dir+"/big.bin", jsonObj(
+			"uploadId", upload, "objectPath", dir+"/big.bin", "owner", diffOwner, "state", "done", "finalizingType", "commit"), "current"))
+	for _, k := range []string{"b1", "b2", "b3", "b4", "b5", "new1", "big.bin"} {
+		d.get("after the batches", "manta", dir+"/"+k)
+	}
+
+	// The other libmanta buckets.
+	d.put("delete log record", "manta_delete_log", "/"+oid(1)+"/1700000000123", mantaObject(dir+"/cat.jpg", oid(1), t0), "")
+	d.put("delete log record without objectId", "manta_delete_log", "/"+oid(2)+"/1700000000456", jsonObj("key", dir+"/x"), "")
+	d.put("fastdelete queue record", "manta_fastdelete_queue", oid(3), mantaObject(dir+"/日本語/ファイル.txt", oid(3), t0), "")
+	d.put("directory count", "manta_directory_counts", dir, jsonObj("entries", 3), "")
+	d.put("directory count as a string", "manta_directory_counts", root, jsonObj("entries", "7"), "")
+	d.put("directory count not a number", "manta_directory_counts", root+"/nan", jsonObj("entries", "seven"), "")
+	d.put("directory count negative float", "manta_directory_counts", root+"/neg", jsonObj("entries", raw("-1.50")), "")
+
+	// Every index type, with values of the wrong shape.
+	d.put("typed fields", "diff_types", "t1", jsonObj("s", "alpha", "n", 42, "b", true, "sa", []string{"a", "b"},
+		"na", []any{1, 2.5}, "ba", []bool{true, false}, "u", "u1"), "")
+	d.put("numbers and booleans as strings", "diff_types", "t2", jsonObj("s", 7, "n", "42", "na", []any{"1", 2}, "b", "true",
+		"ba", []any{"false", true}, "u", "u2"), "")
+	d.put("scalars for array indexes", "diff_types", "t3", jsonObj("sa", "single", "na", 3, "ba", false), "")
+	d.put("arrays for scalar indexes", "diff_types", "t4", jsonObj("s", []string{"x", "y"}, "n", []int{1, 2}, "b", []bool{true}), "")
+	d.put("nulls", "diff_types", "t5", jsonObj("s", nil, "n", nil, "b", nil, "sa", nil, "na", nil, "ba", nil, "u", nil), "")
+	d.put("no index field", "diff_types", "t6", jsonObj("other", "x"), "")
+	d.put("number index, not a number", "diff_types", "t7", jsonObj("n", "abc"), "")
+	d.put("boolean index, not a boolean", "diff_types", "t8", jsonObj("b", "yes"), "")
+	d.put("array elements needing escapes", "diff_types", "t9", jsonObj("sa", []string{"with,comma", `quo"te`, "{brace}", `back\slash`, "", "ñ 😀", "NULL"}), "")
+	d.put("empty arrays", "diff_types", "t10", jsonObj("sa", []any{}, "na", []any{}, "ba", []any{}), "")
+	d.put("unique value taken", "diff_types", "t11", jsonObj("u", "u1"), "")
+	d.put("objects in index fields", "diff_types", "t12", jsonObj("s", jsonObj("a", 1), "n", jsonObj(), "extra", jsonObj("deep", []any{1, jsonObj("x", nil)})), "")
+	d.put("number formats", "diff_types", "t13", jsonObj("n", raw("1e21"), "na", raw("[0.1,-0,1.50,9007199254740993]"),
+		"f", raw("1e-7"), "big", raw("123456789012345678901234567890"), "neg", raw("-0.0")), "")
+	d.put("lone surrogate in a plain field", "diff_types", "t14", jsonObj("text", raw(`"a\ud800b"`), "s", "ok"), "")
+	d.put("emoji key", "diff_types", "ключ-🔑", jsonObj("s", "🔑", "sa", []string{"é", "😀"}), "")
+	d.put("value with its own vnode field", "diff_types", "t16", jsonObj("vnode", "mine", "s", "v"), "")
+	d.put("boolean in number index, number in boolean index", "diff_types", "t17", jsonObj("n", true, "b", 1), "")
+	d.put("empty object", "diff_types", "t18", jsonObj(), "")
+	d.put("overwrite with other types", "diff_types", "t1", jsonObj("s", "beta", "n", -3.25, "b", false, "sa", []string{"c"}, "u", "u3"), "")
+	d.put("overwrite dropping fields", "diff_types", "t2", jsonObj("s", "only"), "")
+	d.batch("etag null on an absent key, and a delete, same key",
+		d.bput("diff_types", "t20", jsonObj("s", "batch", "n", 1, "u", "u20"), "null"))
+	d.batch("delete",
+		d.bdel("diff_types", "t6", "current"))
+
+	// guaranteeOrder: _txn_snap.
+	d.put("first", "diff_ordered", "o1", jsonObj("name", "one"), "")
+	d.put("second", "diff_ordered", "o2", jsonObj("name", "two"), "")
+	d.put("overwrite", "diff_ordered", "o1", jsonObj("name", "one again"), "")
+	d.put("etag wrong", "diff_ordered", "o2", jsonObj("name", "nope"), "wrong")
+	d.batch("one put", d.bput("diff_ordered", "o3", jsonObj("name", "three"), ""))
+	d.del("delete", "diff_ordered", "o2", "")
+
+	d.put("into a bucket with triggers", "diff_triggers", "k1", jsonObj("name", "trig"), "")
+
+	// Reads: findObjects as Manta lists a directory, and by each index type.
+	// Sorted by _id where the order is otherwise unspecified, so that the
+	// keys found can be compared in order.
+	hk := func(key string) json.RawMessage {
+		return jsonObj("hashkey", key, "sort", jsonObj("attribute", "_id", "order", "ASC"))
+	}
+	d.find("ls", "manta", "(dirname="+dir+")", jsonObj("hashkey", dir, "sort", jsonObj("attribute", "name", "order", "ASC"), "limit", 100))
+	d.find("ls with a name filter", "manta", "(&(dirname="+dir+")(name=b*))", jsonObj("hashkey", dir, "sort", jsonObj("attribute", "name", "order", "DESC")))
+	d.find("number range", "diff_types", "(n>=10)", jsonObj("hashkey", "t1", "sort", jsonObj("attribute", "_id", "order", "ASC")))
+	d.find("string array", "diff_types", "(sa=a)", hk("t1"))
+	d.find("boolean", "diff_types", "(b=true)", hk("t1"))
+	d.find("presence", "diff_types", "(u=*)", jsonObj("hashkey", "t1", "sort", jsonObj("attribute", "u", "order", "ASC")))
+	d.find("no_count", "diff_ordered", "(name=*)", jsonObj("hashkey", "o1", "no_count", true, "sort", jsonObj("attribute", "_id", "order", "ASC")))
+
+	// Finally every key, as it stands.
+	for _, b := range append([]string(nil), d.buckets...) {
+		for _, k := range append([]string(nil), d.keys[b]...) {
+			d.get("final", b, k)
+		}
+	}
+	return d
+}

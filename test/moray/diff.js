@@ -1,0 +1,264 @@
+/*
+ * Sends one list of Moray requests to two servers, one request at a time to
+ * each in turn, and records every answer. The caller (moray_diff_test.go)
+ * compares the answers and the rows the two servers stored.
+ *
+ * Usage: node diff.js OPSFILE RESHARD_ADDR MORAY_ADDR
+ *
+ * RESHARD_ADDR is a reshard router's Moray port; MORAY_ADDR is a bare Moray
+ * with no electric-moray in front of it, so this script does on that side
+ * what electric-moray would: it sets value.vnode on putObject, and checks
+ * that the key the caller hashed is the one electric-moray would hash.
+ *
+ * Prints one JSON document on stdout:
+ *   {"results": [{"reshard": ANSWER, "moray": ANSWER}, ...], "transform": [...]}
+ * with one result per op, where ANSWER is {"ok": true, "data": ...} or
+ * {"ok": false, "name": ..., "message": ...}.
+ */
+'use strict';
+
+var fs = require('fs');
+var path = require('path');
+var bunyan = require('bunyan');
+var moray = require('moray');
+
+var spec = JSON.parse(fs.readFileSync(process.argv[2], 'utf8'));
+var sides = {reshard: process.argv[3], moray: process.argv[4]};
+var log = bunyan.createLogger({name: 'moray-diff', level: 'fatal'});
+
+/* An etag no object has, for the "wrong etag" cases. */
+var WRONG_ETAG = 'BADE7A60';
+
+/*
+ * electric-moray's key transforms (lib/schema/manta.js), written from its
+ * documented behaviour with Node's own path.dirname, so that a Go port that
+ * drifts from Node shows up here.
+ */
+var ROOT_RE = /^\/[a-f0-9]{8}-[a-f0-9]{4}-[a-f0-9]{4}-[a-f0-9]{4}-[a-f0-9]{12}\/stor$/;
+function dirnameOrKey(key) {
+    var d = ROOT_RE.test(key) ? key : path.dirname(key);
+    return (d === '.' ? key : d);
+}
+function transformKey(bucket, key) {
+    if (bucket === 'manta' || bucket === 'testmanta') {
+        return (dirnameOrKey(key));
+    }
+    if (bucket === 'manta_uploads') {
+        var i = key.indexOf(':');
+        return (i < 0 ? key : dirnameOrKey(key.slice(i + 1)));
+    }
+    return (key);
+}
+
+function connect(addr) {
+    var i = addr.lastIndexOf(':');
+    var c = moray.createClient({
+        host: addr.slice(0, i), port: parseInt(addr.slice(i + 1), 10),
+        log: log, unwrapErrors: true, failFast: true
+    });
+    return (new Promise(function (resolve, reject) {
+        c.once('connect', function () { resolve(c); });
+        c.once('error', reject);
+    }));
+}
+
+function call(fn) {
+    return (new Promise(function (resolve) {
+        fn(function (err, res) {
+            if (err) {
+                resolve({ok: false, name: err.name, message: err.message});
+            } else {
+                resolve({ok: true, data: res === undefined ? null : res});
+            }
+        });
+    }));
+}
+
+function find(c, bucket, filter, opts) {
+    return (new Promise(function (resolve) {
+        var recs = [];
+        var req = c.findObjects(bucket, filter, opts);
+        req.on('record', function (r) { recs.push(r); });
+        req.once('error', function (err) {
+            resolve({ok: false, name: err.name, message: err.message});
+        });
+        req.once('end', function () { resolve({ok: true, data: recs}); });
+    }));
+}
+
+/* A bucket as getBucket parses it, made JSON: functions as their source. */
+function plainBucket(b) {
+    var o = {};
+    Object.keys(b).forEach(function (k) {
+        var v = b[k];
+        if (k === 'pre' || k === 'post') {
+            v = v.map(function (f) { return (String(f)); });
+        } else if (v instanceof Date) {
+            v = isNaN(v.getTime()) ? String(v) : v.getTime();
+        }
+        o[k] = v;
+    });
+    return (o);
+}
+
+function deepCopy(v) {
+    return (v === undefined ? undefined : JSON.parse(JSON.stringify(v)));
+}
+
+/*
+ * Each side remembers the etags it handed out, so that "current" means the
+ * etag this side would give a client that had just read the object.
+ */
+function Side(name, client) {
+    this.name = name;
+    this.c = client;
+    this.etags = {};
+}
+
+Side.prototype.etag = function (bucket, key, mode) {
+    switch (mode) {
+    case 'current':
+        var e = this.etags[bucket + '\u0000' + key];
+        return (e === undefined ? WRONG_ETAG : e);
+    case 'wrong':
+        return (WRONG_ETAG);
+    case 'null':
+        return (null);
+    }
+    return (undefined);
+};
+
+Side.prototype.learn = function (bucket, key, etag) {
+    if (etag === undefined) {
+        delete this.etags[bucket + '\u0000' + key];
+    } else {
+        this.etags[bucket + '\u0000' + key] = etag;
+    }
+};
+
+Side.prototype.run = async function (op) {
+    var self = this;
+    var c = this.c;
+    var em = this.name === 'moray';
+    var opts, res;
+
+    function withEtag(o, mode, bucket, key) {
+        o = Object.assign({}, o || {});
+        if (mode !== undefined) {
+            o.etag = self.etag(bucket, key, mode);
+        }
+        return (o);
+    }
+
+    switch (op.op) {
+    case 'createBucket':
+        return (call(function (cb) {
+            c.createBucket(op.bucket, deepCopy(op.config), op.options || {}, cb);
+        }));
+    case 'getBucket':
+        res = await call(function (cb) { c.getBucket(op.bucket, cb); });
+        if (res.ok) {
+            res.data = plainBucket(res.data);
+        }
+        return (res);
+    case 'put':
+        var value = deepCopy(op.value);
+        if (em) {
+            /* electric-moray: v.vnode = node.vnode */
+            value.vnode = op.vnode;
+        }
+        opts = withEtag(op.options, op.etag, op.bucket, op.key);
+        res = await call(function (cb) { c.putObject(op.bucket, op.key, value, opts, cb); });
+        if (res.ok) {
+            self.learn(op.bucket, op.key, res.data.etag);
+        }
+        return (res);
+    case 'get':
+        res = await call(function (cb) { c.getObject(op.bucket, op.key, op.options || {}, cb); });
+        if (res.ok) {
+            self.learn(op.bucket, op.key, res.data._etag);
+        } else if (res.name === 'ObjectNotFoundError') {
+            self.learn(op.bucket, op.key, undefined);
+        }
+        return (res);
+    case 'del':
+        opts = withEtag(op.options, op.etag, op.bucket, op.key);
+        res = await call(function (cb) { c.delObject(op.bucket, op.key, opts, cb); });
+        if (res.ok) {
+            self.learn(op.bucket, op.key, undefined);
+        }
+        return (res);
+    case 'batch':
+        var reqs = op.requests.map(function (r) {
+            var q = {bucket: r.bucket, key: r.key, operation: r.operation};
+            if (r.value !== undefined) {
+                q.value = deepCopy(r.value);
+                /*
+                 * electric-moray's batch passes the requests through as
+                 * they came: it sets no vnode on them.
+                 */
+                if (em && spec.batchVnode) {
+                    q.value.vnode = r.vnode;
+                }
+            }
+            q.options = withEtag(r.options, r.etag, r.bucket, r.key);
+            return (q);
+        });
+        res = await call(function (cb) { c.batch(reqs, op.options || {}, cb); });
+        if (res.ok) {
+            op.requests.forEach(function (r) {
+                if (r.operation === 'delete') {
+                    self.learn(r.bucket, r.key, undefined);
+                }
+            });
+            ((res.data && res.data.etags) || []).forEach(function (e) {
+                if (e && e.key !== undefined && e.etag !== undefined) {
+                    self.learn(e.bucket, e.key, e.etag);
+                }
+            });
+        }
+        return (res);
+    case 'find':
+        return (find(c, op.bucket, op.filter, Object.assign({}, op.options || {})));
+    }
+    throw new Error('unknown op ' + op.op);
+};
+
+async function main() {
+    var transform = [];
+    spec.ops.forEach(function (op, i) {
+        var all = op.op === 'batch' ? op.requests : [op];
+        all.forEach(function (r) {
+            if (r.hashKey === undefined) {
+                return;
+            }
+            var t = transformKey(r.bucket, r.key);
+            if (t !== r.hashKey) {
+                transform.push({op: i, bucket: r.bucket, key: r.key, go: r.hashKey, node: t});
+            }
+        });
+    });
+
+    var clients = {};
+    for (var name of Object.keys(sides)) {
+        clients[name] = new Side(name, await connect(sides[name]));
+    }
+    var results = [];
+    for (var op of spec.ops) {
+        var r = {};
+        /* In turn, so that the two sides' mtimes stay close. */
+        for (name of Object.keys(sides)) {
+            r[name] = await clients[name].run(op);
+        }
+        results.push(r);
+    }
+    for (name of Object.keys(sides)) {
+        clients[name].c.close();
+    }
+    process.stdout.write(JSON.stringify({results: results, transform: transform}) + '\n');
+}
+
+main().catch(function (err) {
+    console.error(err && err.stack || err);
+    process.exit(1);
+});
