@@ -41,6 +41,7 @@ func Fill(ctx context.Context, cli *clientv3.Client, bucket string, rows int, le
 	enc := json.NewEncoder(ledger)
 	const batch = 20000
 	now := time.Now().UnixMilli()
+	var cols []string
 	for start := 0; start < rows; start += batch {
 		byPnode := map[string][][]any{}
 		for i := start; i < min(start+batch, rows); i++ {
@@ -48,9 +49,14 @@ func Fill(ctx context.Context, cli *clientv3.Client, bucket string, rows int, le
 			key := fmt.Sprintf("/demo/stor/d%05d/o%08d", i/100, i)
 			value := fmt.Appendf(nil, `{"name":"o%08d","type":"object","size":%d}`, i, i*7%100000)
 			loc := rg.LocateString(router.HashKey(key, opts))
-			etag := shard.Etag(value)
-			byPnode[loc.Pnode] = append(byPnode[loc.Pnode], []any{key, string(value), etag, now, int32(loc.Vnode)})
-			if err := enc.Encode(Entry{Time: time.Now().UnixNano(), Op: "put", Bucket: bucket, Key: key, Etag: etag, Status: Acked}); err != nil {
+			row, err := shard.NewRow(opts, key, value, int64(loc.Vnode))
+			if err != nil {
+				return err
+			}
+			row.Mtime = now
+			cols = row.Columns()
+			byPnode[loc.Pnode] = append(byPnode[loc.Pnode], row.Values())
+			if err := enc.Encode(Entry{Time: time.Now().UnixNano(), Op: "put", Bucket: bucket, Key: key, Etag: row.Etag, Status: Acked}); err != nil {
 				return err
 			}
 		}
@@ -66,8 +72,7 @@ func Fill(ctx context.Context, cli *clientv3.Client, bucket string, rows int, le
 				}
 				conns[pnode] = conn
 			}
-			if _, err := conn.CopyFrom(ctx, pgx.Identifier{bucket}, []string{"_key", "_value", "_etag", "_mtime", "_vnode"},
-				pgx.CopyFromRows(rs)); err != nil {
+			if _, err := conn.CopyFrom(ctx, pgx.Identifier{bucket}, cols, pgx.CopyFromRows(rs)); err != nil {
 				return fmt.Errorf("fill %s on %s: %w", bucket, pnode, err)
 			}
 		}

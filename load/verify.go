@@ -146,7 +146,7 @@ func Verify(ctx context.Context, cli *clientv3.Client, entries []Entry) (Report,
 			found := map[string]string{}
 			for rows.Next() {
 				var k, etag string
-				var v int32
+				var v *int64
 				if err := rows.Scan(&k, &v, &etag); err != nil {
 					rows.Close()
 					return rep, err

@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sort"
+
 	"time"
 
 	"github.com/reshard/reshard/etcd"
@@ -64,11 +64,10 @@ func (r *run) settleBuckets(ctx context.Context) error {
 			return err
 		}
 	}
-	names, err := r.o.buckets.Names(ctx)
+	names, err := movableBuckets(ctx, r.o.buckets)
 	if err != nil {
 		return err
 	}
-	sort.Strings(names)
 	if !slices.Equal(names, r.job.Buckets) {
 		r.job.Warnings = append(r.job.Warnings, fmt.Sprintf("buckets changed while the job started: now %v", names))
 		r.job.Buckets = names
@@ -160,7 +159,7 @@ func prepare(ctx context.Context, r *run) error {
 			return err
 		}
 		for _, b := range j.Buckets {
-			if err := shard.CreateBucket(ctx, dst, b, opts[b]); err != nil {
+			if err := shard.EnsureBucket(ctx, dst, b, opts[b]); err != nil {
 				return err
 			}
 		}

@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/reshard/reshard/etcd"
 	"slices"
 	"sort"
 	"time"
@@ -135,11 +137,10 @@ func (o *Orchestrator) Plan(ctx context.Context, req Request) (*Job, error) {
 			return nil, fmt.Errorf("destination %s already owns %d vnodes in the ring", t, rg.PnodeVnodeCount(t))
 		}
 	}
-	buckets, err := o.buckets.Names(ctx)
+	buckets, err := movableBuckets(ctx, o.buckets)
 	if err != nil {
 		return nil, err
 	}
-	sort.Strings(buckets)
 
 	oconn, err := connectPrimary(ctx, origin)
 	if err != nil {
@@ -380,4 +381,25 @@ func newJobID() string {
 	b := make([]byte, 2)
 	rand.Read(b)
 	return "r" + time.Now().UTC().Format("20060102t150405") + hex.EncodeToString(b)
+}
+
+// movableBuckets lists, sorted, the buckets a job moves: all but the
+// shard-local ones, whose rows stay on the shard that wrote them.
+func movableBuckets(ctx context.Context, store *etcd.Buckets) ([]string, error) {
+	all, err := store.All(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(all))
+	for name, raw := range all {
+		var o shard.BucketOptions
+		if err := json.Unmarshal(raw, &o); err != nil {
+			return nil, fmt.Errorf("bucket %s: %w", name, err)
+		}
+		if !o.ShardLocal {
+			out = append(out, name)
+		}
+	}
+	sort.Strings(out)
+	return out, nil
 }

@@ -69,7 +69,7 @@ func BenchmarkRouterVsDirect(b *testing.B) {
 		{"put/direct", func(i int64) error {
 			key := fmt.Sprintf("k%d", i%5000)
 			loc := rg.LocateString(key)
-			_, err := shard.PutObject(ctx, pools[loc.Pnode], "bench", shard.Object{Key: key, Value: value, Vnode: int32(loc.Vnode)}, "")
+			_, err := shard.PutObject(ctx, pools[loc.Pnode], "bench", shard.BucketOptions{}, shard.Object{Key: key, Value: value, Vnode: int32(loc.Vnode)}, "")
 			return err
 		}},
 		{"get/router", func(i int64) error {
@@ -83,7 +83,7 @@ func BenchmarkRouterVsDirect(b *testing.B) {
 		{"get/direct", func(i int64) error {
 			key := fmt.Sprintf("k%d", i%5000)
 			loc := rg.LocateString(key)
-			_, err := shard.GetObject(ctx, pools[loc.Pnode], "bench", key, int32(loc.Vnode))
+			_, err := shard.GetObject(ctx, pools[loc.Pnode], "bench", shard.BucketOptions{}, key, int32(loc.Vnode))
 			return err
 		}},
 	}

@@ -130,8 +130,16 @@ func (r *Router) CreateBucket(ctx context.Context, name string, opts shard.Bucke
 		return nil, err
 	}
 	defer end()
+	// Every shard gets the same buckets_config row, mtime included.
+	opts = opts.WithConfig()
 	names, err := r.eachShard(ctx, func(ctx context.Context, p *pgxpool.Pool) error {
-		return shard.CreateBucket(ctx, p, name, opts)
+		err := shard.CreateBucket(ctx, p, name, opts)
+		if errors.Is(err, shard.ErrBucketExists) {
+			// A shard that has it from an earlier try that stopped
+			// half-way; etcd, below, decides whether the bucket is new.
+			return nil
+		}
+		return err
 	})
 	if err != nil {
 		return nil, err
@@ -161,11 +169,13 @@ func (r *Router) UpdateBucket(ctx context.Context, name string, opts shard.Bucke
 	if !old.SameHashing(opts) {
 		return fmt.Errorf("bucket %s: its hashing cannot change, that would move every key", name)
 	}
+	opts.ShardLocal = old.ShardLocal // set by pnode init, not by clients
 	end, err := r.beginChange(ctx)
 	if err != nil {
 		return err
 	}
 	defer end()
+	opts = opts.WithConfig()
 	if _, err := r.eachShard(ctx, func(ctx context.Context, p *pgxpool.Pool) error {
 		return shard.UpdateBucket(ctx, p, name, opts)
 	}); err != nil {

@@ -204,10 +204,15 @@ func (r *Router) put(ctx context.Context, w *statusWriter, req *http.Request, bu
 		return
 	}
 	ifMatch := unquoteEtag(req.Header.Get("If-Match"))
+	bo, err := r.bucketOptions(ctx, bucket)
+	if err != nil {
+		r.fail(w, err)
+		return
+	}
 	var o shard.Object
 	s, err := r.route(ctx, "put", bucket, key, true, func(ctx context.Context, p *pgxpool.Pool, vnode int32) error {
 		var err error
-		o, err = shard.PutObject(ctx, p, bucket, shard.Object{Key: key, Value: body, Vnode: vnode}, ifMatch)
+		o, err = shard.PutObject(ctx, p, bucket, bo, shard.Object{Key: key, Value: body, Vnode: vnode}, ifMatch)
 		return err
 	})
 	served(w, s)
@@ -220,10 +225,15 @@ func (r *Router) put(ctx context.Context, w *statusWriter, req *http.Request, bu
 }
 
 func (r *Router) get(ctx context.Context, w *statusWriter, bucket, key string) {
+	bo, err := r.bucketOptions(ctx, bucket)
+	if err != nil {
+		r.fail(w, err)
+		return
+	}
 	var o shard.Object
 	s, err := r.route(ctx, "get", bucket, key, false, func(ctx context.Context, p *pgxpool.Pool, vnode int32) error {
 		var err error
-		o, err = shard.GetObject(ctx, p, bucket, key, vnode)
+		o, err = shard.GetObject(ctx, p, bucket, bo, key, vnode)
 		return err
 	})
 	served(w, s)

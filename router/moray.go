@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/reshard/reshard/shard"
 	"io"
 	"net"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -306,6 +308,7 @@ func toMorayError(err error) *MorayError {
 	var me *MorayError
 	var se ShardErrors
 	var pe *pgconn.PgError
+	var ite *shard.IndexTypeError
 	switch {
 	case errors.As(err, &me):
 		return me
@@ -327,11 +330,25 @@ func toMorayError(err error) *MorayError {
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		return &MorayError{Name: "QueryTimeoutError", Message: "the request timed out"}
 	case errors.As(err, &pe) && pe.Code == "23505":
-		return &MorayError{Name: "UniqueAttributeError", Message: fmt.Sprintf("a unique attribute's value already exists (%s)", pe.ConstraintName)}
+		return uniqueError(pe)
+	case errors.As(err, &ite):
+		return &MorayError{Name: "InvalidIndexTypeError", Message: ite.Error()}
 	case errors.Is(err, io.EOF):
 		return &MorayError{Name: "NoDatabaseError", Message: err.Error()}
 	}
 	return &MorayError{Name: "InternalError", Message: err.Error()}
+}
+
+// uniqueKey reads the column and value from PostgreSQL's detail of a
+// unique violation: Key (col)=(value) already exists.
+var uniqueKey = regexp.MustCompile(`^Key \((.*)\)=\((.*)\) already exists\.$`)
+
+// uniqueError is Moray's UniqueAttributeError for a unique violation.
+func uniqueError(pe *pgconn.PgError) *MorayError {
+	if m := uniqueKey.FindStringSubmatch(pe.Detail); m != nil {
+		return &MorayError{Name: "UniqueAttributeError", Message: fmt.Sprintf("%q is a unique attribute; value %q already exists", m[1], m[2])}
+	}
+	return &MorayError{Name: "UniqueAttributeError", Message: fmt.Sprintf("a unique attribute's value already exists (%s)", pe.ConstraintName)}
 }
 
 // rpcArgs reads an RPC's positional arguments, with errors that say which

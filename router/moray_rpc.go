@@ -36,19 +36,12 @@ var morayRPCs = map[string]func(ctx context.Context, r *Router, a rpcArgs, s *st
 	},
 }
 
-// morayMeta is what a Moray client sets on a bucket that reshard keeps
-// and returns but does not interpret.
-type morayMeta struct {
-	Options json.RawMessage `json:"options,omitempty"`
-	Mtime   time.Time       `json:"mtime"`
-}
-
 // morayConfig is createBucket's and updateBucket's config argument.
 type morayConfig struct {
-	Index   map[string]shard.Index `json:"index"`
-	Pre     []string               `json:"pre"`
-	Post    []string               `json:"post"`
-	Options json.RawMessage        `json:"options"`
+	Index   json.RawMessage `json:"index"`
+	Pre     []string        `json:"pre"`
+	Post    []string        `json:"post"`
+	Options json.RawMessage `json:"options"`
 }
 
 func bucketName(a rpcArgs, i int) (string, error) {
@@ -70,7 +63,15 @@ func bucketConfig(a rpcArgs, name string) (shard.BucketOptions, int, error) {
 	if err := a.obj(1, "config", false, &cfg); err != nil {
 		return shard.BucketOptions{}, 0, err
 	}
-	for f, ix := range cfg.Index {
+	var index map[string]shard.Index
+	if len(cfg.Index) > 0 && string(cfg.Index) != "null" {
+		if jsonKind(cfg.Index) != "an object" || json.Unmarshal(cfg.Index, &index) != nil {
+			return shard.BucketOptions{}, 0, &MorayError{Name: "InvalidBucketConfigError", Message: "index must be an object"}
+		}
+	} else {
+		cfg.Index = json.RawMessage("{}")
+	}
+	for f, ix := range index {
 		if err := shard.ValidateIndex(f, ix); err != nil {
 			return shard.BucketOptions{}, 0, &MorayError{Name: "InvalidIndexTypeError", Message: err.Error()}
 		}
@@ -79,39 +80,30 @@ func bucketConfig(a rpcArgs, name string) (shard.BucketOptions, int, error) {
 		return shard.BucketOptions{}, 0, &MorayError{Name: "InvalidBucketConfigError",
 			Message: "pre and post triggers are not supported: reshard does not run JavaScript on its shards"}
 	}
-	version := 0
-	if len(cfg.Options) > 0 && string(cfg.Options) != "null" {
-		var o struct {
-			Version *float64 `json:"version"`
-		}
-		if jsonKind(cfg.Options) != "an object" || json.Unmarshal(cfg.Options, &o) != nil {
-			return shard.BucketOptions{}, 0, invocation(a.rpc, "config.options must be an object with a numeric version")
-		}
-		if o.Version != nil {
-			version = int(*o.Version)
-		}
-	} else {
+	if len(cfg.Options) == 0 || string(cfg.Options) == "null" {
 		cfg.Options = json.RawMessage("{}")
 	}
-	meta, _ := json.Marshal(morayMeta{Options: cfg.Options, Mtime: time.Now().UTC()})
+	if jsonKind(cfg.Options) != "an object" {
+		return shard.BucketOptions{}, 0, invocation(a.rpc, "config.options must be an object with a numeric version")
+	}
+	// Moray stores options with version set: options.version || 0.
+	options, version, err := shard.OptionsWithVersion(cfg.Options)
+	if err != nil {
+		return shard.BucketOptions{}, 0, invocation(a.rpc, "config.options must be an object with a numeric version")
+	}
+	indexText, err := shard.MorayValue(cfg.Index, nil)
+	if err != nil {
+		return shard.BucketOptions{}, 0, &MorayError{Name: "InvalidBucketConfigError", Message: "index must be an object"}
+	}
 	return shard.BucketOptions{
 		HashDir:    name == "manta" || name == "testmanta",
 		HashUpload: name == "manta_uploads",
-		Index:      cfg.Index,
-		Moray:      meta,
-	}, version, nil
+		Index:      index,
+		Config:     shard.Config{Index: indexText, Pre: "[]", Post: "[]", Options: options},
+	}.WithConfig(), int(version), nil
 }
 
-func bucketVersion(o shard.BucketOptions) int {
-	var m morayMeta
-	var v struct {
-		Version float64 `json:"version"`
-	}
-	if json.Unmarshal(o.Moray, &m) == nil {
-		json.Unmarshal(m.Options, &v)
-	}
-	return int(v.Version)
-}
+func bucketVersion(o shard.BucketOptions) int { return int(o.Version()) }
 
 func bucketNotFound(name string) error {
 	return &MorayError{Name: "BucketNotFoundError", Message: name + " does not exist"}
@@ -128,7 +120,7 @@ func morayCreateBucket(ctx context.Context, r *Router, a rpcArgs, s *stream) err
 	}
 	_, err = r.CreateBucket(ctx, name, opts, true)
 	if errors.Is(err, ErrBucketExists) {
-		return &MorayError{Name: "BucketConflictError", Message: name + " already exists"}
+		return &MorayError{Name: "BucketConflictError", Message: name + " was likely being concurrently updated"}
 	}
 	return err
 }
@@ -173,27 +165,14 @@ func morayDelBucket(ctx context.Context, r *Router, a rpcArgs, s *stream) error 
 // bucketRecord is a bucket as Moray's getBucket sends it: index, pre, post
 // and options as JSON text, which the client parses.
 func bucketRecord(name string, o shard.BucketOptions) map[string]any {
-	var m morayMeta
-	json.Unmarshal(o.Moray, &m)
-	index := o.Index
-	if index == nil {
-		index = map[string]shard.Index{}
-	}
-	ix, _ := json.Marshal(index)
-	options := string(m.Options)
-	if options == "" {
-		options = "{}"
-	}
-	if m.Mtime.IsZero() {
-		m.Mtime = time.Unix(0, 0).UTC()
-	}
+	o = o.WithConfig()
 	return map[string]any{
 		"name":    name,
-		"index":   string(ix),
-		"pre":     "[]",
-		"post":    "[]",
-		"options": options,
-		"mtime":   m.Mtime.Format("2006-01-02T15:04:05.000Z"),
+		"index":   o.Config.Index,
+		"pre":     o.Config.Pre,
+		"post":    o.Config.Post,
+		"options": o.Config.Options,
+		"mtime":   o.Config.Mtime.UTC().Format("2006-01-02T15:04:05.000Z"),
 	}
 }
 
@@ -285,6 +264,9 @@ func etagConflict(bucket, key, expected string, err error) error {
 	switch {
 	case errors.As(err, &ee):
 		actual = ee.Actual
+		if actual == "" {
+			actual = "null" // Moray's word for an object that is not there
+		}
 	case errors.Is(err, shard.ErrObjectNotFound) && expected != "":
 		actual = "null"
 	default:
@@ -328,10 +310,14 @@ func morayPutObject(ctx context.Context, r *Router, a rpcArgs, s *stream) error 
 	if err != nil {
 		return err
 	}
+	bo, err := r.bucketOptions(ctx, bucket)
+	if err != nil {
+		return morayBucketErr(bucket, err)
+	}
 	var o shard.Object
 	_, err = r.route(ctx, "put", bucket, key, true, func(ctx context.Context, p *pgxpool.Pool, vnode int32) error {
 		var err error
-		o, err = shard.PutObject(ctx, p, bucket, shard.Object{Key: key, Value: a.a[2], Vnode: vnode}, ifMatch)
+		o, err = shard.PutObject(ctx, p, bucket, bo, shard.Object{Key: key, Value: a.a[2], Vnode: vnode}, ifMatch)
 		return err
 	})
 	if err != nil {
@@ -349,11 +335,12 @@ type morayRecord struct {
 	Etag    string          `json:"_etag"`
 	Mtime   int64           `json:"_mtime"`
 	TxnSnap *int64          `json:"_txn_snap"`
-	Count   *int64          `json:"_count,omitempty"`
+	// Count is null on getObject and absent from a no_count find, as Moray sends them.
+	Count json.RawMessage `json:"_count,omitempty"`
 }
 
-func record(bucket string, o shard.Object, count *int64) morayRecord {
-	return morayRecord{Bucket: bucket, Key: o.Key, Value: o.Value, ID: o.ID, Etag: o.Etag, Mtime: o.Mtime, Count: count}
+func record(bucket string, o shard.Object, count json.RawMessage) morayRecord {
+	return morayRecord{Bucket: bucket, Key: o.Key, Value: o.Value, ID: o.ID, Etag: o.Etag, Mtime: o.Mtime, TxnSnap: o.TxnSnap, Count: count}
 }
 
 // handledOptions answers a client that asks (internalOpts.
@@ -378,10 +365,14 @@ func morayGetObject(ctx context.Context, r *Router, a rpcArgs, s *stream) error 
 	if err != nil {
 		return err
 	}
+	bo, err := r.bucketOptions(ctx, bucket)
+	if err != nil {
+		return morayBucketErr(bucket, err)
+	}
 	var o shard.Object
 	_, err = r.route(ctx, "get", bucket, key, false, func(ctx context.Context, p *pgxpool.Pool, vnode int32) error {
 		var err error
-		o, err = shard.GetObject(ctx, p, bucket, key, vnode)
+		o, err = shard.GetObject(ctx, p, bucket, bo, key, vnode)
 		return err
 	})
 	if errors.Is(err, shard.ErrObjectNotFound) {
@@ -397,7 +388,7 @@ func morayGetObject(ctx context.Context, r *Router, a rpcArgs, s *stream) error 
 	if err := handledOptions(opts, s, "requireOnlineReindexing"); err != nil {
 		return err
 	}
-	return s.write(record(bucket, o, nil))
+	return s.write(record(bucket, o, json.RawMessage("null")))
 }
 
 func morayDelObject(ctx context.Context, r *Router, a rpcArgs, s *stream) error {
@@ -410,7 +401,7 @@ func morayDelObject(ctx context.Context, r *Router, a rpcArgs, s *stream) error 
 		return err
 	}
 	if ifMatch == shard.Absent {
-		return invocation(a.rpc, "options.etag null cannot delete: an object that must not exist has nothing to delete")
+		ifMatch = "" // Moray takes a null etag on a delete as no condition
 	}
 	_, err = r.route(ctx, "delete", bucket, key, true, func(ctx context.Context, p *pgxpool.Pool, vnode int32) error {
 		return shard.DeleteObject(ctx, p, bucket, key, vnode, ifMatch)
@@ -595,9 +586,9 @@ func morayFindObjects(ctx context.Context, r *Router, a rpcArgs, s *stream) erro
 		}
 	}
 	for i := range recs {
-		var count *int64
+		var count json.RawMessage
 		if !fo.NoCount {
-			count = &recs[i].Count
+			count = strconv.AppendInt(nil, recs[i].Count, 10)
 		}
 		if err := s.write(record(bucket, recs[i].Object, count)); err != nil {
 			return err
@@ -679,7 +670,7 @@ func morayBatch(ctx context.Context, r *Router, a rpcArgs, s *stream) error {
 		case "delete":
 			ops[i].Delete = true
 			if ifMatch == shard.Absent {
-				return invocation(a.rpc, "%s.options.etag null cannot delete", what)
+				ops[i].IfMatch = "" // no condition, as on delObject
 			}
 		default:
 			return invocation(a.rpc, "%s.operation %q is not supported: use put or delete", what, op)
@@ -688,6 +679,7 @@ func morayBatch(ctx context.Context, r *Router, a rpcArgs, s *stream) error {
 		if err != nil {
 			return morayBucketErr(bucket, err)
 		}
+		ops[i].Options = bo
 		k := HashKey(key, bo)
 		if i == 0 {
 			hk = k
@@ -713,11 +705,14 @@ func morayBatch(ctx context.Context, r *Router, a rpcArgs, s *stream) error {
 		}
 		return err
 	}
+	// Moray lists every request, a delete without an etag.
 	etags := []map[string]string{}
 	for _, op := range ops {
+		e := map[string]string{"bucket": op.Bucket, "key": op.Object.Key}
 		if !op.Delete {
-			etags = append(etags, map[string]string{"bucket": op.Bucket, "key": op.Object.Key, "etag": op.Object.Etag})
+			e["etag"] = op.Object.Etag
 		}
+		etags = append(etags, e)
 	}
 	return s.write(map[string]any{"etags": etags})
 }

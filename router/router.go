@@ -434,5 +434,6 @@ func isPgError(err error) bool {
 
 // isDomain: answers the shard gave, not failures.
 func isDomain(err error) bool {
-	return errors.Is(err, shard.ErrObjectNotFound) || errors.Is(err, shard.ErrEtagMismatch)
+	var ite *shard.IndexTypeError
+	return errors.Is(err, shard.ErrObjectNotFound) || errors.Is(err, shard.ErrEtagMismatch) || errors.As(err, &ite)
 }

@@ -3,6 +3,7 @@ package router_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -134,7 +135,7 @@ func TestRouterOperations(t *testing.T) {
 		t.Fatalf("served by %s/%s, ring says %s/%d", resp.Header.Get("X-Reshard-Pnode"), resp.Header.Get("X-Reshard-Vnode"), loc.Pnode, loc.Vnode)
 	}
 	resp, body = e.do(t, "GET", "/buckets/manta/objects/%2Fu%2Fstor%2Fdir%2Fa", "")
-	if resp.StatusCode != 200 || body != `{"n": 1}` || resp.Header.Get("ETag") != etag {
+	if resp.StatusCode != 200 || body != `{"n":1}` || resp.Header.Get("ETag") != etag {
 		t.Fatalf("get: %d %q %s", resp.StatusCode, body, resp.Header.Get("ETag"))
 	}
 	if resp, _ := e.do(t, "PUT", "/buckets/manta/objects//u/stor/dir/a", `{"n":3}`, "If-Match", `"bogus"`); resp.StatusCode != http.StatusPreconditionFailed {
@@ -256,14 +257,14 @@ func TestRouterRetriesAcrossAMove(t *testing.T) {
 		t.Fatalf("router serves %d, want %d", e.rt.RingVersion(), rv.Version)
 	}
 	var val string
-	if err := dst.QueryRow(ctx, `select _value::text from manta where _key = 'moving-key'`).Scan(&val); err != nil || val != `{"v": 2}` {
+	if err := dst.QueryRow(ctx, `select _value from manta where _key = 'moving-key'`).Scan(&val); err != nil || val != fmt.Sprintf(`{"v":2,"vnode":%d}`, vnode) {
 		t.Fatalf("new owner holds %q, %v", val, err)
 	}
 	// Reads follow too, and the origin's leftover row is never served.
-	if resp, body := e.do(t, "GET", "/buckets/manta/objects/moving-key", ""); resp.StatusCode != 200 || body != `{"v": 2}` {
+	if resp, body := e.do(t, "GET", "/buckets/manta/objects/moving-key", ""); resp.StatusCode != 200 || body != `{"v":2}` {
 		t.Fatalf("read after the move: %d %s", resp.StatusCode, body)
 	}
-	if _, err := shard.GetObject(ctx, src, "manta", "moving-key", int32(vnode)); !shard.IsFenced(err) {
+	if _, err := shard.GetObject(ctx, src, "manta", shard.BucketOptions{}, "moving-key", int32(vnode)); !shard.IsFenced(err) {
 		t.Fatalf("origin still answers reads for the moved vnode: %v", err)
 	}
 }

@@ -75,12 +75,13 @@ func FindObjects(ctx context.Context, q Batcher, bucket string, opts BucketOptio
 		return nil, fmt.Errorf("%w: limit and offset must not be negative", ErrInvalidQuery)
 	}
 	args = append(args, fo.Limit, fo.Offset)
-	sql := fmt.Sprintf(`select _key, _value, _etag, _mtime, _vnode, _id, %s from %s b
+	fields := orderedFields(opts)
+	sql := fmt.Sprintf(`select _key, _value, _etag, _mtime, _vnode, _id, _txn_snap%s, %s from %s b
 		where reshard_owns(b._vnode) and %s
-		order by %s limit $%d offset $%d`, count, quoteIdent(bucket), where, order, len(args)-1, len(args))
+		order by %s limit $%d offset $%d`, indexReadSQL(fields), count, quoteIdent(bucket), where, order, len(args)-1, len(args))
 	b := &pgx.Batch{}
 	if fo.CheckVnode {
-		b.Queue(`select reshard_read_check($1)`, fo.Vnode)
+		b.Queue(`select reshard_read_check($1)`, int64(fo.Vnode))
 	}
 	b.Queue(sql, args...)
 	br := q.SendBatch(ctx, b)
@@ -96,7 +97,29 @@ func FindObjects(ctx context.Context, q Batcher, bucket string, opts BucketOptio
 	}
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Record, error) {
 		var o Record
-		err := r.Scan(&o.Key, &o.Value, &o.Etag, &o.Mtime, &o.Vnode, &o.ID, &o.Count)
+		var stored string
+		var mtime, vnode *int64
+		var snap *int32
+		cols := make([][]byte, len(fields))
+		dest := []any{&o.Key, &stored, &o.Etag, &mtime, &vnode, &o.ID, &snap}
+		for i := range cols {
+			dest = append(dest, &cols[i])
+		}
+		if err := r.Scan(append(dest, &o.Count)...); err != nil {
+			return o, err
+		}
+		if mtime != nil {
+			o.Mtime = *mtime
+		}
+		if vnode != nil {
+			o.Vnode = int32(*vnode)
+		}
+		if snap != nil {
+			n := int64(*snap)
+			o.TxnSnap = &n
+		}
+		v, err := readValue(opts, fields, stored, cols)
+		o.Value = v
 		return o, err
 	})
 	if err != nil {

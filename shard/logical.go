@@ -68,12 +68,41 @@ func CreatePublication(ctx context.Context, q Querier, name string, buckets []st
 		if err := ValidateBucket(b); err != nil {
 			return err
 		}
+		// A row filter on updates and deletes may only name columns of the
+		// replica identity, and Moray's primary key is _key alone: without
+		// this, every update and delete on the table would fail once it is
+		// published. FULL changes only the catalog (no rewrite, no index
+		// build); its cost is the old row in the WAL of each update and
+		// delete (see docs/operator-guide.md).
+		if err := SetReplicaIdentityFull(ctx, q, b); err != nil {
+			return err
+		}
 		tables = append(tables, fmt.Sprintf("table %s where (%s)", quoteIdent(b), filter))
 	}
 	tables = append(tables, "table reshard_markers")
 	_, err := q.Exec(ctx, fmt.Sprintf("create publication %s for %s", quoteIdent(name), strings.Join(tables, ", ")))
 	if err != nil {
 		return fmt.Errorf("create publication %s: %w", name, err)
+	}
+	return nil
+}
+
+// SetReplicaIdentityFull makes a bucket's table log whole old rows, so a
+// publication can filter its updates and deletes by _vnode. It is a no-op
+// when the table has it already, so it takes no lock then.
+func SetReplicaIdentityFull(ctx context.Context, q Querier, bucket string) error {
+	if err := ValidateBucket(bucket); err != nil {
+		return err
+	}
+	var ident string
+	if err := q.QueryRow(ctx, `select relreplident::text from pg_class where oid = $1::regclass`, bucket).Scan(&ident); err != nil {
+		return fmt.Errorf("replica identity of %s: %w", bucket, err)
+	}
+	if ident == "f" {
+		return nil
+	}
+	if _, err := q.Exec(ctx, fmt.Sprintf("alter table %s replica identity full", quoteIdent(bucket))); err != nil {
+		return fmt.Errorf("replica identity of %s: %w", bucket, err)
 	}
 	return nil
 }
@@ -332,16 +361,16 @@ func SyncSequences(ctx context.Context, origin, dst Querier, buckets []string) e
 			return err
 		}
 		var last *int64
-		if err := origin.QueryRow(ctx, `select last_value from pg_sequences where schemaname = 'public' and sequencename = $1`,
-			b+"__id_seq").Scan(&last); err != nil {
+		if err := origin.QueryRow(ctx, `select last_value from pg_sequences where schemaname = current_schema() and sequencename = $1`,
+			b+"_serial").Scan(&last); err != nil {
 			return fmt.Errorf("sequence of %s on the origin: %w", b, err)
 		}
 		if last == nil {
 			continue
 		}
-		if _, err := dst.Exec(ctx, `select setval(pg_get_serial_sequence($1, '_id'), greatest($2::bigint,
-			(select coalesce(last_value, 1) from pg_sequences where schemaname = 'public' and sequencename = $3)))`,
-			quoteIdent(b), *last, b+"__id_seq"); err != nil {
+		if _, err := dst.Exec(ctx, `select setval($1::regclass, greatest($2::bigint,
+			(select coalesce(last_value, 1) from pg_sequences where schemaname = current_schema() and sequencename = $3)))`,
+			b+"_serial", *last, b+"_serial"); err != nil {
 			return fmt.Errorf("sequence of %s on the destination: %w", b, err)
 		}
 	}

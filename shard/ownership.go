@@ -194,8 +194,9 @@ func VnodeStats(ctx context.Context, q Querier, buckets ...string) ([]VnodeStat,
 		if err := ValidateBucket(b); err != nil {
 			return nil, err
 		}
+		// Rows with no vnode (shard-local queues) belong to no vnode.
 		rows, err := q.Query(ctx, fmt.Sprintf(`select _vnode, count(*), coalesce(sum(pg_column_size(t.*)), 0)::bigint
-			from %s t group by _vnode`, quoteIdent(b)))
+			from %s t where _vnode is not null group by _vnode`, quoteIdent(b)))
 		if err != nil {
 			return nil, fmt.Errorf("vnode stats of %s: %w", b, err)
 		}

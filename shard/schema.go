@@ -6,14 +6,13 @@ package shard
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -53,6 +52,10 @@ type Querier interface {
 // write to the vnode. The trigger is an ordinary one, so logical
 // replication's apply worker (session_replication_role = replica) skips it.
 const schemaSQL = `
+-- Earlier versions took int vnodes; Moray's _vnode is bigint.
+drop function if exists reshard_fence_check(int);
+drop function if exists reshard_read_check(int);
+drop function if exists reshard_owns(int);
 create table if not exists reshard_vnode_chunks (
 	chunk int primary key, -- vnode >> 10
 	owned bit(1024) not null, -- bit (vnode & 1023) set: the shard owns the vnode
@@ -80,28 +83,34 @@ create or replace view reshard_vnodes as
 	select c.chunk * 1024 + i as vnode, get_bit(c.writable, i) = 1 as writable, c.ring_version
 	from reshard_vnode_chunks c, generate_series(0, 1023) as i
 	where get_bit(c.owned, i) = 1;
-create or replace function reshard_owns(v int) returns boolean
+create or replace function reshard_owns(v bigint) returns boolean
 language sql stable as $$
-	select coalesce((select get_bit(owned, v & 1023) = 1 from reshard_vnode_chunks where chunk = v >> 10), false)
+	select coalesce((select get_bit(owned, (v & 1023)::int) = 1 from reshard_vnode_chunks where chunk = (v >> 10)::int), false)
 $$;
 create table if not exists reshard_markers (
 	job text not null,
 	token text not null,
 	primary key (job, token)
 );
-create table if not exists reshard_buckets (
+-- Moray's own bucket registry, with pg-setup's DDL: a shard Moray wrote
+-- already has it, and Moray reads what reshard writes here.
+create table if not exists buckets_config (
 	name text primary key,
-	options jsonb not null default '{}'
+	index text not null,
+	pre text not null,
+	post text not null,
+	options text,
+	mtime timestamp without time zone default now() not null
 );
-create or replace function reshard_fence_check(v int) returns void
+create or replace function reshard_fence_check(v bigint) returns void
 language plpgsql as $$
 declare o bit(1024); w bit(1024);
 begin
-	select owned, writable into o, w from reshard_vnode_chunks where chunk = v >> 10 for share;
-	if not found or get_bit(o, v & 1023) = 0 then
+	select owned, writable into o, w from reshard_vnode_chunks where chunk = (v >> 10)::int for share;
+	if not found or get_bit(o, (v & 1023)::int) = 0 then
 		raise exception 'vnode % is not owned by this shard', v using errcode = 'RS001';
 	end if;
-	if get_bit(w, v & 1023) = 0 then
+	if get_bit(w, (v & 1023)::int) = 0 then
 		raise exception 'vnode % is frozen', v using errcode = 'RS002';
 	end if;
 end $$;
@@ -112,10 +121,12 @@ begin
 	if tg_op = 'DELETE' and current_setting('reshard.cleanup', true) = 'on' then
 		return old;
 	end if;
-	if tg_op in ('UPDATE', 'DELETE') then
+	-- A row without a vnode (Moray leaves _vnode NULL when a value has
+	-- none, as libmanta's trigger rows) belongs to no vnode: nothing to fence.
+	if tg_op in ('UPDATE', 'DELETE') and old._vnode is not null then
 		perform reshard_fence_check(old._vnode);
 	end if;
-	if tg_op = 'INSERT' or (tg_op = 'UPDATE' and new._vnode <> old._vnode) then
+	if (tg_op = 'INSERT' or (tg_op = 'UPDATE' and new._vnode is distinct from old._vnode)) and new._vnode is not null then
 		perform reshard_fence_check(new._vnode);
 	end if;
 	if tg_op = 'DELETE' then
@@ -123,84 +134,50 @@ begin
 	end if;
 	return new;
 end $$;
--- Index columns are generated from the value's fields. A value of the
--- wrong type gives NULL, as Moray leaves such a field out of its index,
--- rather than failing the write.
-create or replace function reshard_idx_text(v jsonb) returns text
-language sql immutable as $$
-	select case when jsonb_typeof(v) in ('string', 'number', 'boolean') then v #>> '{}' end
-$$;
-create or replace function reshard_idx_num(v jsonb) returns numeric
-language sql immutable as $$
-	select case
-		when jsonb_typeof(v) = 'number' then (v #>> '{}')::numeric
-		when jsonb_typeof(v) = 'string' and (v #>> '{}') ~ '^\s*-?[0-9]+(\.[0-9]*)?([eE][-+]?[0-9]+)?\s*$' then (v #>> '{}')::numeric
-	end
-$$;
-create or replace function reshard_idx_bool(v jsonb) returns boolean
-language sql immutable as $$
-	select case
-		when jsonb_typeof(v) = 'boolean' then (v #>> '{}')::boolean
-		when jsonb_typeof(v) = 'string' and (v #>> '{}') in ('true', 'false') then (v #>> '{}')::boolean
-	end
-$$;
-create or replace function reshard_read_check(v int) returns boolean
+create or replace function reshard_read_check(v bigint) returns boolean
 language plpgsql stable as $$
 declare o bit(1024);
 begin
 	-- The lookup is written out: a SQL function called from PL/pgSQL is
 	-- planned on every call, which halves read throughput.
-	select owned into o from reshard_vnode_chunks where chunk = v >> 10;
-	if not found or get_bit(o, v & 1023) = 0 then
+	select owned into o from reshard_vnode_chunks where chunk = (v >> 10)::int;
+	if not found or get_bit(o, (v & 1023)::int) = 0 then
 		raise exception 'vnode % is not owned by this shard', v using errcode = 'RS001';
 	end if;
 	return true;
 end $$;
 `
 
-// arrayIndexSQL gives each scalar index function its array form, for the
-// "[string]", "[number]" and "[boolean]" index types: a scalar value counts
-// as an array of one.
-var arrayIndexSQL = func() string {
-	var b strings.Builder
-	for _, t := range []struct{ fn, typ string }{{"text", "text"}, {"num", "numeric"}, {"bool", "boolean"}} {
-		fmt.Fprintf(&b, `create or replace function reshard_idx_%[1]s_array(v jsonb) returns %[2]s[]
-language sql immutable as $$
-	select case jsonb_typeof(v)
-		when 'array' then array(select reshard_idx_%[1]s(e) from jsonb_array_elements(v) e)
-		when 'null' then null
-		else array[reshard_idx_%[1]s(v)]
-	end
-$$;
-`, t.fn, t.typ)
-	}
-	return b.String()
-}()
-
-// Init creates the ownership table, bucket registry and fence functions.
+// Init creates the ownership table, Moray's bucket registry and the fence
+// functions beside whatever the database already holds.
 func Init(ctx context.Context, q Querier) error {
-	if _, err := q.Exec(ctx, schemaSQL+arrayIndexSQL); err != nil {
+	if _, err := q.Exec(ctx, schemaSQL); err != nil {
 		return fmt.Errorf("init shard schema: %w", err)
 	}
 	return nil
 }
 
 // Bucket names become table names, so they are held to a strict pattern
-// (and kept clear of reshard's own tables and PostgreSQL's).
+// (Moray's, less upper case, which PostgreSQL would fold), clear of
+// reshard's own tables and Moray's reserved names.
 var bucketName = regexp.MustCompile(`^[a-z][a-z0-9_]{0,62}$`)
+
+// reservedBuckets are the names Moray refuses.
+var reservedBuckets = map[string]bool{"buckets_config": true, "moray": true, "search": true}
 
 // ValidateBucket rejects a name that is not safe as an identifier.
 func ValidateBucket(name string) error {
 	if !bucketName.MatchString(name) {
 		return fmt.Errorf("invalid bucket name %q: use a lower-case letter, then lower-case letters, digits and '_' (at most 63)", name)
 	}
-	if len(name) >= 8 && name[:8] == "reshard_" || len(name) >= 3 && name[:3] == "pg_" {
-		return fmt.Errorf("invalid bucket name %q: reserved prefix", name)
+	if strings.HasPrefix(name, "reshard_") || strings.HasPrefix(name, "pg_") || reservedBuckets[name] {
+		return fmt.Errorf("invalid bucket name %q: reserved", name)
 	}
 	return nil
 }
 
-// BucketOptions are per-bucket settings kept in reshard_buckets and etcd.
+// BucketOptions is a bucket's definition: how the router hashes its keys
+// (kept in etcd) and Moray's config (kept in each shard's buckets_config).
 type BucketOptions struct {
 	// HashDir hashes a key's parent directory instead of the whole key, as
 	// Manta's "manta" bucket does, so a directory's entries share a vnode.
@@ -208,12 +185,73 @@ type BucketOptions struct {
 	// HashUpload hashes the parent directory of the path after the upload
 	// id ("ID:PATH"), as Manta's "manta_uploads" bucket does.
 	HashUpload bool `json:"hash_upload,omitempty"`
-	// Index holds Moray's index definitions: each becomes a typed column
-	// generated from the value's field, with an index on it.
+	// ShardLocal buckets are never moved: each shard keeps its own rows,
+	// as the queues that libmanta's triggers fill on the shard that ran
+	// the write (manta_delete_log, manta_fastdelete_queue). Their rows
+	// carry no vnode.
+	ShardLocal bool `json:"shard_local,omitempty"`
+	// Index holds Moray's index definitions: each is a typed column that
+	// every write fills from the value's field, as Moray fills it.
 	Index map[string]Index `json:"index,omitempty"`
-	// Moray keeps what a Moray client set that reshard stores but does not
-	// interpret (pre and post triggers, options with version, mtime).
-	Moray json.RawMessage `json:"moray,omitempty"`
+	// Config is the bucket's buckets_config row as Moray writes it.
+	Config Config `json:"config"`
+}
+
+// Config is a buckets_config row: JSON texts exactly as Moray stores them.
+type Config struct {
+	Index   string    `json:"index"`   // the index object
+	Pre     string    `json:"pre"`     // an array of trigger sources
+	Post    string    `json:"post"`    // an array of trigger sources
+	Options string    `json:"options"` // options, with version
+	Mtime   time.Time `json:"mtime"`
+	// ReindexActive is Moray's reindex_active: fields added at a version
+	// whose rows are not reindexed yet ("" when none).
+	ReindexActive string `json:"reindex_active,omitempty"`
+}
+
+// Version is the bucket's options.version (0 when unset).
+func (o BucketOptions) Version() int64 {
+	var v struct {
+		Version json.Number `json:"version"`
+	}
+	json.Unmarshal([]byte(o.Config.Options), &v)
+	n, _ := v.Version.Float64()
+	return int64(n)
+}
+
+// GuaranteeOrder is Moray's options.guaranteeOrder: writes take a
+// bucket-wide lock and number themselves in _txn_snap.
+func (o BucketOptions) GuaranteeOrder() bool {
+	var v struct {
+		GuaranteeOrder any `json:"guaranteeOrder"`
+	}
+	json.Unmarshal([]byte(o.Config.Options), &v)
+	return v.GuaranteeOrder == true
+}
+
+// WithConfig fills Config for options made without one (the HTTP API's),
+// as Moray would store a createBucket of the same index.
+func (o BucketOptions) WithConfig() BucketOptions {
+	if o.Config.Index == "" {
+		ix, _ := json.Marshal(o.Index)
+		if o.Index == nil {
+			ix = []byte("{}")
+		}
+		o.Config.Index = string(ix)
+	}
+	if o.Config.Pre == "" {
+		o.Config.Pre = "[]"
+	}
+	if o.Config.Post == "" {
+		o.Config.Post = "[]"
+	}
+	if o.Config.Options == "" {
+		o.Config.Options = `{"version":0}`
+	}
+	if o.Config.Mtime.IsZero() {
+		o.Config.Mtime = time.Now().UTC().Truncate(time.Microsecond)
+	}
+	return o
 }
 
 // SameHashing reports whether two option sets place keys alike; a bucket's
@@ -228,25 +266,57 @@ type Index struct {
 	Unique bool   `json:"unique,omitempty"`
 }
 
-// indexTypes maps Moray's index types to the column type, the function
-// that extracts a value of that type from jsonb, and the index method.
-var indexTypes = map[string]struct{ col, fn, method string }{
-	"string":    {"text", "reshard_idx_text", "btree"},
-	"number":    {"numeric", "reshard_idx_num", "btree"},
-	"boolean":   {"boolean", "reshard_idx_bool", "btree"},
-	"[string]":  {"text[]", "reshard_idx_text_array", "gin"},
-	"[number]":  {"numeric[]", "reshard_idx_num_array", "gin"},
-	"[boolean]": {"boolean[]", "reshard_idx_bool_array", "gin"},
+// indexType is one of Moray's index types: its PostgreSQL column type,
+// its index method, and the scalar type of an array type's elements.
+type indexType struct {
+	pg, method, scalar string
 }
 
-// Index field names become column names, so they are held to a pattern
-// that cannot reach reshard's own columns (which start with "_").
-var indexName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_]{0,62}$`)
+var indexTypes = map[string]indexType{
+	"string":    {"TEXT", "BTREE", ""},
+	"number":    {"NUMERIC", "BTREE", ""},
+	"boolean":   {"BOOLEAN", "BTREE", ""},
+	"[string]":  {"TEXT[]", "GIN", "string"},
+	"[number]":  {"NUMERIC[]", "GIN", "number"},
+	"[boolean]": {"BOOLEAN[]", "GIN", "boolean"},
+}
+
+// Index field names become column names, so they are held to Moray's
+// pattern; like Moray, reshard puts them in SQL unquoted, so PostgreSQL
+// folds them to lower case.
+var indexName = regexp.MustCompile(`^(_[a-zA-Z0-9]+|[a-zA-Z][_a-zA-Z0-9]*[a-zA-Z0-9]|[a-zA-Z])$`)
+
+var reservedIndexes = map[string]bool{"_etag": true, "_id": true, "_idx": true, "_key": true, "_atime": true,
+	"_ctime": true, "_mtime": true, "_rver": true, "_txn_snap": true, "_value": true, "_vnode": true}
+
+// sqlReserved are words PostgreSQL will not take as a bare column name;
+// Moray fails on them at createBucket, and so does reshard, up front.
+var sqlReserved = map[string]bool{"all": true, "analyse": true, "analyze": true, "and": true, "any": true, "array": true,
+	"as": true, "asc": true, "asymmetric": true, "both": true, "case": true, "cast": true, "check": true, "collate": true,
+	"column": true, "constraint": true, "create": true, "current_catalog": true, "current_date": true, "current_role": true,
+	"current_time": true, "current_timestamp": true, "current_user": true, "default": true, "deferrable": true, "desc": true,
+	"distinct": true, "do": true, "else": true, "end": true, "except": true, "false": true, "fetch": true, "for": true,
+	"foreign": true, "from": true, "grant": true, "group": true, "having": true, "in": true, "initially": true,
+	"intersect": true, "into": true, "lateral": true, "leading": true, "limit": true, "localtime": true,
+	"localtimestamp": true, "not": true, "null": true, "offset": true, "on": true, "only": true, "or": true, "order": true,
+	"placing": true, "primary": true, "references": true, "returning": true, "select": true, "session_user": true,
+	"some": true, "symmetric": true, "table": true, "then": true, "to": true, "trailing": true, "true": true, "union": true,
+	"unique": true, "user": true, "using": true, "variadic": true, "when": true, "where": true, "window": true, "with": true}
 
 // ValidateIndex checks one index definition.
 func ValidateIndex(field string, ix Index) error {
 	if !indexName.MatchString(field) {
-		return fmt.Errorf("invalid index name %q: use a letter, then letters, digits and '_' (at most 63)", field)
+		return fmt.Errorf("invalid index name %q", field)
+	}
+	lc := strings.ToLower(field)
+	if reservedIndexes[lc] {
+		return fmt.Errorf("index name %q is reserved for use by Moray", field)
+	}
+	if strings.HasPrefix(strings.TrimLeft(lc, "_"), "moray") {
+		return fmt.Errorf("index names cannot start with \"moray\": %q", field)
+	}
+	if sqlReserved[lc] || len(lc) > 63 {
+		return fmt.Errorf("index name %q cannot be a column name", field)
 	}
 	if _, ok := indexTypes[ix.Type]; !ok {
 		return fmt.Errorf("index %s has type %q: supported types are string, number, boolean, [string], [number] and [boolean]", field, ix.Type)
@@ -254,21 +324,26 @@ func ValidateIndex(field string, ix Index) error {
 	return nil
 }
 
+// column is the column of an index field: the name folded to lower case,
+// as PostgreSQL folds Moray's unquoted identifiers. ValidateIndex has
+// held it to letters, digits and '_', so it is safe in SQL as it is.
+func column(field string) string { return strings.ToLower(field) }
+
 // IndexColumn is how a bucket's field is read in SQL: the typed column of
-// an index, a row column for Moray's own fields, or the raw jsonb field.
+// an index, a row column for Moray's own fields, or the field of the value.
 func (o BucketOptions) IndexColumn(attr string) Column {
 	switch attr {
 	case "_key":
 		return Column{Expr: "_key", Type: "string"}
-	case "_id", "_mtime":
+	case "_id", "_mtime", "_txn_snap":
 		return Column{Expr: attr, Type: "number"}
 	case "_etag":
 		return Column{Expr: "_etag", Type: "string"}
 	}
 	if ix, ok := o.Index[attr]; ok {
-		return Column{Expr: quoteIdent(attr), Type: ix.Type}
+		return Column{Expr: column(attr), Type: ix.Type}
 	}
-	return Column{Expr: "(_value->" + quoteLiteral(attr) + ")", Type: "json"}
+	return Column{Expr: "(_value::jsonb->" + quoteLiteral(attr) + ")", Type: "json"}
 }
 
 // quoteLiteral quotes s as an SQL string literal.
@@ -276,40 +351,35 @@ func quoteLiteral(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
 }
 
-// indexIdent names a field's index; long names are shortened with a digest
-// so two fields never truncate to the same name.
-func indexIdent(bucket, field string) string {
-	n := bucket + "_" + field + "_idx"
-	if len(n) <= 63 {
-		return quoteIdent(n)
+// identifier is how PostgreSQL reads an unquoted name: folded to lower case
+// and cut to 63 bytes, which is what Moray's generated names become.
+func identifier(s string) string {
+	s = strings.ToLower(s)
+	if len(s) > 63 {
+		s = s[:63]
 	}
-	sum := sha256.Sum256([]byte(field))
-	b := bucket
-	if len(b) > 40 {
-		b = b[:40]
-	}
-	return quoteIdent(b + "_" + hex.EncodeToString(sum[:6]) + "_idx")
+	return s
 }
 
-// indexSQL adds a field's generated column and its index. The column is
-// generated (stored) so every write path fills it: the router's puts, COPY,
-// and logical replication's apply on a destination, which computes
-// generated columns itself.
-func indexSQL(bucket, field string, ix Index) string {
-	t := indexTypes[ix.Type]
-	unique := ""
-	if ix.Unique {
-		unique = "unique "
-	}
-	return fmt.Sprintf(`alter table %[1]s add column if not exists %[2]s %[3]s generated always as (%[4]s(_value->%[5]s)) stored;
-create %[6]sindex if not exists %[7]s on %[1]s using %[8]s (%[2]s);
-`, quoteIdent(bucket), quoteIdent(field), t.col, t.fn, quoteLiteral(field), unique, indexIdent(bucket, field), t.method)
+// indexDDL creates Moray's partial index on one column.
+func indexDDL(bucket, col, method string) string {
+	return fmt.Sprintf("CREATE INDEX %s ON %s USING %s (%s) WHERE %s IS NOT NULL",
+		quoteIdent(identifier(bucket+"_"+col+"_idx")), bucket, method, col, col)
 }
 
-// CreateBucket creates a moray-style bucket table with the fence and its
-// index columns. The primary key holds _vnode so it can serve as the
-// replica identity that a row filter on _vnode needs.
-func CreateBucket(ctx context.Context, q Querier, name string, opts BucketOptions) error {
+// fenceDDL puts the fence on a bucket table. It is an ordinary trigger, so
+// logical replication's apply worker does not fire it.
+func fenceDDL(bucket string) string {
+	return fmt.Sprintf(`create or replace trigger reshard_fence before insert or update or delete on %s
+	for each row execute function reshard_fence()`, bucket)
+}
+
+// CreateBucket makes what Moray's createBucket makes, in one transaction:
+// the buckets_config row, the <bucket>_serial sequence, <bucket>_locking_serial
+// for guaranteeOrder, the table with Moray's columns and one column per
+// index, and Moray's partial indexes; and the fence. A bucket that exists
+// already is ErrBucketExists, and nothing changes.
+func CreateBucket(ctx context.Context, db Beginner, name string, opts BucketOptions) error {
 	if err := ValidateBucket(name); err != nil {
 		return err
 	}
@@ -318,101 +388,198 @@ func CreateBucket(ctx context.Context, q Querier, name string, opts BucketOption
 			return err
 		}
 	}
-	t := quoteIdent(name)
-	sql := fmt.Sprintf(`
-create table if not exists %[1]s (
-	_id bigserial not null,
-	_key text not null,
-	_value jsonb not null,
-	_etag text not null,
-	_mtime bigint not null,
-	_vnode int not null,
-	primary key (_key, _vnode)
-);
-create index if not exists %[2]s on %[1]s (_vnode);
-create or replace trigger reshard_fence before insert or update or delete on %[1]s
-	for each row execute function reshard_fence();
-`, t, quoteIdent(name+"_vnode_idx"))
-	for _, f := range sortedFields(opts.Index) {
-		sql += indexSQL(name, f, opts.Index[f])
-	}
-	// Two creators racing on "if not exists" can both pass the check and
-	// one fails on the catalog's unique index; a second try sees the table.
-	for try := 0; ; try++ {
-		_, err := q.Exec(ctx, sql)
-		if err == nil {
-			break
+	opts = opts.WithConfig()
+	cols := ""
+	fields := orderedFields(opts)
+	for _, f := range fields {
+		ix := opts.Index[f]
+		cols += ", " + column(f) + " " + indexTypes[ix.Type].pg
+		if ix.Unique {
+			cols += " UNIQUE"
 		}
-		var pe *pgconn.PgError
-		if try < 3 && errors.As(err, &pe) && (pe.Code == "23505" || pe.Code == "42P07" || pe.Code == "42710") {
-			continue
-		}
-		return fmt.Errorf("create bucket %s: %w", name, err)
 	}
-	return recordBucket(ctx, q, name, opts)
+	stmts := []string{
+		fmt.Sprintf("CREATE SEQUENCE %s_serial", name),
+	}
+	if opts.GuaranteeOrder() {
+		stmts = append(stmts, fmt.Sprintf("CREATE TABLE %s_locking_serial (id INTEGER PRIMARY KEY)", name),
+			fmt.Sprintf("INSERT INTO %s_locking_serial (id) VALUES (1)", name))
+	}
+	stmts = append(stmts, fmt.Sprintf("CREATE TABLE %[1]s (_id BIGINT DEFAULT nextval('%[1]s_serial'), _txn_snap INTEGER, "+
+		"_key TEXT PRIMARY KEY, _value TEXT NOT NULL, _etag CHAR(8) NOT NULL, "+
+		"_mtime BIGINT DEFAULT CAST (EXTRACT (EPOCH FROM NOW()) * 1000 AS BIGINT), _vnode BIGINT %[2]s)", name, cols))
+	for _, f := range fields {
+		if ix := opts.Index[f]; !ix.Unique {
+			stmts = append(stmts, indexDDL(name, column(f), indexTypes[ix.Type].method))
+		}
+	}
+	for _, c := range []string{"_id", "_etag", "_mtime", "_vnode"} {
+		stmts = append(stmts, indexDDL(name, c, "BTREE"))
+	}
+	stmts = append(stmts, fenceDDL(name))
+	return inTx(ctx, db, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `insert into buckets_config (name, index, pre, post, options, mtime)
+			values ($1, $2, $3, $4, $5, $6) on conflict (name) do nothing`,
+			name, opts.Config.Index, opts.Config.Pre, opts.Config.Post, opts.Config.Options, opts.Config.Mtime)
+		if err != nil {
+			return fmt.Errorf("create bucket %s: %w", name, err)
+		}
+		if tag.RowsAffected() == 0 {
+			return fmt.Errorf("bucket %s: %w", name, ErrBucketExists)
+		}
+		for _, st := range stmts {
+			if _, err := tx.Exec(ctx, st); err != nil {
+				return fmt.Errorf("create bucket %s: %w", name, err)
+			}
+		}
+		return nil
+	})
 }
 
-func recordBucket(ctx context.Context, q Querier, name string, opts BucketOptions) error {
-	if _, err := q.Exec(ctx, `insert into reshard_buckets (name, options) values ($1, $2)
-		on conflict (name) do update set options = excluded.options`, name, opts); err != nil {
-		return fmt.Errorf("record bucket %s: %w", name, err)
-	}
-	return nil
+// Beginner starts transactions: a pool or a connection.
+type Beginner interface {
+	Begin(ctx context.Context) (pgx.Tx, error)
 }
 
-// UpdateBucket brings a bucket's index columns to opts: new fields get a
-// column and an index, removed fields lose theirs, and a field whose type
-// or uniqueness changed is rebuilt. Adding a generated column rewrites the
-// table, as Moray's reindexing also touches every row.
-func UpdateBucket(ctx context.Context, q Querier, name string, opts BucketOptions) error {
-	if err := ValidateBucket(name); err != nil {
-		return err
-	}
-	for f, ix := range opts.Index {
-		if err := ValidateIndex(f, ix); err != nil {
-			return err
-		}
-	}
-	have, err := Buckets(ctx, q)
+func inTx(ctx context.Context, db Beginner, fn func(pgx.Tx) error) error {
+	tx, err := db.Begin(ctx)
 	if err != nil {
 		return err
 	}
-	old, ok := have[name]
-	if !ok {
-		return fmt.Errorf("bucket %s: %w", name, ErrBucketNotFound)
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	if err := fn(tx); err != nil {
+		return err
 	}
-	if !old.SameHashing(opts) {
-		return fmt.Errorf("bucket %s: its hashing cannot change, that would move every key", name)
-	}
-	sql := ""
-	for _, f := range sortedFields(old.Index) {
-		if nix, ok := opts.Index[f]; !ok || nix != old.Index[f] {
-			sql += fmt.Sprintf("alter table %s drop column if exists %s;\n", quoteIdent(name), quoteIdent(f))
-		}
-	}
-	for _, f := range sortedFields(opts.Index) {
-		sql += indexSQL(name, f, opts.Index[f])
-	}
-	if sql != "" {
-		if _, err := q.Exec(ctx, sql); err != nil {
-			return fmt.Errorf("update bucket %s: %w", name, err)
-		}
-	}
-	return recordBucket(ctx, q, name, opts)
+	return tx.Commit(ctx)
 }
 
-// DropBucket drops a bucket's table and record (idempotent).
-func DropBucket(ctx context.Context, q Querier, name string) error {
+// ErrBucketExists: createBucket of a bucket the shard has.
+var ErrBucketExists = errors.New("bucket already exists")
+
+// UpdateBucket brings a bucket to opts as Moray's updateBucket does:
+// removed fields lose their columns, new fields get a column (NULL in the
+// existing rows, which is why a versioned bucket records them in
+// reindex_active and its rows carry _rver) and Moray's index, and the
+// buckets_config row is replaced. No table is rewritten.
+func UpdateBucket(ctx context.Context, db Beginner, name string, opts BucketOptions) error {
 	if err := ValidateBucket(name); err != nil {
 		return err
 	}
-	if _, err := q.Exec(ctx, fmt.Sprintf("drop table if exists %s", quoteIdent(name))); err != nil {
-		return fmt.Errorf("drop bucket %s: %w", name, err)
+	for f, ix := range opts.Index {
+		if err := ValidateIndex(f, ix); err != nil {
+			return err
+		}
 	}
-	if _, err := q.Exec(ctx, `delete from reshard_buckets where name = $1`, name); err != nil {
-		return fmt.Errorf("drop bucket %s: %w", name, err)
+	opts = opts.WithConfig()
+	return inTx(ctx, db, func(tx pgx.Tx) error {
+		have, err := Buckets(ctx, tx)
+		if err != nil {
+			return err
+		}
+		old, ok := have[name]
+		if !ok {
+			return fmt.Errorf("bucket %s: %w", name, ErrBucketNotFound)
+		}
+		var add, del []string
+		for _, f := range orderedFields(opts) {
+			if _, ok := old.Index[f]; !ok {
+				add = append(add, f)
+			}
+		}
+		for _, f := range sortedFields(old.Index) {
+			if _, ok := opts.Index[f]; !ok {
+				del = append(del, f)
+			}
+		}
+		var stmts []string
+		if _, err := tx.Exec(ctx, `alter table buckets_config add column if not exists reindex_active text`); err != nil {
+			return fmt.Errorf("update bucket %s: %w", name, err)
+		}
+		reindex := old.Config.ReindexActive
+		if v := opts.Version(); v != 0 {
+			stmts = append(stmts, fmt.Sprintf("ALTER TABLE %s ADD COLUMN IF NOT EXISTS _rver INTEGER", name),
+				strings.Replace(indexDDL(name, "_rver", "BTREE"), "CREATE INDEX", "CREATE INDEX IF NOT EXISTS", 1))
+			reindex = addReindex(reindex, v, add)
+		}
+		for _, f := range del {
+			stmts = append(stmts, fmt.Sprintf("ALTER TABLE %s DROP COLUMN %s", name, column(f)))
+		}
+		for _, f := range add {
+			stmts = append(stmts, fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s %s", name, column(f), indexTypes[opts.Index[f].Type].pg))
+		}
+		for _, f := range add {
+			ix := opts.Index[f]
+			ddl := indexDDL(name, column(f), indexTypes[ix.Type].method)
+			if ix.Unique {
+				ddl = strings.Replace(ddl, "CREATE INDEX", "CREATE UNIQUE INDEX", 1)
+			}
+			stmts = append(stmts, ddl)
+		}
+		var ra any
+		if reindex != "" {
+			ra = reindex
+		}
+		if _, err := tx.Exec(ctx, `update buckets_config set index = $2, pre = $3, post = $4, options = $5,
+			reindex_active = coalesce($6, reindex_active) where name = $1`,
+			name, opts.Config.Index, opts.Config.Pre, opts.Config.Post, opts.Config.Options, ra); err != nil {
+			return fmt.Errorf("update bucket %s: %w", name, err)
+		}
+		for _, st := range stmts {
+			if _, err := tx.Exec(ctx, st); err != nil {
+				return fmt.Errorf("update bucket %s: %w", name, err)
+			}
+		}
+		return nil
+	})
+}
+
+// addReindex records fields added at version v in a reindex_active text,
+// {"VERSION": [fields]}, as Moray keeps it.
+func addReindex(text string, v int64, fields []string) string {
+	if len(fields) == 0 {
+		return text
 	}
-	return nil
+	m := map[string][]string{}
+	json.Unmarshal([]byte(text), &m)
+	k := fmt.Sprint(v)
+	for _, f := range fields {
+		if !containsString(m[k], f) {
+			m[k] = append(m[k], f)
+		}
+	}
+	out, _ := json.Marshal(m)
+	return string(out)
+}
+
+func containsString(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// DropBucket drops what CreateBucket made (idempotent).
+func DropBucket(ctx context.Context, db Beginner, name string) error {
+	if err := ValidateBucket(name); err != nil {
+		return err
+	}
+	return inTx(ctx, db, func(tx pgx.Tx) error {
+		for _, st := range []string{
+			fmt.Sprintf("DROP TABLE IF EXISTS %s", name),
+			fmt.Sprintf("DROP TABLE IF EXISTS %s_locking_serial", name),
+			fmt.Sprintf("DROP SEQUENCE IF EXISTS %s_serial", name),
+		} {
+			if _, err := tx.Exec(ctx, st); err != nil {
+				return fmt.Errorf("drop bucket %s: %w", name, err)
+			}
+		}
+		if _, err := tx.Exec(ctx, `delete from buckets_config where name = $1`, name); err != nil {
+			return fmt.Errorf("drop bucket %s: %w", name, err)
+		}
+		return nil
+	})
 }
 
 // ErrBucketNotFound: no such bucket.
@@ -427,18 +594,36 @@ func sortedFields(m map[string]Index) []string {
 	return out
 }
 
-// Buckets lists the shard's buckets and their options.
+// Buckets reads the shard's buckets_config: every bucket's definition.
+// Hashing is not there (the router decides it, from etcd).
 func Buckets(ctx context.Context, q Querier) (map[string]BucketOptions, error) {
-	rows, err := q.Query(ctx, `select name, options from reshard_buckets order by name`)
+	hasReindex := false
+	if err := q.QueryRow(ctx, `select exists (select 1 from information_schema.columns
+		where table_name = 'buckets_config' and column_name = 'reindex_active' and table_schema = current_schema())`).Scan(&hasReindex); err != nil {
+		return nil, fmt.Errorf("list buckets: %w", err)
+	}
+	ra := "null::text"
+	if hasReindex {
+		ra = "reindex_active"
+	}
+	rows, err := q.Query(ctx, `select name, index, pre, post, coalesce(options, '{}'), mtime, `+ra+` from buckets_config order by name`)
 	if err != nil {
 		return nil, fmt.Errorf("list buckets: %w", err)
 	}
+	defer rows.Close()
 	out := map[string]BucketOptions{}
 	for rows.Next() {
 		var n string
 		var o BucketOptions
-		if err := rows.Scan(&n, &o); err != nil {
+		var reindex *string
+		if err := rows.Scan(&n, &o.Config.Index, &o.Config.Pre, &o.Config.Post, &o.Config.Options, &o.Config.Mtime, &reindex); err != nil {
 			return nil, err
+		}
+		if reindex != nil {
+			o.Config.ReindexActive = *reindex
+		}
+		if err := json.Unmarshal([]byte(o.Config.Index), &o.Index); err != nil {
+			return nil, fmt.Errorf("bucket %s: its index in buckets_config is not JSON: %w", n, err)
 		}
 		out[n] = o
 	}
@@ -446,3 +631,49 @@ func Buckets(ctx context.Context, q Querier) (map[string]BucketOptions, error) {
 }
 
 func quoteIdent(s string) string { return pgx.Identifier{s}.Sanitize() }
+
+// OptionsWithVersion is Moray's createBucket options text: the client's
+// options with `version` set to `options.version || 0`, and the version.
+func OptionsWithVersion(raw []byte) (string, int64, error) {
+	var v struct {
+		Version any `json:"version"`
+	}
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return "", 0, err
+	}
+	version := int64(0)
+	switch x := v.Version.(type) {
+	case float64:
+		version = int64(x)
+	case nil, bool:
+	default:
+		return "", 0, fmt.Errorf("options.version must be a number")
+	}
+	text, err := setProperty(raw, "version", version, v.Version == nil || v.Version == false || v.Version == float64(0))
+	return text, version, err
+}
+
+// EnsureBucket makes sure the shard has the bucket, creating it as Moray
+// would if it is missing, and that its table carries the fence. A bucket
+// Moray created already keeps its table and config as they are: adopting
+// a shard rewrites nothing, and only a missing fence trigger is added.
+func EnsureBucket(ctx context.Context, db Beginner, name string, opts BucketOptions) error {
+	err := CreateBucket(ctx, db, name, opts)
+	if !errors.Is(err, ErrBucketExists) {
+		return err
+	}
+	return withLockRetry(ctx, db, 30, func(tx pgx.Tx) error {
+		var fenced bool
+		if err := tx.QueryRow(ctx, `select exists (select 1 from pg_trigger
+			where tgrelid = $1::regclass and tgname = 'reshard_fence')`, name).Scan(&fenced); err != nil {
+			return fmt.Errorf("bucket %s: %w", name, err)
+		}
+		if fenced {
+			return nil
+		}
+		if _, err := tx.Exec(ctx, fenceDDL(name)); err != nil {
+			return fmt.Errorf("bucket %s: fence: %w", name, err)
+		}
+		return nil
+	})
+}

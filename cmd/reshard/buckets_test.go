@@ -66,7 +66,7 @@ func TestBucketChangesAroundAJob(t *testing.T) {
 		}
 		if p == "1.moray" {
 			for i, v := range moved[:10] {
-				if _, err := shard.PutObject(ctx, conn, "late", shard.Object{Key: fmt.Sprintf("late%d", i), Value: []byte(`{}`), Vnode: int32(v)}, ""); err != nil {
+				if _, err := shard.PutObject(ctx, conn, "late", shard.BucketOptions{}, shard.Object{Key: fmt.Sprintf("late%d", i), Value: []byte(`{}`), Vnode: int32(v)}, ""); err != nil {
 					t.Fatal(err)
 				}
 			}

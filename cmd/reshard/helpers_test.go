@@ -28,6 +28,16 @@ type labInfo struct {
 	} `json:"shards"`
 }
 
+// shardPort is the port of a shard's primary.
+func (l *labInfo) shardPort(name string) int {
+	for _, s := range l.Shards {
+		if s.Name == name {
+			return s.Peers[0].Port
+		}
+	}
+	return 0
+}
+
 func (l *labInfo) env() []string { return []string{"RESHARD_ETCD=" + l.Etcd} }
 
 // labUp brings a lab up for one test and takes it down after.

@@ -1,16 +1,13 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
-	"sort"
 	"text/tabwriter"
 	"time"
 
 	"github.com/reshard/reshard"
 	"github.com/reshard/reshard/etcd"
 	"github.com/reshard/reshard/postgres"
-	"github.com/reshard/reshard/shard"
 	"github.com/spf13/cobra"
 )
 
@@ -154,78 +151,4 @@ func redactPnode(p reshard.Pnode) reshard.Pnode {
 		out.Peers[i] = peer
 	}
 	return out
-}
-
-func newPnodeInitCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:   "init NAME",
-		Short: "Install reshard's schema on a pnode's primary and record the vnodes the ring gives it",
-		Long: `Prepares an existing shard for reshard: creates the vnode ownership table,
-the fence, and the tables of every bucket known in etcd, and records as
-owned (writable) the vnodes the current ring maps to the pnode. Run it once
-per pnode when adopting existing shards; it is safe to run again. The lab
-does this itself.`,
-		Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := cmdContext(cmd, time.Minute)
-			defer cancel()
-			cli, err := etcd.Connect(ctx, g.etcd)
-			if err != nil {
-				return err
-			}
-			defer cli.Close()
-			p, err := etcd.NewRegistry(cli).Pnode(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			primary, err := p.Primary()
-			if err != nil {
-				return err
-			}
-			rg, rv, err := etcd.NewRingStore(cli).Current(ctx)
-			if err != nil {
-				return err
-			}
-			vs, err := rg.VnodesOf(p.Name)
-			if err != nil {
-				return err
-			}
-			conn, err := postgres.Connect(ctx, primary.DSN)
-			if err != nil {
-				return err
-			}
-			defer conn.Close(ctx)
-			if err := shard.Init(ctx, conn); err != nil {
-				return err
-			}
-			all, err := etcd.NewBuckets(cli).All(ctx)
-			if err != nil {
-				return err
-			}
-			names := make([]string, 0, len(all))
-			for b, raw := range all {
-				var opts shard.BucketOptions
-				if err := json.Unmarshal(raw, &opts); err != nil {
-					return fmt.Errorf("bucket %s: %w", b, err)
-				}
-				if err := shard.CreateBucket(ctx, conn, b, opts); err != nil {
-					return err
-				}
-				names = append(names, b)
-			}
-			sort.Strings(names)
-			owned := make([]int32, len(vs))
-			for i, v := range vs {
-				owned[i] = int32(v)
-			}
-			if err := shard.Own(ctx, conn, owned, true, rv.Version); err != nil {
-				return err
-			}
-			if g.json {
-				return printJSON(cmd.OutOrStdout(), map[string]any{"pnode": p.Name, "vnodes": len(vs), "buckets": names, "ring_version": rv.Version})
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: schema ready, %d buckets, owns %d vnodes of ring version %d\n", p.Name, len(names), len(vs), rv.Version)
-			return nil
-		},
-	}
 }

@@ -23,8 +23,8 @@ func TestStartBadInputChangesNothing(t *testing.T) {
 	full := l.addShard(t, "4.moray", "1")
 	owning := l.addShard(t, "5.moray", "1")
 	for _, sql := range []string{
-		`create table manta (_id bigserial, _key text, _value jsonb, _etag text, _mtime bigint, _vnode int, primary key (_key, _vnode))`,
-		`insert into reshard_buckets (name) values ('manta')`,
+		`create table manta (_id bigserial, _txn_snap integer, _key text primary key, _value text not null, _etag char(8) not null, _mtime bigint, _vnode bigint)`,
+		`insert into buckets_config (name, index, pre, post, options) values ('manta', '{}', '[]', '[]', '{"version":0}')`,
 		`insert into manta (_key, _value, _etag, _mtime, _vnode) values ('x', '{}', 'e', 0, 0)`,
 	} {
 		query[int](t, full, sql)

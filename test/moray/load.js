@@ -96,7 +96,9 @@ c.once('connect', async function () {
     var made = await call(function (cb) {
         c.putBucket(BUCKET, {index: {dirname: {type: 'string'}}}, cb);
     });
-    if (made.err) {
+    // A bucket that exists at a newer version (Manta's own "manta", say)
+    // is left as it is: Moray refuses to take it back to version 0.
+    if (made.err && made.err.name !== 'BucketVersionError') {
         console.error('putBucket ' + BUCKET + ': ' + made.err.message);
         process.exit(1);
     }
