@@ -188,6 +188,27 @@ func TestValueCases(t *testing.T) {
 	}
 }
 
+func TestValueReadBack(t *testing.T) {
+	// Text that MorayValue would not write (a row from elsewhere): the last
+	// vnode counts and every copy goes. Expectations printed by Node.
+	for _, c := range []struct {
+		text, client string
+		col          *int64
+	}{
+		{`{"vnode":1,"a":2,"vnode":2}`, `{"a":2}`, vn(2)},
+		{` { "vnode" : "3", "\u0076node": 4.5 , "1":0}`, `{"1":0}`, vn(4)},
+		{`{"a":{"vnode":1},"vnode":null}`, `{"a":{"vnode":1}}`, nil},
+		{`{"b":[],"vnode":-12.5e1}`, `{"b":[]}`, vn(-125)},
+	} {
+		if got, err := ClientValue(c.text); err != nil || string(got) != c.client {
+			t.Errorf("ClientValue(%q) = %q, %v, want %q", c.text, got, err, c.client)
+		}
+		if v, err := ValueVnode(c.text); err != nil || fmtVnode(v) != fmtVnode(c.col) {
+			t.Errorf("ValueVnode(%q) = %s, %v, want %s", c.text, fmtVnode(v), err, fmtVnode(c.col))
+		}
+	}
+}
+
 func TestValueEtagVector(t *testing.T) {
 	// Moray's etag hashes UTF-16 code units, not bytes: a textbook CRC-32 of
 	// the UTF-8 gives 43710C7D.
@@ -576,6 +597,15 @@ func (g *valueGen) mutate(b []byte) []byte {
 	return append([]byte([]string{"[", `"`, "\ufeff", "\u00a0", " ", "\v"}[g.r.IntN(6)]), b...)
 }
 
+// int64Col is Node's vnode column as ValueVnode reports it: nil when absent
+// or beyond int64.
+func int64Col(col string) string {
+	if _, err := strconv.ParseInt(col, 10, 64); err != nil {
+		return "nil"
+	}
+	return col
+}
+
 func TestValueNode(t *testing.T) {
 	node, err := exec.LookPath("node")
 	if err != nil {
@@ -649,10 +679,18 @@ func TestValueNode(t *testing.T) {
 			continue
 		}
 		f := strings.Fields(line)
-		if len(f) != 4 {
+		if len(f) != 6 {
 			t.Fatalf("node line %d: %q", i, line)
 		}
 		stored, etag, client, col := b64(f[0]), f[1], b64(f[2]), f[3]
+		// Reading the client's own text checks ClientValue and ValueVnode on
+		// repeated keys and odd spellings, which stored text never has.
+		if c, err := ClientValue(string(inputs[i])); err != nil || string(c) != b64(f[4]) {
+			fail("ClientValue of the input %q, %v; Node %q", c, err, b64(f[4]))
+		}
+		if v, err := ValueVnode(string(inputs[i])); err != nil || fmtVnode(v) != int64Col(f[5]) {
+			fail("ValueVnode of the input %s, %v; Node's column %s", fmtVnode(v), err, f[5])
+		}
 		if err != nil {
 			fail("MorayValue: %v; Node stored %q", err, stored)
 			continue
@@ -667,11 +705,7 @@ func TestValueNode(t *testing.T) {
 		if c, err := ClientValue(got); err != nil || string(c) != client {
 			fail("ClientValue %q, %v; Node %q", c, err, client)
 		}
-		want := "nil"
-		if _, err := strconv.ParseInt(col, 10, 64); err == nil {
-			want = col
-		}
-		if v, err := ValueVnode(got); err != nil || fmtVnode(v) != want {
+		if v, err := ValueVnode(got); err != nil || fmtVnode(v) != int64Col(col) {
 			fail("ValueVnode %s, %v; Node's column %s", fmtVnode(v), err, col)
 		}
 	}

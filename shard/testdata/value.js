@@ -8,9 +8,11 @@
 // (base64, so that ill-formed UTF-8 reaches Buffer#toString as it would off
 // the wire) and the vnode electric-moray assigns, or "-" for none. Each line
 // printed is "ERR" when Node refuses the value, or
-// "STORED ETAG CLIENT VNODECOL": the _value text and what a client reads back
-// (both base64 of their UTF-8), Moray's etag of the text, and what a number
-// index on vnode would store (parseInt(String(v), 10)), or "-".
+// "STORED ETAG CLIENT VNODECOL RAWCLIENT RAWVNODECOL": the _value text and
+// what a client reads back (both base64 of their UTF-8), Moray's etag of the
+// text, and what a number index on vnode would store (parseInt(String(v),
+// 10)), or "-"; then the last two for the client's text itself, as if it had
+// been stored as it came (its repeated keys and spelling are not canonical).
 
 const fs = require('fs');
 
@@ -35,6 +37,21 @@ function b64(s) {
     return Buffer.from(s, 'utf8').toString('base64');
 }
 
+// readBack is electric-moray's read of a stored text: the client's value and
+// the vnode index column.
+function readBack(text) {
+    const back = JSON.parse(text);
+    const sv = back.vnode;
+    delete back.vnode;
+    let col = '-';
+    if (typeof sv === 'number') {
+        const n = parseInt(String(sv), 10);
+        if (!Number.isNaN(n))
+            col = String(n);
+    }
+    return [b64(JSON.stringify(back)), col];
+}
+
 function one(line) {
     const [raw, vn] = line.split(' ');
     const text = Buffer.from(raw, 'base64').toString('utf8');
@@ -49,17 +66,9 @@ function one(line) {
     } catch (e) {
         return 'ERR';
     }
-    const back = JSON.parse(stored);
-    delete back.vnode;
-    const client = JSON.stringify(back);
-    const sv = JSON.parse(stored).vnode;
-    let col = '-';
-    if (typeof sv === 'number') {
-        const n = parseInt(String(sv), 10);
-        if (!Number.isNaN(n))
-            col = String(n);
-    }
-    return [b64(stored), etag(stored), b64(client), col].join(' ');
+    const [client, col] = readBack(stored);
+    const [rawClient, rawCol] = readBack(text);
+    return [b64(stored), etag(stored), client, col, rawClient, rawCol].join(' ');
 }
 
 const lines = fs.readFileSync(process.argv[2], 'latin1').split('\n');
