@@ -55,7 +55,7 @@ func MorayValue(raw []byte, vnode *int64) (string, error) {
 	if err := p.run(); err != nil {
 		return "", err
 	}
-	return string(st.out), nil
+	return string(p.out), nil
 }
 
 // ClientValue is what a client reads back through electric-moray for a stored
@@ -67,7 +67,7 @@ func ClientValue(text string) ([]byte, error) {
 	if err := p.run(); err != nil {
 		return nil, err
 	}
-	return append([]byte(nil), st.out...), nil
+	return append([]byte(nil), p.out...), nil
 }
 
 // ValueVnode returns the top-level "vnode" property of a stored _value text
@@ -92,9 +92,12 @@ func ValueVnode(text string) (*int64, error) {
 // feeds the table only the low byte of each UTF-16 code unit of the string
 // (not its UTF-8 bytes), printed as 8 uppercase hex digits.
 func MorayEtag(text string) string {
-	// The low bytes are gathered in a stack buffer so that crc32.Update (which
-	// uses the CPU's CRC instructions) does the hashing, with no allocation.
-	var buf [512]byte
+	// The low bytes are gathered in a buffer so that crc32.Update (which uses
+	// the CPU's carry-less multiply) does the hashing. The buffer is pooled:
+	// Update's dispatch makes a stack array escape.
+	bp := etagBufs.Get().(*[512]byte)
+	defer etagBufs.Put(bp)
+	buf := bp[:]
 	var crc uint32
 	n := 0
 	for i := 0; i < len(text); {
@@ -131,6 +134,8 @@ func MorayEtag(text string) string {
 	}
 	return string(out[:])
 }
+
+var etagBufs = sync.Pool{New: func() any { return new([512]byte) }}
 
 type topMode uint8
 
@@ -188,11 +193,15 @@ func putValueState(st *valueState) {
 }
 
 // valueParser reads JSON from in and writes what JSON.stringify would make of
-// it to st.out. It is generic so that []byte requests and string rows are
+// it to out. It is generic so that []byte requests and string rows are
 // both read in place.
 type valueParser[T string | []byte] struct {
-	in    T
-	pos   int
+	in  T
+	pos int
+	// out is the output being written. It lives here, on the caller's stack,
+	// rather than in st, because every append stores the slice back and a
+	// store into a heap object costs a GC write barrier.
+	out   []byte
 	st    *valueState
 	mode  topMode
 	vnode int64
@@ -208,6 +217,8 @@ func (p *valueParser[T]) fail(msg string) error {
 }
 
 func (p *valueParser[T]) run() error {
+	p.out = p.st.out[:0]
+	defer func() { p.st.out = p.out }()
 	p.skipSpace()
 	if p.pos >= len(p.in) || p.in[p.pos] != '{' {
 		// Moray's put takes only objects; other JSON is refused like invalid JSON.
@@ -263,7 +274,7 @@ func (p *valueParser[T]) literal(word string) error {
 	if len(p.in)-p.pos < len(word) || string(p.in[p.pos:p.pos+len(word)]) != word {
 		return p.fail("invalid literal")
 	}
-	p.st.out = append(p.st.out, word...)
+	p.out = append(p.out, word...)
 	p.pos += len(word)
 	return nil
 }
@@ -272,12 +283,12 @@ func (p *valueParser[T]) array(depth int) error {
 	if depth >= maxValueDepth {
 		return p.fail("nested too deeply")
 	}
-	p.st.out = append(p.st.out, '[')
+	p.out = append(p.out, '[')
 	p.pos++
 	p.skipSpace()
 	if p.pos < len(p.in) && p.in[p.pos] == ']' {
 		p.pos++
-		p.st.out = append(p.st.out, ']')
+		p.out = append(p.out, ']')
 		return nil
 	}
 	for {
@@ -291,10 +302,10 @@ func (p *valueParser[T]) array(depth int) error {
 		}
 		switch p.in[p.pos] {
 		case ',':
-			p.st.out = append(p.st.out, ',')
+			p.out = append(p.out, ',')
 			p.pos++
 		case ']':
-			p.st.out = append(p.st.out, ']')
+			p.out = append(p.out, ']')
 			p.pos++
 			return nil
 		default:
@@ -324,8 +335,8 @@ func (p *valueParser[T]) object(depth int) error {
 		return p.fail("nested too deeply")
 	}
 	st := p.st
-	start := len(st.out)
-	st.out = append(st.out, '{')
+	start := len(p.out)
+	p.out = append(p.out, '{')
 	p.pos++
 	base := len(st.members)
 	var ord objectOrder
@@ -338,17 +349,17 @@ func (p *valueParser[T]) object(depth int) error {
 			if p.pos >= len(p.in) || p.in[p.pos] != '"' {
 				return p.fail("expected a property name")
 			}
-			k0 := len(st.out)
+			k0 := len(p.out)
 			if err := p.str(); err != nil {
 				return err
 			}
-			k1 := len(st.out)
+			k1 := len(p.out)
 			p.skipSpace()
 			if p.pos >= len(p.in) || p.in[p.pos] != ':' {
 				return p.fail("expected : after a property name")
 			}
 			p.pos++
-			st.out = append(st.out, ':')
+			p.out = append(p.out, ':')
 			p.skipSpace()
 			if err := p.value(depth + 1); err != nil {
 				return err
@@ -359,7 +370,7 @@ func (p *valueParser[T]) object(depth int) error {
 				return p.fail("unterminated object")
 			}
 			if c := p.in[p.pos]; c == ',' {
-				st.out = append(st.out, ',')
+				p.out = append(p.out, ',')
 				p.pos++
 				continue
 			} else if c == '}' {
@@ -377,25 +388,25 @@ func (p *valueParser[T]) object(depth int) error {
 			// more member: an existing vnode keeps its place, as a repeated
 			// key does.
 			if len(st.members) > base {
-				st.out = append(st.out, ',')
+				p.out = append(p.out, ',')
 			}
-			k0 := len(st.out)
-			st.out = append(st.out, `"vnode"`...)
-			k1 := len(st.out)
-			st.out = append(st.out, ':')
-			st.out = appendJSNumber(st.out, float64(p.vnode))
+			k0 := len(p.out)
+			p.out = append(p.out, `"vnode"`...)
+			k1 := len(p.out)
+			p.out = append(p.out, ':')
+			p.out = appendJSNumber(p.out, float64(p.vnode))
 			p.addMember(base, k0, k1, &ord)
 		case topDropVnode:
 			for _, m := range st.members[base:] {
-				if string(st.out[m.k0:m.k1]) == `"vnode"` {
+				if string(p.out[m.k0:m.k1]) == `"vnode"` {
 					drop, ord.rewrite = true, true
 					break
 				}
 			}
 		case topFindVnode:
 			for _, m := range st.members[base:] {
-				if string(st.out[m.k0:m.k1]) == `"vnode"` {
-					v := st.out[m.k1+1 : m.v1]
+				if string(p.out[m.k0:m.k1]) == `"vnode"` {
+					v := p.out[m.k1+1 : m.v1]
 					p.found = true
 					p.foundLen = copy(p.foundVal[:], v)
 					if len(v) > len(p.foundVal) || !isNumberStart(v[0]) {
@@ -408,7 +419,7 @@ func (p *valueParser[T]) object(depth int) error {
 	if ord.rewrite {
 		p.rewrite(start, base, drop)
 	}
-	st.out = append(st.out, '}')
+	p.out = append(p.out, '}')
 	st.members = st.members[:base]
 	return nil
 }
@@ -417,13 +428,13 @@ func (p *valueParser[T]) object(depth int) error {
 // at the end of the buffer) and whether it breaks arrival order.
 func (p *valueParser[T]) addMember(base, k0, k1 int, ord *objectOrder) {
 	st := p.st
-	m := member{k0: k0, k1: k1, v1: len(st.out), dup: -1}
-	key := st.out[k0:k1]
+	m := member{k0: k0, k1: k1, v1: len(p.out), dup: -1}
+	key := p.out[k0:k1]
 	m.index, m.isIdx = arrayIndex(key)
 	n := len(st.members) - base
 	if ord.seen == nil && n < linearDupLimit {
 		for i, o := range st.members[base:] {
-			if o.k1-o.k0 == len(key) && string(st.out[o.k0:o.k1]) == string(key) {
+			if o.k1-o.k0 == len(key) && string(p.out[o.k0:o.k1]) == string(key) {
 				m.dup = i
 				break
 			}
@@ -433,7 +444,7 @@ func (p *valueParser[T]) addMember(base, k0, k1 int, ord *objectOrder) {
 			ord.seen = make(map[string]int, 2*n)
 			for i, o := range st.members[base:] {
 				if o.dup < 0 {
-					ord.seen[string(st.out[o.k0:o.k1])] = i
+					ord.seen[string(p.out[o.k0:o.k1])] = i
 				}
 			}
 		}
@@ -473,7 +484,7 @@ func (p *valueParser[T]) rewrite(start, base int, drop bool) {
 			}
 			continue
 		}
-		if drop && string(st.out[ms[i].k0:ms[i].k1]) == `"vnode"` {
+		if drop && string(p.out[ms[i].k0:ms[i].k1]) == `"vnode"` {
 			ms[i].slot = -1
 			continue
 		}
@@ -505,8 +516,8 @@ func (p *valueParser[T]) rewrite(start, base int, drop bool) {
 		st.entries = entries[:0]
 	}
 	off := start + 1
-	st.scratch = append(st.scratch[:0], st.out[off:]...)
-	out := st.out[:off]
+	st.scratch = append(st.scratch[:0], p.out[off:]...)
+	out := p.out[:off]
 	for i, e := range entries {
 		if i > 0 {
 			out = append(out, ',')
@@ -515,7 +526,7 @@ func (p *valueParser[T]) rewrite(start, base int, drop bool) {
 		out = append(out, st.scratch[k.k0-off:k.k1-off]...)
 		out = append(out, st.scratch[v.k1-off:v.v1-off]...)
 	}
-	st.out = out
+	p.out = out
 }
 
 // arrayIndex reports whether a quoted key (as written to the output) is a
@@ -591,16 +602,16 @@ func (p *valueParser[T]) number() error {
 	}
 	if p.pos == intEnd && digits <= 15 {
 		if string(tok) == "-0" {
-			p.st.out = append(p.st.out, '0')
+			p.out = append(p.out, '0')
 		} else {
-			p.st.out = append(p.st.out, tok...)
+			p.out = append(p.out, tok...)
 		}
 		return nil
 	}
 	// The grammar was checked above, so the only error left is ErrRange, and
 	// then f is the ±Inf (or ±0) JSON.parse gives too.
 	f, _ := strconv.ParseFloat(string(tok), 64)
-	p.st.out = appendJSNumber(p.st.out, f)
+	p.out = appendJSNumber(p.out, f)
 	return nil
 }
 
@@ -722,31 +733,30 @@ func parseIntPrefix(s []byte) *int64 {
 // than by holding UTF-16 text.
 func (p *valueParser[T]) str() error {
 	in := p.in
-	out := p.st.out
+	out := p.out
 	out = append(out, '"')
 	p.pos++
 	for {
 		run := p.pos
-		for p.pos < len(in) {
-			c := in[p.pos]
-			if c < 0x20 || c == '"' || c == '\\' || c >= 0x80 {
-				break
-			}
+		for p.pos+8 <= len(in) && plainWord(load64(in, p.pos)) {
+			p.pos += 8
+		}
+		for p.pos < len(in) && plainASCII[in[p.pos]] {
 			p.pos++
 		}
 		out = append(out, in[run:p.pos]...)
 		if p.pos >= len(in) {
-			p.st.out = out
+			p.out = out
 			return p.fail("unterminated string")
 		}
 		c := in[p.pos]
 		switch {
 		case c == '"':
 			p.pos++
-			p.st.out = append(out, '"')
+			p.out = append(out, '"')
 			return nil
 		case c < 0x20:
-			p.st.out = out
+			p.out = out
 			return p.fail("bad control character in string literal")
 		case c >= 0x80:
 			if _, size, ok := decodeUTF8(in, p.pos); ok {
@@ -760,7 +770,7 @@ func (p *valueParser[T]) str() error {
 		}
 		// A backslash.
 		if p.pos+1 >= len(in) {
-			p.st.out = out
+			p.out = out
 			return p.fail("unterminated string")
 		}
 		e := in[p.pos+1]
@@ -785,7 +795,7 @@ func (p *valueParser[T]) str() error {
 		case 'u':
 			u, ok := p.hex4(p.pos)
 			if !ok {
-				p.st.out = out
+				p.out = out
 				return p.fail("bad Unicode escape")
 			}
 			p.pos += 4
@@ -799,10 +809,37 @@ func (p *valueParser[T]) str() error {
 			out = appendCodeUnit(out, u)
 		default:
 			p.pos--
-			p.st.out = out
+			p.out = out
 			return p.fail("bad escaped character")
 		}
 	}
+}
+
+// plainASCII marks the bytes a string copies through unchanged: printable
+// ASCII other than '"' and '\\'.
+var plainASCII = func() (t [256]bool) {
+	for c := 0x20; c < 0x80; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
+// load64 reads 8 bytes little-endian; the compiler makes it one load.
+func load64[T string | []byte](s T, i int) uint64 {
+	s = s[i : i+8]
+	return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
+}
+
+// plainWord reports whether all 8 bytes of w are plainASCII, so that the
+// common run of ordinary text is skipped a word at a time. Each term flags a
+// byte >= 0x80, < 0x20, equal to '"' or equal to '\\' (the usual "has a zero
+// byte" trick, exact as a yes/no answer).
+func plainWord(w uint64) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	q := w ^ (ones * '"')
+	b := w ^ (ones * '\\')
+	return (w|(w-ones*0x20)|(q-ones)&^q|(b-ones)&^b)&highs == 0
 }
 
 func (p *valueParser[T]) hex4(i int) (rune, bool) {
