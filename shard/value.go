@@ -153,6 +153,7 @@ const (
 type member struct {
 	k0, k1 int    // the quoted key is out[k0:k1]; its value is out[k1+1:v1]
 	v1     int    //
+	sig    uint64 // the key's length and first bytes, to rule out most unequal keys in one compare
 	dup    int    // index within the object of the first member with this key, or -1
 	slot   int    // position in the rewrite's entry list (first occurrences only)
 	index  uint32 // the key as an array index, when isIndex
@@ -171,7 +172,7 @@ type entry struct {
 // write through the router makes one.
 type valueState struct {
 	out     []byte
-	members []member // a stack: each open object's members above its parent's
+	members []member
 	entries []entry
 	scratch []byte
 }
@@ -201,10 +202,11 @@ type valueParser[T string | []byte] struct {
 	// out is the output being written. It lives here, on the caller's stack,
 	// rather than in st, because every append stores the slice back and a
 	// store into a heap object costs a GC write barrier.
-	out   []byte
-	st    *valueState
-	mode  topMode
-	vnode int64
+	out     []byte
+	members []member // likewise; a stack, each open object's members above its parent's
+	st      *valueState
+	mode    topMode
+	vnode   int64
 
 	// topFindVnode's result: the output spelling of the last top-level vnode.
 	found    bool
@@ -217,8 +219,8 @@ func (p *valueParser[T]) fail(msg string) error {
 }
 
 func (p *valueParser[T]) run() error {
-	p.out = p.st.out[:0]
-	defer func() { p.st.out = p.out }()
+	p.out, p.members = p.st.out[:0], p.st.members[:0]
+	defer func() { p.st.out, p.st.members = p.out, p.members }()
 	p.skipSpace()
 	if p.pos >= len(p.in) || p.in[p.pos] != '{' {
 		// Moray's put takes only objects; other JSON is refused like invalid JSON.
@@ -334,11 +336,10 @@ func (p *valueParser[T]) object(depth int) error {
 	if depth >= maxValueDepth {
 		return p.fail("nested too deeply")
 	}
-	st := p.st
 	start := len(p.out)
 	p.out = append(p.out, '{')
 	p.pos++
-	base := len(st.members)
+	base := len(p.members)
 	var ord objectOrder
 	p.skipSpace()
 	if p.pos < len(p.in) && p.in[p.pos] == '}' {
@@ -387,7 +388,7 @@ func (p *valueParser[T]) object(depth int) error {
 			// electric-moray's assignment comes after the parse, so it is one
 			// more member: an existing vnode keeps its place, as a repeated
 			// key does.
-			if len(st.members) > base {
+			if len(p.members) > base {
 				p.out = append(p.out, ',')
 			}
 			k0 := len(p.out)
@@ -397,14 +398,14 @@ func (p *valueParser[T]) object(depth int) error {
 			p.out = appendJSNumber(p.out, float64(p.vnode))
 			p.addMember(base, k0, k1, &ord)
 		case topDropVnode:
-			for _, m := range st.members[base:] {
+			for _, m := range p.members[base:] {
 				if string(p.out[m.k0:m.k1]) == `"vnode"` {
 					drop, ord.rewrite = true, true
 					break
 				}
 			}
 		case topFindVnode:
-			for _, m := range st.members[base:] {
+			for _, m := range p.members[base:] {
 				if string(p.out[m.k0:m.k1]) == `"vnode"` {
 					v := p.out[m.k1+1 : m.v1]
 					p.found = true
@@ -420,21 +421,20 @@ func (p *valueParser[T]) object(depth int) error {
 		p.rewrite(start, base, drop)
 	}
 	p.out = append(p.out, '}')
-	st.members = st.members[:base]
+	p.members = p.members[:base]
 	return nil
 }
 
 // addMember records the member just written to the output (its value ends
 // at the end of the buffer) and whether it breaks arrival order.
 func (p *valueParser[T]) addMember(base, k0, k1 int, ord *objectOrder) {
-	st := p.st
-	m := member{k0: k0, k1: k1, v1: len(p.out), dup: -1}
 	key := p.out[k0:k1]
+	m := member{k0: k0, k1: k1, v1: len(p.out), dup: -1, sig: keySig(key)}
 	m.index, m.isIdx = arrayIndex(key)
-	n := len(st.members) - base
+	n := len(p.members) - base
 	if ord.seen == nil && n < linearDupLimit {
-		for i, o := range st.members[base:] {
-			if o.k1-o.k0 == len(key) && string(p.out[o.k0:o.k1]) == string(key) {
+		for i, o := range p.members[base:] {
+			if o.sig == m.sig && string(p.out[o.k0:o.k1]) == string(key) {
 				m.dup = i
 				break
 			}
@@ -442,7 +442,7 @@ func (p *valueParser[T]) addMember(base, k0, k1 int, ord *objectOrder) {
 	} else {
 		if ord.seen == nil {
 			ord.seen = make(map[string]int, 2*n)
-			for i, o := range st.members[base:] {
+			for i, o := range p.members[base:] {
 				if o.dup < 0 {
 					ord.seen[string(p.out[o.k0:o.k1])] = i
 				}
@@ -465,7 +465,18 @@ func (p *valueParser[T]) addMember(base, k0, k1 int, ord *objectOrder) {
 	default:
 		ord.anyOther = true
 	}
-	st.members = append(st.members, m)
+	p.members = append(p.members, m)
+}
+
+// keySig packs a quoted key's length with up to its first 7 bytes after the
+// quote.
+func keySig(quoted []byte) uint64 {
+	sig := uint64(len(quoted)) << 56
+	k := quoted[1:min(len(quoted), 8)]
+	for i, c := range k {
+		sig |= uint64(c) << (8 * i)
+	}
+	return sig
 }
 
 // rewrite puts the members of the object opened at out[start] into
@@ -474,7 +485,7 @@ func (p *valueParser[T]) addMember(base, k0, k1 int, ord *objectOrder) {
 // copied aside and laid down again.
 func (p *valueParser[T]) rewrite(start, base int, drop bool) {
 	st := p.st
-	ms := st.members[base:]
+	ms := p.members[base:]
 	entries := st.entries[:0]
 	nIdx := 0
 	for i := range ms {
@@ -515,11 +526,22 @@ func (p *valueParser[T]) rewrite(start, base int, drop bool) {
 	} else {
 		st.entries = entries[:0]
 	}
+	// Members already where they belong, with their own values, stay put:
+	// commonly all but a vnode or a repeated key near the end.
+	keep := 0
+	for keep < len(entries) && entries[keep].key == keep && entries[keep].val == keep {
+		keep++
+	}
 	off := start + 1
+	if keep > 0 {
+		off = ms[keep-1].v1
+	}
+	// The remaining entries only refer to members from keep on, which all
+	// lie after off.
 	st.scratch = append(st.scratch[:0], p.out[off:]...)
 	out := p.out[:off]
-	for i, e := range entries {
-		if i > 0 {
+	for i, e := range entries[keep:] {
+		if keep+i > 0 {
 			out = append(out, ',')
 		}
 		k, v := ms[e.key], ms[e.val]
