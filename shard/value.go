@@ -151,13 +151,13 @@ const (
 // then a matter of moving finished byte ranges, and keys compare as their
 // output spelling, which is a one-to-one encoding of the UTF-16 key.
 type member struct {
-	k0, k1 int    // the quoted key is out[k0:k1]; its value is out[k1+1:v1]
-	v1     int    //
-	sig    uint64 // the key's length and first bytes, to rule out most unequal keys in one compare
-	dup    int    // index within the object of the first member with this key, or -1
-	slot   int    // position in the rewrite's entry list (first occurrences only)
-	index  uint32 // the key as an array index, when isIndex
-	isIdx  bool
+	// The quoted key is out[k0:k1] and the value out[k1+1:v1].
+	k0, k1, v1 int
+	sig        uint64 // the key's length and first bytes: most unequal keys differ here
+	dup        int    // index within the object of the first member with this key, or -1
+	slot       int    // position in the rewrite's entry list (first occurrences only)
+	index      uint32 // the key as an array index, when isIdx
+	isIdx      bool
 }
 
 // entry is a property of a rewritten object: the key of its first
