@@ -118,7 +118,7 @@ func FindObjects(ctx context.Context, q Batcher, bucket string, opts BucketOptio
 			n := int64(*snap)
 			o.TxnSnap = &n
 		}
-		v, err := readValue(opts, fields, stored, cols)
+		v, err := readValue(opts, fields, stored)(cols)
 		o.Value = v
 		return o, err
 	})

@@ -148,8 +148,8 @@ func jsString(v any) string {
 	}
 }
 
-// jsNumber is JavaScript's Number.prototype.toString(): the shortest
-// digits that read back as f, in plain notation from 1e-6 up to 1e21.
+// jsNumber is JavaScript's String(f): JSON.stringify's digits, and the
+// words for the values JSON has no digits for.
 func jsNumber(f float64) string {
 	switch {
 	case math.IsNaN(f):
@@ -158,44 +158,8 @@ func jsNumber(f float64) string {
 		return "Infinity"
 	case math.IsInf(f, -1):
 		return "-Infinity"
-	case f == 0:
-		return "0"
 	}
-	sign := ""
-	if f < 0 {
-		sign, f = "-", -f
-	}
-	// digits and exponent n such that f = 0.digits × 10^n
-	e := strconv.FormatFloat(f, 'e', -1, 64)
-	mant, exp, _ := strings.Cut(e, "e")
-	digits := strings.Replace(mant, ".", "", 1)
-	x, _ := strconv.Atoi(exp)
-	n := x + 1
-	k := len(digits)
-	switch {
-	case k <= n && n <= 21:
-		return sign + digits + strings.Repeat("0", n-k)
-	case 0 < n && n <= 21:
-		return sign + digits[:n] + "." + digits[n:]
-	case -6 < n && n <= 0:
-		return sign + "0." + strings.Repeat("0", -n) + digits
-	}
-	es := "+"
-	if n-1 < 0 {
-		es = "-"
-	}
-	m := digits[:1]
-	if k > 1 {
-		m += "." + digits[1:]
-	}
-	return sign + m + "e" + es + strconv.Itoa(abs(n-1))
-}
-
-func abs(n int) int {
-	if n < 0 {
-		return -n
-	}
-	return n
+	return string(appendJSNumber(nil, f))
 }
 
 // jsFloatPrefix is the longest prefix parseFloat reads.
@@ -282,58 +246,68 @@ func indexReadSQL(fields []string) string {
 // it: numeric as a JavaScript number), or removed when the column is NULL
 // (unless the value holds null), except that a scalar index leaves an
 // array in the value alone. The columns are PostgreSQL's to_json of each.
-func readValue(opts BucketOptions, fields []string, stored string, cols [][]byte) ([]byte, error) {
-	ms, err := members([]byte(stored))
+func readValue(opts BucketOptions, fields []string, stored string) func(cols [][]byte) ([]byte, error) {
+	return func(cols [][]byte) ([]byte, error) {
+		text, err := ClientValue(stored)
+		if err != nil || len(fields) == 0 {
+			return text, err
+		}
+		fs, err := topFields(string(text))
+		if err != nil {
+			return nil, err
+		}
+		for i, f := range fields {
+			col := cols[i]
+			t := opts.Index[f].Type
+			if col != nil {
+				if col, err = canonical(col, t); err != nil {
+					return nil, err
+				}
+			}
+			j := fs.find(f)
+			switch {
+			case col == nil:
+				if j >= 0 && fs[j].val != "null" {
+					fs = append(fs[:j], fs[j+1:]...)
+				}
+			case j >= 0 && strings.HasPrefix(fs[j].val, "["):
+				if indexTypes[t].scalar != "" {
+					fs[j].val = string(col)
+				}
+			case j >= 0:
+				fs[j].val = string(col)
+			default:
+				fs = append(fs, field{quoted: quoteKey(f), key: f, val: string(col)})
+			}
+		}
+		return []byte(fs.text()), nil
+	}
+}
+
+// canonical is a column's to_json as JSON.stringify would write the value
+// node-postgres made of it.
+func canonical(col []byte, typ string) ([]byte, error) {
+	switch typ {
+	case "number":
+		col = jsonNumberish(col)
+	case "[number]":
+		var elems []json.RawMessage
+		if err := json.Unmarshal(col, &elems); err != nil {
+			return nil, err
+		}
+		for j := range elems {
+			if string(elems[j]) != "null" {
+				elems[j] = jsonNumberish(elems[j])
+			}
+		}
+		col, _ = json.Marshal(elems)
+	}
+	// Wrapped in an object, the codec writes it as JSON.stringify would.
+	text, err := MorayValue(append(append([]byte(`{"v":`), col...), '}'), nil)
 	if err != nil {
 		return nil, err
 	}
-	at := map[string]int{}
-	out := ms[:0]
-	for _, m := range ms {
-		if m.key == "vnode" {
-			continue
-		}
-		at[m.key] = len(out)
-		out = append(out, m)
-	}
-	for i, f := range fields {
-		col := cols[i]
-		t := opts.Index[f].Type
-		if col != nil && indexTypes[t].scalar == "" && t == "number" {
-			col = jsonNumberish(col)
-		} else if col != nil && t == "[number]" {
-			var elems []json.RawMessage
-			if json.Unmarshal(col, &elems) == nil {
-				for j := range elems {
-					elems[j] = jsonNumberish(elems[j])
-				}
-				col, _ = json.Marshal(elems)
-			}
-		}
-		j, present := at[f]
-		switch {
-		case col == nil:
-			if present && string(out[j].val) != "null" {
-				out = append(out[:j], out[j+1:]...)
-				for k, v := range at {
-					if v > j {
-						at[k] = v - 1
-					}
-				}
-				delete(at, f)
-			}
-		case present && len(out[j].val) > 0 && out[j].val[0] == '[':
-			if indexTypes[t].scalar != "" {
-				out[j].val = col
-			}
-		case present:
-			out[j].val = col
-		default:
-			at[f] = len(out)
-			out = append(out, member{f, col})
-		}
-	}
-	return []byte(emit(out)), nil
+	return []byte(text[len(`{"v":`) : len(text)-1]), nil
 }
 
 // jsonNumberish is a numeric column's JSON as JavaScript reads it:
@@ -348,4 +322,126 @@ func jsonNumberish(raw []byte) []byte {
 		return []byte("null")
 	}
 	return []byte(jsNumber(f))
+}
+
+// field is one top-level member of a canonical (JSON.stringify'd) object.
+type field struct {
+	quoted, key, val string
+}
+
+type fieldList []field
+
+func (fs fieldList) find(key string) int {
+	for i, f := range fs {
+		if f.key == key {
+			return i
+		}
+	}
+	return -1
+}
+
+func (fs fieldList) text() string {
+	var b strings.Builder
+	b.WriteByte('{')
+	for i, f := range fs {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(f.quoted)
+		b.WriteByte(':')
+		b.WriteString(f.val)
+	}
+	b.WriteByte('}')
+	return b.String()
+}
+
+// quoteKey writes a key as JSON.stringify does; index field names are
+// plain ASCII (ValidateIndex), so no escape is ever needed.
+func quoteKey(k string) string { return `"` + k + `"` }
+
+// topFields splits a canonical object's text, as the codec writes it (no
+// whitespace), into its top-level members, in order.
+func topFields(text string) (fieldList, error) {
+	if len(text) < 2 || text[0] != '{' || text[len(text)-1] != '}' {
+		return nil, fmt.Errorf("%w: not an object", ErrBadValue)
+	}
+	var out fieldList
+	i := 1
+	for i < len(text)-1 {
+		kEnd := stringEnd(text, i)
+		if kEnd < 0 || kEnd >= len(text) || text[kEnd] != ':' {
+			return nil, fmt.Errorf("%w: bad member at %d", ErrBadValue, i)
+		}
+		quoted := text[i:kEnd]
+		var key string
+		if err := json.Unmarshal([]byte(quoted), &key); err != nil {
+			return nil, err
+		}
+		vStart := kEnd + 1
+		vEnd := valueEnd(text, vStart)
+		if vEnd < 0 {
+			return nil, fmt.Errorf("%w: bad value at %d", ErrBadValue, vStart)
+		}
+		out = append(out, field{quoted: quoted, key: key, val: text[vStart:vEnd]})
+		i = vEnd
+		if i < len(text)-1 {
+			if text[i] != ',' {
+				return nil, fmt.Errorf("%w: expected ',' at %d", ErrBadValue, i)
+			}
+			i++
+		}
+	}
+	return out, nil
+}
+
+// stringEnd is the index just past the JSON string starting at i.
+func stringEnd(s string, i int) int {
+	if i >= len(s) || s[i] != '"' {
+		return -1
+	}
+	for j := i + 1; j < len(s); j++ {
+		switch s[j] {
+		case '\\':
+			j++
+		case '"':
+			return j + 1
+		}
+	}
+	return -1
+}
+
+// valueEnd is the index just past the JSON value starting at i.
+func valueEnd(s string, i int) int {
+	depth := 0
+	for j := i; j < len(s); j++ {
+		switch c := s[j]; c {
+		case '"':
+			e := stringEnd(s, j)
+			if e < 0 {
+				return -1
+			}
+			j = e - 1
+			if depth == 0 {
+				return e
+			}
+		case '{', '[':
+			depth++
+		case '}', ']':
+			if depth == 0 {
+				return j
+			}
+			depth--
+			if depth == 0 {
+				return j + 1
+			}
+		case ',':
+			if depth == 0 {
+				return j
+			}
+		}
+	}
+	if depth == 0 {
+		return len(s)
+	}
+	return -1
 }

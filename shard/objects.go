@@ -294,7 +294,7 @@ func GetObject(ctx context.Context, q Batcher, bucket string, opts BucketOptions
 		n := int64(*snap)
 		o.TxnSnap = &n
 	}
-	if o.Value, err = readValue(opts, fields, stored, cols); err != nil {
+	if o.Value, err = readValue(opts, fields, stored)(cols); err != nil {
 		return Object{}, fmt.Errorf("%s %s: stored value: %w", bucket, key, err)
 	}
 	return o, nil

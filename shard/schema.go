@@ -649,8 +649,23 @@ func OptionsWithVersion(raw []byte) (string, int64, error) {
 	default:
 		return "", 0, fmt.Errorf("options.version must be a number")
 	}
-	text, err := setProperty(raw, "version", version, v.Version == nil || v.Version == false || v.Version == float64(0))
-	return text, version, err
+	text, err := MorayValue(raw, nil)
+	if err != nil {
+		return "", 0, err
+	}
+	if v.Version == nil || v.Version == false || v.Version == float64(0) {
+		fs, err := topFields(text)
+		if err != nil {
+			return "", 0, err
+		}
+		if j := fs.find("version"); j >= 0 {
+			fs[j].val = "0"
+		} else {
+			fs = append(fs, field{quoted: `"version"`, key: "version", val: "0"})
+		}
+		text = fs.text()
+	}
+	return text, version, nil
 }
 
 // EnsureBucket makes sure the shard has the bucket, creating it as Moray
