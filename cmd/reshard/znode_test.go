@@ -275,6 +275,15 @@ func TestZooKeeperDumpLockHeldByAnother(t *testing.T) {
 	if !strings.Contains(out, `in ZooKeeper `+zkAddr+`: held by "manatee-dump"`) || !strings.Contains(out, "dump lock: free") {
 		t.Fatalf("locks while manatee-dump holds the znode:\n%s", out)
 	}
+	// reshard dump obeys the znode as Manatee's dump does: of the pnode
+	// registered with the ensemble, or with --zookeeper.
+	dumps := t.TempDir()
+	for _, args := range [][]string{{"--pnode", "3.moray"}, {"--pnode", "1.moray", "--zookeeper", zkAddr}} {
+		_, stderr, ok := run(t, l.env(), append([]string{"dump", "--out", dumps}, args...)...)
+		if ok || !strings.Contains(stderr, `the dump lock is held by "manatee-dump" (znode /pg_dump_lock)`) || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
+			t.Fatalf("dump %v under the znode: ok=%v %q", args, ok, stderr)
+		}
+	}
 	out, _, _ = run(t, l.env(), "status", j.ID)
 	if !strings.Contains(out, `held by "manatee-dump"`) {
 		t.Fatalf("status does not say who holds the znode:\n%s", out)
