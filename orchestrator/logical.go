@@ -322,8 +322,10 @@ func dumpLock(ctx context.Context, r *run) error {
 	}
 }
 
-// holdDumpLock takes the dump lock on this orchestrator's lease. Phases
-// after dump-lock call it again, so a resumed job holds it anew.
+// holdDumpLock takes the dump lock on this orchestrator's lease, and its
+// znode when the job names a ZooKeeper. Phases after dump-lock call it
+// again, and a resumed run before its first phase (resumeHold), so a
+// resumed job holds it anew.
 func (r *run) holdDumpLock(ctx context.Context) error {
 	if err := r.holdDumpZnode(ctx); err != nil {
 		r.progress(ctx, Progress{Unit: "lock", Note: err.Error()})

@@ -208,7 +208,7 @@ func renderStatus(w io.Writer, v statusView) {
 		fmt.Fprintln(w, "  dump lock: free")
 	}
 	if len(j.ZooKeeper) > 0 {
-		fmt.Fprintf(w, "  dump lock also taken as znode %s in ZooKeeper %s ('reshard locks' reads it)\n", j.ZooKeeperPath, strings.Join(j.ZooKeeper, ","))
+		fmt.Fprintf(w, "  dump lock znode: %s in ZooKeeper %s ('reshard locks' reads it)\n", j.ZooKeeperPath, strings.Join(j.ZooKeeper, ","))
 	}
 	if len(v.Locks.Dumps) > 0 {
 		fmt.Fprintf(w, "  running dumps: %s\n", strings.Join(v.Locks.Dumps, ", "))
