@@ -30,6 +30,10 @@ type Peer struct {
 type Pnode struct {
 	Name  string `json:"name"`
 	Peers []Peer `json:"peers"`
+	// ZooKeeper is the ensemble ("HOST:PORT" each) whose /pg_dump_lock
+	// the shard's Manatee dump job obeys; a reshard of the pnode takes
+	// its dump lock there too.
+	ZooKeeper []string `json:"zookeeper,omitempty"`
 }
 
 // Primary returns the pnode's primary peer.

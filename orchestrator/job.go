@@ -98,6 +98,11 @@ type Job struct {
 	Provisioner string                    `json:"provisioner,omitempty"`
 	NewPeers    map[string][]reshard.Peer `json:"new_peers,omitempty"`
 	FreezeLSN   string                    `json:"freeze_lsn,omitempty"`
+	// ZooKeeper, when set, is the ensemble where the dump lock is also
+	// taken as the znode ZooKeeperPath, for Manatee's dump job to see. It
+	// is kept here so a resumed job uses the same one.
+	ZooKeeper     []string `json:"zookeeper,omitempty"`
+	ZooKeeperPath string   `json:"zookeeper_path,omitempty"`
 }
 
 // phase returns the named phase.

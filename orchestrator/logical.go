@@ -321,9 +321,15 @@ func dumpLock(ctx context.Context, r *run) error {
 	}
 }
 
-// holdDumpLock takes the dump lock on this orchestrator's lease. Phases
-// after dump-lock call it again, so a resumed job holds it anew.
+// holdDumpLock takes the dump lock on this orchestrator's lease, and its
+// znode when the job names a ZooKeeper. Phases after dump-lock call it
+// again, and a resumed run before its first phase (resumeHold), so a
+// resumed job holds it anew.
 func (r *run) holdDumpLock(ctx context.Context) error {
+	if err := r.holdDumpZnode(ctx); err != nil {
+		r.progress(ctx, Progress{Unit: "lock", Note: err.Error()})
+		return err
+	}
 	err := etcd.AcquireDumpLock(ctx, r.o.cli, r.session.Lease(), r.job.holder())
 	if errors.Is(err, etcd.ErrLockHeld) {
 		r.progress(ctx, Progress{Unit: "lock", Note: err.Error()})
@@ -700,7 +706,10 @@ func teardown(ctx context.Context, r *run) error {
 
 func releaseDumpLock(ctx context.Context, r *run) error {
 	r.crash("mid")
-	return etcd.ReleaseDumpLock(ctx, r.o.cli, r.job.holder())
+	if err := etcd.ReleaseDumpLock(ctx, r.o.cli, r.job.holder()); err != nil {
+		return err
+	}
+	return r.releaseDumpZnode(ctx)
 }
 
 // cleanup deletes the moved rows from the origin in batches, at most
@@ -839,6 +848,9 @@ func (r *run) abort(ctx context.Context) error {
 func (r *run) finishAbort(ctx context.Context) error {
 	j := r.job
 	if err := etcd.ReleaseDumpLock(ctx, r.o.cli, j.holder()); err != nil {
+		return err
+	}
+	if err := r.releaseDumpZnode(ctx); err != nil {
 		return err
 	}
 	j.State, j.Current = Aborted, ""

@@ -43,6 +43,9 @@ type Orchestrator struct {
 	// SessionTTL is the lease that holds the job and the dump lock: how
 	// long a dead orchestrator keeps them before another can take over.
 	SessionTTL time.Duration
+	// DumpZnodes opens the dump lock's znode for jobs that name a
+	// ZooKeeper ensemble.
+	DumpZnodes DumpZnodeDialer
 }
 
 // New returns an orchestrator using cli.
@@ -94,6 +97,8 @@ type run struct {
 	phase   *Phase
 	mu      sync.Mutex
 	pools   map[string]*pgxpool.Pool
+	zk      DumpZnode // the dump lock znode's session, once opened
+	resumed bool      // the first phase of this run has been given out
 
 	abortChecked time.Time
 }
@@ -144,6 +149,7 @@ func (o *Orchestrator) Run(ctx context.Context, id string) error {
 	}
 	r := &run{o: o, job: j, session: session, pools: map[string]*pgxpool.Pool{}}
 	defer r.closePools()
+	defer r.closeZnode()
 	switch j.State {
 	case Done:
 		return nil
@@ -173,6 +179,7 @@ func (o *Orchestrator) Run(ctx context.Context, id string) error {
 		if !ok {
 			return fmt.Errorf("job %s: unknown phase %s", j.ID, ph.Name)
 		}
+		fn = r.resumeHold(ph, fn)
 		if err := r.runPhase(ctx, ph, fn); err != nil {
 			if errors.Is(err, ErrAborted) {
 				return r.abort(ctx)

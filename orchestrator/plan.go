@@ -33,6 +33,11 @@ type Request struct {
 	// Provisioner creates the new peers of the physical strategy, e.g.
 	// "lab:/tmp/lab"; see Orchestrator.Provisioners.
 	Provisioner string
+	// ZooKeeper is the ensemble ("HOST:PORT" each) where the dump lock is
+	// also a znode; empty takes the pnodes' own. ZooKeeperPath is the
+	// znode, DefaultZnodePath when empty.
+	ZooKeeper     []string
+	ZooKeeperPath string
 }
 
 // Strategies names the strategies and their phases.
@@ -124,6 +129,10 @@ func (o *Orchestrator) Plan(ctx context.Context, req Request) (*Job, error) {
 	if err := checkServers(req, dests); err != nil {
 		return nil, err
 	}
+	zkServers, zkPath, err := dumpZnodeConfig(req, append([]reshard.Pnode{origin}, dests...))
+	if err != nil {
+		return nil, err
+	}
 	rg, rv, err := o.rings.Current(ctx)
 	if err != nil {
 		return nil, err
@@ -205,6 +214,7 @@ func (o *Orchestrator) Plan(ctx context.Context, req Request) (*Job, error) {
 		Servers: req.Servers, Buckets: buckets, RateLimit: req.RateLimit, LagBytes: req.LagBytes,
 		Provisioner: req.Provisioner, RingVnodes: rg.Vnodes(),
 		State: Pending, RingVersionBefore: rv.Version, Created: time.Now().UTC(),
+		ZooKeeper: zkServers, ZooKeeperPath: zkPath,
 	}
 	for i, part := range divide(moving, rows, len(req.To)) {
 		m := Move{To: req.To[i], Vnodes: ring.FormatVnodeList(part), Count: len(part), Ranges: ranges(part, owned)}
@@ -221,6 +231,9 @@ func (o *Orchestrator) Plan(ctx context.Context, req Request) (*Job, error) {
 	}
 	for _, name := range Strategies[req.Strategy] {
 		job.Phases = append(job.Phases, Phase{Name: name, State: Pending})
+	}
+	if err := o.checkZnode(ctx, job); err != nil {
+		return nil, err
 	}
 	return job, nil
 }

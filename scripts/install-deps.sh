@@ -1,6 +1,17 @@
 #!/usr/bin/env bash
-# Installs what reshard's lab needs on Debian: PostgreSQL's server binaries.
+# Installs what reshard's lab needs on Debian: PostgreSQL's server binaries,
+# and ZooKeeper's for the tests of the dump lock znode.
 set -euo pipefail
+
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+apt_updated=""
+apt_update() {
+	[ -n "$apt_updated" ] && return 0
+	$SUDO apt-get update -qq
+	apt_updated=1
+}
 
 have_pg() {
 	[ -n "${RESHARD_PG_BIN:-}" ] && [ -x "$RESHARD_PG_BIN/initdb" ] && return 0
@@ -10,10 +21,7 @@ have_pg() {
 
 if ! have_pg; then
 	echo "installing PostgreSQL (Debian package 'postgresql')..."
-	SUDO=""
-	[ "$(id -u)" -ne 0 ] && SUDO="sudo"
-	export DEBIAN_FRONTEND=noninteractive
-	$SUDO apt-get update -qq
+	apt_update
 	$SUDO apt-get install -y -qq postgresql >/dev/null
 	# The package starts its own cluster on 5432; the lab does not use it.
 	$SUDO pg_ctlcluster --force 15 main stop 2>/dev/null || true
@@ -22,6 +30,27 @@ if [ "$(id -u)" -eq 0 ] && ! id postgres >/dev/null 2>&1; then
 	echo "running as root needs a 'postgres' user (it comes with Debian's postgresql package)" >&2
 	exit 1
 fi
+
+# The dump lock znode tests start their own ZooKeeper server from Debian's
+# package (it brings Java). Without it they skip, and say so.
+have_zk() {
+	command -v java >/dev/null 2>&1 && [ -f /usr/share/java/zookeeper.jar ]
+}
+if ! have_zk; then
+	echo "installing ZooKeeper (Debian package 'zookeeper') for the dump lock znode tests..."
+	if apt_update && $SUDO apt-get install -y -qq zookeeper >/dev/null; then
+		# The tests run their own server; a system one would only hold a port.
+		if [ -x /etc/init.d/zookeeper ]; then
+			$SUDO /etc/init.d/zookeeper stop >/dev/null 2>&1 || true
+		fi
+		if command -v systemctl >/dev/null 2>&1; then
+			$SUDO systemctl disable --now zookeeper >/dev/null 2>&1 || true
+		fi
+	else
+		echo "warning: could not install zookeeper; the dump lock znode tests will be skipped" >&2
+	fi
+fi
+
 GO="${GO:-$(command -v go || echo /usr/local/go/bin/go)}"
 "$GO" mod download
 

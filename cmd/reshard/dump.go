@@ -12,6 +12,7 @@ import (
 
 	"github.com/reshard/reshard/etcd"
 	"github.com/reshard/reshard/postgres"
+	"github.com/reshard/reshard/zookeeper"
 	"github.com/spf13/cobra"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
@@ -20,6 +21,7 @@ import (
 func newDumpCmd(g *globals) *cobra.Command {
 	var pnode, out string
 	var wait bool
+	var zkServers, zkPath string
 	cmd := &cobra.Command{
 		Use:   "dump --pnode P --out DIR",
 		Short: "The maintenance pg_dump of a pnode, kept out of a reshard's way",
@@ -27,7 +29,11 @@ func newDumpCmd(g *globals) *cobra.Command {
 them off during a reshard with /pg_dump_lock (steps 5, 6 and 9). This dump
 refuses to start while a reshard holds the dump lock (or waits for it with
 --wait), and while it runs it keeps a marker in etcd, so a reshard that
-wants the lock waits for the dump to end.`,
+wants the lock waits for the dump to end.
+
+When the pnode was registered with 'pnode add --zookeeper' (or given
+--zookeeper), it also obeys the /pg_dump_lock znode there, as Manatee's
+own dump job does, whoever holds it.`,
 		Example: `  reshard dump --pnode 1.moray --out /var/tmp/dumps
   reshard dump --pnode 1.moray --out /var/tmp/dumps --wait`,
 		Args: cobra.NoArgs,
@@ -45,9 +51,28 @@ wants the lock waits for the dump to end.`,
 				return err
 			}
 			defer cli.Close()
-			primary, err := etcd.NewRegistry(cli).Primary(ctx, pnode)
+			p, err := etcd.NewRegistry(cli).Pnode(ctx, pnode)
 			if err != nil {
 				return err
+			}
+			primary, err := p.Primary()
+			if err != nil {
+				return err
+			}
+			servers := p.ZooKeeper
+			if zkServers != "" {
+				if servers, err = zookeeper.ParseServers(zkServers); err != nil {
+					return fmt.Errorf("--zookeeper: %w", err)
+				}
+			}
+			var znode *zookeeper.Lock
+			if len(servers) > 0 {
+				if znode, err = zookeeper.Dial(ctx, servers, zkPath); err != nil {
+					return err
+				}
+				defer znode.Close()
+			} else if cmd.Flags().Changed("zookeeper-path") {
+				return fmt.Errorf("--zookeeper-path needs --zookeeper (or a pnode registered with --zookeeper)")
 			}
 			session, err := concurrency.NewSession(cli, concurrency.WithTTL(10))
 			if err != nil {
@@ -55,7 +80,7 @@ wants the lock waits for the dump to end.`,
 			}
 			defer session.Close()
 			id := fmt.Sprintf("%s-%d", time.Now().UTC().Format("20060102T150405Z"), os.Getpid())
-			release, err := claimDump(ctx, cli, session.Lease(), pnode, id, wait, func(holder string) {
+			release, err := claimDump(ctx, cli, session.Lease(), znode, pnode, id, wait, func(holder string) {
 				fmt.Fprintf(cmd.ErrOrStderr(), "waiting: the dump lock is held by %s\n", holder)
 			})
 			if err != nil {
@@ -78,6 +103,8 @@ wants the lock waits for the dump to end.`,
 	cmd.Flags().StringVar(&pnode, "pnode", "", "pnode to dump (its primary)")
 	cmd.Flags().StringVar(&out, "out", "", "directory for the dump file")
 	cmd.Flags().BoolVar(&wait, "wait", false, "wait for the dump lock instead of exiting")
+	cmd.Flags().StringVar(&zkServers, "zookeeper", "", "HOST:PORT,... of the ZooKeeper whose dump lock znode to obey (default: the pnode's own)")
+	cmd.Flags().StringVar(&zkPath, "zookeeper-path", zookeeper.DefaultPath, "the dump lock's znode")
 	return cmd
 }
 
@@ -87,7 +114,9 @@ var errDumpLocked = errors.New("dump lock held")
 // matters: a reshard takes the lock and then waits for dumps, a dump
 // registers and then checks the lock, so one of them always sees the other.
 // While waiting the marker is withdrawn, or the two would wait on each other.
-func claimDump(ctx context.Context, cli *clientv3.Client, lease clientv3.LeaseID, pnode, id string, wait bool, waiting func(string)) (func(), error) {
+// The znode, when there is one, is checked the same way, after the marker:
+// a reshard creates it before it looks for markers.
+func claimDump(ctx context.Context, cli *clientv3.Client, lease clientv3.LeaseID, znode *zookeeper.Lock, pnode, id string, wait bool, waiting func(string)) (func(), error) {
 	told := false
 	for {
 		release, err := etcd.DumpMarker(ctx, cli, lease, pnode, id)
@@ -99,16 +128,30 @@ func claimDump(ctx context.Context, cli *clientv3.Client, lease clientv3.LeaseID
 			release()
 			return nil, err
 		}
-		if lock == nil {
+		held, since, why := "", "", "a reshard is running"
+		if lock != nil {
+			held, since = lock.Holder, lock.Since.Format(time.RFC3339)
+		} else if znode != nil {
+			h, at, ok, err := znode.Holder(ctx)
+			if err != nil {
+				release()
+				return nil, err
+			}
+			if ok {
+				held, since = fmt.Sprintf("%q (znode %s)", h, znode.Path()), at.Format(time.RFC3339)
+				why = "a reshard, or another dump, holds it"
+			}
+		}
+		if held == "" {
 			return release, nil
 		}
 		release()
 		if !wait {
-			return nil, fmt.Errorf("not dumping %s: the dump lock is held by %s since %s (a reshard is running); try later or pass --wait: %w",
-				pnode, lock.Holder, lock.Since.Format(time.RFC3339), errDumpLocked)
+			return nil, fmt.Errorf("not dumping %s: the dump lock is held by %s since %s (%s); try later or pass --wait: %w",
+				pnode, held, since, why, errDumpLocked)
 		}
 		if !told {
-			waiting(lock.Holder)
+			waiting(held)
 			told = true
 		}
 		select {

@@ -14,7 +14,10 @@ func newLocksCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "locks",
 		Short: "Show every lock: the dump lock, running dumps, pnodes held by jobs, frozen and read-only vnodes",
-		Args:  cobra.NoArgs,
+		Long: `Show every lock: the dump lock in etcd and, for unfinished jobs that name a
+ZooKeeper ensemble, its znode there (who holds it, as Manatee's dump job
+sees it), running dumps, pnodes held by jobs, frozen and read-only vnodes.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withOrchestrator(cmd, g, func(ctx context.Context, o *orchestrator.Orchestrator) error {
 				ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -24,6 +27,10 @@ func newLocksCmd(g *globals) *cobra.Command {
 					return err
 				}
 				jobs, err := o.Jobs(ctx)
+				if err != nil {
+					return err
+				}
+				znodes, err := o.ZnodeLocks(ctx)
 				if err != nil {
 					return err
 				}
@@ -41,13 +48,24 @@ func newLocksCmd(g *globals) *cobra.Command {
 					}
 				}
 				if g.json {
-					return printJSON(cmd.OutOrStdout(), map[string]any{"locks": l, "frozen": fz})
+					return printJSON(cmd.OutOrStdout(), map[string]any{"locks": l, "frozen": fz, "znodes": znodes})
 				}
 				w := cmd.OutOrStdout()
 				if l.DumpLock != nil {
 					fmt.Fprintf(w, "dump lock: held by %s since %s\n", l.DumpLock.Holder, l.DumpLock.Since.Format(time.RFC3339))
 				} else {
 					fmt.Fprintln(w, "dump lock: free")
+				}
+				for _, z := range znodes {
+					fmt.Fprintf(w, "dump lock znode %s in ZooKeeper %s: ", z.Path, z.Servers)
+					switch {
+					case z.Error != "":
+						fmt.Fprintf(w, "unknown (%s)\n", z.Error)
+					case z.Holder != nil:
+						fmt.Fprintf(w, "held by %q since %s\n", *z.Holder, z.Since.Format(time.RFC3339))
+					default:
+						fmt.Fprintln(w, "free")
+					}
 				}
 				fmt.Fprintf(w, "running dumps: %d\n", len(l.Dumps))
 				for _, d := range l.Dumps {

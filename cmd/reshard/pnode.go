@@ -8,6 +8,7 @@ import (
 	"github.com/reshard/reshard"
 	"github.com/reshard/reshard/etcd"
 	"github.com/reshard/reshard/postgres"
+	"github.com/reshard/reshard/zookeeper"
 	"github.com/spf13/cobra"
 )
 
@@ -26,11 +27,15 @@ find shards through it. The lab registers its shards with the same code.`,
 func newPnodeAddCmd(g *globals) *cobra.Command {
 	var primary string
 	var replicas []string
+	var zkServers string
 	cmd := &cobra.Command{
 		Use:   "add NAME --primary DSN [--replica DSN]...",
 		Short: "Register a pnode",
 		Long: `Register a pnode and the DSNs of its peers. The first --replica is the
-synchronous standby, later ones are asynchronous, as in a Manatee shard.`,
+synchronous standby, later ones are asynchronous, as in a Manatee shard.
+--zookeeper names the ZooKeeper ensemble whose /pg_dump_lock the shard's
+Manatee dump job obeys: a reshard of the pnode takes its dump lock there
+too, unless 'reshard start --zookeeper' says otherwise.`,
 		Example: `  reshard pnode add 3.moray --primary 'postgres://postgres:PW@db3a:5432/moray' \
       --replica 'postgres://postgres:PW@db3b:5432/moray'`,
 		Args: cobra.ExactArgs(1),
@@ -56,6 +61,13 @@ synchronous standby, later ones are asynchronous, as in a Manatee shard.`,
 				}
 				p.Peers = append(p.Peers, reshard.Peer{Name: fmt.Sprintf("%s-%d", p.Name, i+1), Role: role, DSN: dsn})
 			}
+			if zkServers != "" {
+				servers, err := zookeeper.ParseServers(zkServers)
+				if err != nil {
+					return fmt.Errorf("--zookeeper: %w", err)
+				}
+				p.ZooKeeper = servers
+			}
 			if err := p.Validate(); err != nil {
 				return err
 			}
@@ -78,6 +90,7 @@ synchronous standby, later ones are asynchronous, as in a Manatee shard.`,
 	}
 	cmd.Flags().StringVar(&primary, "primary", "", "DSN of the primary")
 	cmd.Flags().StringArrayVar(&replicas, "replica", nil, "DSN of a replica (repeatable; first is sync)")
+	cmd.Flags().StringVar(&zkServers, "zookeeper", "", "HOST:PORT,... of the ZooKeeper whose /pg_dump_lock this shard's dumps obey")
 	return cmd
 }
 

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/reshard/reshard/orchestrator"
+	"github.com/reshard/reshard/zookeeper"
 	"github.com/spf13/cobra"
 )
 
@@ -21,6 +22,7 @@ func newStartCmd(g *globals) *cobra.Command {
 	var labDir string
 	var crashAt string
 	var leaseTTL time.Duration
+	var zkServers string
 	cmd := &cobra.Command{
 		Use:   "start --from PNODE --to PNODE... (--split-half | --vnodes LIST) --dc-mode single|triple --servers N",
 		Short: "Plan and run a reshard: move vnodes of one pnode to new pnodes, online",
@@ -37,9 +39,17 @@ half its rows (by vnode-stats), so the replication filter is one range.
 The job is validated first; a bad input changes nothing. It then runs in
 the foreground, phase by phase, each recorded in etcd: if this process is
 killed, 'reshard resume JOB' (or a 'reshard run' service) continues where
-it stopped. --detach records the job for a 'reshard run' service instead.`,
+it stopped. --detach records the job for a 'reshard run' service instead.
+
+The dump lock (RFD 103 step 5) is kept in etcd, where 'reshard dump'
+looks. With --zookeeper (or pnodes registered with 'pnode add
+--zookeeper') it is also the znode /pg_dump_lock in that ZooKeeper, with
+the job's id as its data, where Manatee's own dump job looks: the job
+waits while another holder has it, and deletes it at release-dump-lock
+(or abort) only while it still holds the job's id.`,
 		Example: `  reshard start --from 1.moray --to 3.moray --split-half --dc-mode single --servers 1
-  reshard start --from 1.moray --to 3.moray --vnodes '0, 106, 943, 689' --dc-mode single --servers 1 --dry-run`,
+  reshard start --from 1.moray --to 3.moray --vnodes '0, 106, 943, 689' --dc-mode single --servers 1 --dry-run
+  reshard start --from 1.moray --to 3.moray --split-half --dc-mode triple --servers 3 --zookeeper zk1:2181,zk2:2181,zk3:2181`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withOrchestrator(cmd, g, func(ctx context.Context, o *orchestrator.Orchestrator) error {
@@ -49,6 +59,13 @@ it stopped. --detach records the job for a 'reshard run' service instead.`,
 						return err
 					}
 					req.Provisioner = "lab:" + abs
+				}
+				if zkServers != "" {
+					servers, err := zookeeper.ParseServers(zkServers)
+					if err != nil {
+						return fmt.Errorf("--zookeeper: %w", err)
+					}
+					req.ZooKeeper = servers
 				}
 				if dryRun {
 					j, err := o.Plan(ctx, req)
@@ -89,6 +106,8 @@ it stopped. --detach records the job for a 'reshard run' service instead.`,
 	f.StringVar(&labDir, "lab", "", "physical strategy: create the new peers in the lab in DIR")
 	f.IntVar(&req.RateLimit, "rate-limit", 20000, "rows per second deleted from the origin in cleanup")
 	f.Int64Var(&req.LagBytes, "lag-threshold", 1<<20, "catch-up ends when replication is fewer bytes behind than this")
+	f.StringVar(&zkServers, "zookeeper", "", "Manta's ZooKeeper, HOST:PORT,...: also take the dump lock as a znode there, for Manatee's dump job (default: the pnodes' own, from 'pnode add --zookeeper')")
+	f.StringVar(&req.ZooKeeperPath, "zookeeper-path", "", "the dump lock's znode (default "+orchestrator.DefaultZnodePath+")")
 	f.BoolVar(&dryRun, "dry-run", false, "print the plan and change nothing")
 	f.BoolVar(&detach, "detach", false, "record the job for a 'reshard run' service and return")
 	f.DurationVar(&leaseTTL, "lease-ttl", 5*time.Second, "lease holding the job and the dump lock; a dead orchestrator's job can be resumed after it")
@@ -104,7 +123,11 @@ func printPlan(w io.Writer, j *orchestrator.Job) {
 		fmt.Fprintf(w, "  to %s: %d vnodes (%s), %d rows, %s to copy; row filter: %d range(s)\n",
 			m.To, m.Count, abbreviate(m.Vnodes, 60), m.Rows, humanBytes(m.Bytes), len(m.Ranges))
 	}
-	fmt.Fprintf(w, "  buckets: %s\n  phases: ", strings.Join(j.Buckets, ", "))
+	fmt.Fprintf(w, "  buckets: %s\n", strings.Join(j.Buckets, ", "))
+	if len(j.ZooKeeper) > 0 {
+		fmt.Fprintf(w, "  dump lock: in etcd and as znode %s in ZooKeeper %s\n", j.ZooKeeperPath, strings.Join(j.ZooKeeper, ","))
+	}
+	fmt.Fprint(w, "  phases: ")
 	for i, p := range j.Phases {
 		if i > 0 {
 			fmt.Fprint(w, " -> ")

@@ -138,6 +138,7 @@ func connectOrchestrator(ctx context.Context, g *globals) (*orchestrator.Orchest
 	}
 	o := orchestrator.New(cli, nil)
 	o.Provisioners = provisioner
+	o.DumpZnodes = dialDumpZnode
 	return o, func() { cli.Close() }, nil
 }
 
@@ -205,6 +206,9 @@ func renderStatus(w io.Writer, v statusView) {
 		fmt.Fprintf(w, "  dump lock: held by %s since %s\n", l.Holder, l.Since.Format(time.RFC3339))
 	} else {
 		fmt.Fprintln(w, "  dump lock: free")
+	}
+	if len(j.ZooKeeper) > 0 {
+		fmt.Fprintf(w, "  dump lock znode: %s in ZooKeeper %s ('reshard locks' reads it)\n", j.ZooKeeperPath, strings.Join(j.ZooKeeper, ","))
 	}
 	if len(v.Locks.Dumps) > 0 {
 		fmt.Fprintf(w, "  running dumps: %s\n", strings.Join(v.Locks.Dumps, ", "))
