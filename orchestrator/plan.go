@@ -38,6 +38,10 @@ type Request struct {
 	// znode, DefaultZnodePath when empty.
 	ZooKeeper     []string
 	ZooKeeperPath string
+	// WaitDumpLock starts a job even though another holder has the dump
+	// lock znode now: the job waits for it at its dump-lock phase. Without
+	// it, start refuses, as RFD 103 step 6 wants no dump running.
+	WaitDumpLock bool
 }
 
 // Strategies names the strategies and their phases.
@@ -232,7 +236,7 @@ func (o *Orchestrator) Plan(ctx context.Context, req Request) (*Job, error) {
 	for _, name := range Strategies[req.Strategy] {
 		job.Phases = append(job.Phases, Phase{Name: name, State: Pending})
 	}
-	if err := o.checkZnode(ctx, job); err != nil {
+	if err := o.checkZnode(ctx, job, req.WaitDumpLock); err != nil {
 		return nil, err
 	}
 	return job, nil

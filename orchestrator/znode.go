@@ -89,8 +89,9 @@ func (o *Orchestrator) dialZnode(ctx context.Context, servers []string, path str
 
 // checkZnode is the plan's look at the ensemble: a job should not copy for
 // hours and only then find ZooKeeper unreachable at its dump-lock phase.
-// A holder now is no error: it may be gone by then, and the job waits.
-func (o *Orchestrator) checkZnode(ctx context.Context, j *Job) error {
+// Another holder now (a Manatee dump running) refuses the start, unless
+// wait says to start anyway and wait for it at the dump-lock phase.
+func (o *Orchestrator) checkZnode(ctx context.Context, j *Job, wait bool) error {
 	if len(j.ZooKeeper) == 0 {
 		return nil
 	}
@@ -99,8 +100,12 @@ func (o *Orchestrator) checkZnode(ctx context.Context, j *Job) error {
 		return err
 	}
 	defer z.Close()
-	_, _, _, err = z.Holder(ctx)
-	return err
+	holder, since, held, err := z.Holder(ctx)
+	if err != nil || !held || wait || holder == j.znodeHolder() {
+		return err
+	}
+	return fmt.Errorf("the dump lock znode %s is held by %q since %s: a dump is running (RFD 103 step 6); start when it is done, or give --wait-dump-lock",
+		j.ZooKeeperPath, holder, since.UTC().Format(time.RFC3339))
 }
 
 // znode is the run's session with the job's ensemble, opened when first

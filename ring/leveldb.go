@@ -261,6 +261,13 @@ func (r *Ring) WriteLevelDB(dir string) error {
 		db.Close()
 		return fmt.Errorf("write LevelDB ring %s: %v", dir, err)
 	}
+	// Flush everything into tables, leaving an empty journal: a large
+	// ring left in the journal alone sometimes failed to replay when
+	// opened read-only (goleveldb returned EOF for a 100,000-vnode ring).
+	if err := db.CompactRange(util.Range{}); err != nil {
+		db.Close()
+		return fmt.Errorf("write LevelDB ring %s: %v", dir, err)
+	}
 	return db.Close()
 }
 

@@ -123,6 +123,12 @@ func PutObject(ctx context.Context, q DB, bucket string, opts BucketOptions, o O
 		})
 		return o, err
 	}
+	return sendPut(ctx, q, bucket, opts, o, ifMatch)
+}
+
+// sendPut sends a put as one pipelined batch, one implicit transaction
+// unless q is a transaction already, and reads its result.
+func sendPut(ctx context.Context, q Batcher, bucket string, opts BucketOptions, o Object, ifMatch string) (Object, error) {
 	b := &pgx.Batch{}
 	if err := queuePut(b, bucket, opts, &o, ifMatch); err != nil {
 		return o, err
@@ -154,16 +160,7 @@ func putOrdered(ctx context.Context, tx pgx.Tx, bucket string, opts BucketOption
 		return o, err
 	}
 	o.TxnSnap = &snap
-	b := &pgx.Batch{}
-	if err := queuePut(b, bucket, opts, &o, ifMatch); err != nil {
-		return o, err
-	}
-	br := tx.SendBatch(ctx, b)
-	defer br.Close()
-	if err := readPut(br, &o, ifMatch); err != nil {
-		return o, err
-	}
-	return o, br.Close()
+	return sendPut(ctx, tx, bucket, opts, o, ifMatch)
 }
 
 // nextTxnSnap takes the bucket's write serial and returns the next number.

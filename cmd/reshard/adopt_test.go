@@ -234,15 +234,7 @@ func TestAdoptMantaShardAndHandBack(t *testing.T) {
 		}
 	}()
 	waitLedger(t, ledger, 200)
-	out, stderr, ok := run(t, l.env(), "start", "--from", "1.moray", "--to", "3.moray", "--split-half",
-		"--dc-mode", "single", "--servers", "1", "--json")
-	if !ok {
-		t.Fatalf("start: %s %s", out, stderr)
-	}
-	var j orchestrator.Job
-	if err := json.Unmarshal([]byte(out), &j); err != nil {
-		t.Fatal(err)
-	}
+	j := splitHalf(t, l, "1.moray", "3.moray")
 	wg.Wait()
 	if j.State != orchestrator.Done {
 		t.Fatalf("job %s: %s", j.ID, j.State)

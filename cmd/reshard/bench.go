@@ -28,7 +28,7 @@ func newBenchCmd(g *globals) *cobra.Command {
 		Use:   "bench",
 		Short: "Measure reshard on this machine",
 	}
-	cmd.AddCommand(newBenchScaleCmd(g))
+	cmd.AddCommand(newBenchScaleCmd(g), newBenchAdoptCmd(g))
 	return cmd
 }
 

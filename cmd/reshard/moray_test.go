@@ -72,6 +72,22 @@ func TestMorayClient(t *testing.T) {
 	}
 }
 
+// splitHalf runs a logical split of from onto to in one datacenter and
+// returns the job as start --json prints it.
+func splitHalf(t *testing.T, l *labInfo, from, to string) orchestrator.Job {
+	t.Helper()
+	out, stderr, ok := run(t, l.env(), "start", "--from", from, "--to", to, "--split-half",
+		"--dc-mode", "single", "--servers", "1", "--json")
+	if !ok {
+		t.Fatalf("start: %s %s", out, stderr)
+	}
+	var j orchestrator.Job
+	if err := json.Unmarshal([]byte(out), &j); err != nil {
+		t.Fatal(err)
+	}
+	return j
+}
+
 // morayLoad is load.js's summary.
 type morayLoad struct {
 	Puts, Deletes, Gets, Finds, Errors, Unknown int
@@ -108,15 +124,7 @@ func TestMorayClientDuringSplit(t *testing.T) {
 	}
 	waitLedger(t, ledger, 300)
 	start := time.Now()
-	out, stderr, ok := run(t, l.env(), "start", "--from", "1.moray", "--to", "3.moray", "--split-half",
-		"--dc-mode", "single", "--servers", "1", "--json")
-	if !ok {
-		t.Fatalf("start: %s %s", out, stderr)
-	}
-	var j orchestrator.Job
-	if err := json.Unmarshal([]byte(out), &j); err != nil {
-		t.Fatal(err)
-	}
+	j := splitHalf(t, l, "1.moray", "3.moray")
 	t.Logf("split took %s, write block %.1f ms", time.Since(start).Round(time.Millisecond), j.WriteBlockMS)
 	wg.Wait()
 	if j.State != orchestrator.Done {

@@ -32,6 +32,8 @@ type scenario struct {
 	Live     bool // redraw the job's status in place (a terminal), else print changes
 	// Sample, when set, runs every 200 ms while the job runs.
 	Sample func(ctx context.Context, st *lab.State)
+	// BeforeLoad, when set, runs after the fill and before the load starts.
+	BeforeLoad func(ctx context.Context, st *lab.State, cli *clientv3.Client) error
 	// Measure, when set, runs after the verify and before the lab goes down.
 	Measure func(ctx context.Context, st *lab.State, cli *clientv3.Client, j *orchestrator.Job) error
 }
@@ -106,6 +108,11 @@ func runScenario(ctx context.Context, g *globals, sc scenario) (*scenarioResult,
 	defer ledger.Close()
 	if err := load.Fill(ctx, cli, "manta", sc.Rows, ledger, w); err != nil {
 		return nil, err
+	}
+	if sc.BeforeLoad != nil {
+		if err := sc.BeforeLoad(ctx, st, cli); err != nil {
+			return nil, err
+		}
 	}
 
 	o, done, err := connectOrchestrator(ctx, g)

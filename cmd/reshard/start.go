@@ -108,6 +108,7 @@ waits while another holder has it, and deletes it at release-dump-lock
 	f.Int64Var(&req.LagBytes, "lag-threshold", 1<<20, "catch-up ends when replication is fewer bytes behind than this")
 	f.StringVar(&zkServers, "zookeeper", "", "Manta's ZooKeeper, HOST:PORT,...: also take the dump lock as a znode there, for Manatee's dump job (default: the pnodes' own, from 'pnode add --zookeeper')")
 	f.StringVar(&req.ZooKeeperPath, "zookeeper-path", "", "the dump lock's znode (default "+orchestrator.DefaultZnodePath+")")
+	f.BoolVar(&req.WaitDumpLock, "wait-dump-lock", false, "start even if another holder has the dump lock znode now, and wait for it at the dump-lock phase")
 	f.BoolVar(&dryRun, "dry-run", false, "print the plan and change nothing")
 	f.BoolVar(&detach, "detach", false, "record the job for a 'reshard run' service and return")
 	f.DurationVar(&leaseTTL, "lease-ttl", 5*time.Second, "lease holding the job and the dump lock; a dead orchestrator's job can be resumed after it")

@@ -244,7 +244,7 @@ func TestZooKeeperDumpLockHeldByAnother(t *testing.T) {
 	// A plan names the ensemble; an unreachable one fails the plan in one
 	// line, before anything is recorded.
 	split := []string{"--from", "1.moray", "--to", "3.moray", "--split-half", "--servers", "1"}
-	out, stderr, ok := run(t, l.env(), append([]string{"start", "--dry-run"}, split...)...)
+	out, stderr, ok := run(t, l.env(), append([]string{"start", "--dry-run", "--wait-dump-lock"}, split...)...)
 	if !ok || !strings.Contains(out, "dump lock: in etcd and as znode /pg_dump_lock in ZooKeeper "+zkAddr) {
 		t.Fatalf("dry run: %s %s", out, stderr)
 	}
@@ -255,11 +255,17 @@ func TestZooKeeperDumpLockHeldByAnother(t *testing.T) {
 	if _, stderr, ok := run(t, l.env(), append([]string{"start", "--zookeeper-path", "pg_dump_lock"}, split...)...); ok || !strings.Contains(stderr, "invalid znode path") {
 		t.Fatalf("start with a bad --zookeeper-path: %q", stderr)
 	}
+	// While another holder has the znode, a job refuses to start.
+	if _, stderr, ok := run(t, l.env(), append([]string{"start"}, split...)...); ok ||
+		!strings.Contains(stderr, `is held by "manatee-dump"`) || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
+		t.Fatalf("start while manatee-dump holds the znode: ok=%v %q", ok, stderr)
+	}
 	if out, _, _ := run(t, l.env(), "jobs"); strings.Contains(out, "1.moray") {
 		t.Fatalf("a refused start recorded a job:\n%s", out)
 	}
 
-	wait := startJob(t, l, split...)
+	// --wait-dump-lock starts it anyway; it waits at its dump-lock phase.
+	wait := startJob(t, l, append([]string{"--wait-dump-lock"}, split...)...)
 	j := waitPhase(t, l, "dump-lock", time.Minute, func(j *orchestrator.Job) bool {
 		return strings.Contains(progressNote(j, "dump-lock"), `held by "manatee-dump"`)
 	})
