@@ -255,6 +255,12 @@ func startReferenceMoray(t *testing.T, kit, pgURL string) string {
 		}
 	})
 	if err != nil {
+		// The kit installs Moray from npm on first use: a machine that
+		// cannot (no registry, no compiler) skips, as the npm client
+		// tests do, unless the reference is required.
+		if os.Getenv("RESHARD_REQUIRE_REFERENCE") == "" {
+			t.Skipf("the reference Moray did not start (set RESHARD_REQUIRE_REFERENCE=1 to fail instead): %v\n%s", err, stderr.String())
+		}
 		t.Fatalf("moray.sh start: %v\n%s", err, stderr.String())
 	}
 	env := map[string]string{}
