@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -146,9 +147,11 @@ func ParsePath(escaped string, maxKey int) (Target, error) {
 		return Target{Kind: "list", Bucket: bucket}, nil
 	case strings.HasPrefix(rest, "objects/"):
 		key, err := url.PathUnescape(rest[len("objects/"):])
-		if err != nil || key == "" || len(key) > maxKey || strings.IndexByte(key, 0) >= 0 {
+		// PostgreSQL stores text as UTF-8 and refuses NUL and invalid
+		// bytes: such a key is the client's error, said before any query.
+		if err != nil || key == "" || len(key) > maxKey || strings.IndexByte(key, 0) >= 0 || !utf8.ValidString(key) {
 			return Target{}, &pathError{http.StatusBadRequest, "InvalidKey",
-				fmt.Sprintf("key must be 1 to %d bytes of percent-encoded text without NUL", maxKey)}
+				fmt.Sprintf("key must be 1 to %d bytes of percent-encoded UTF-8 text without NUL", maxKey)}
 		}
 		return Target{Kind: "object", Bucket: bucket, Key: key}, nil
 	}
