@@ -170,6 +170,8 @@ func (r *Router) UpdateBucket(ctx context.Context, name string, opts shard.Bucke
 		return fmt.Errorf("bucket %s: its hashing cannot change, that would move every key", name)
 	}
 	opts.ShardLocal = old.ShardLocal // set by pnode init, not by clients
+	// Reads must know which fields old rows have not filled yet.
+	opts.Config.ReindexActive = shard.NextReindexActive(old, opts)
 	end, err := r.beginChange(ctx)
 	if err != nil {
 		return err

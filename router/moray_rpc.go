@@ -344,8 +344,8 @@ func record(bucket string, o shard.Object, count json.RawMessage) morayRecord {
 }
 
 // handledOptions answers a client that asks (internalOpts.
-// sendHandledOptions) which options the server honoured. Index columns are
-// generated with every write, so they are never mid-reindex, and
+// sendHandledOptions) which options the server honoured. Reads leave the
+// fields being reindexed as the value has them, as Moray's do, and
 // requireIndexes is checked against the filter.
 func handledOptions(opts map[string]json.RawMessage, s *stream, handled ...string) error {
 	var internal struct {

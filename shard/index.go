@@ -245,8 +245,11 @@ func indexReadSQL(fields []string) string {
 // with each index field replaced by its column (as node-postgres parses
 // it: numeric as a JavaScript number), or removed when the column is NULL
 // (unless the value holds null), except that a scalar index leaves an
-// array in the value alone. The columns are PostgreSQL's to_json of each.
+// array in the value alone, and a field still being reindexed (added by
+// updateBucket, its column not yet filled in every row) is left as the
+// value has it. The columns are PostgreSQL's to_json of each.
 func readValue(opts BucketOptions, fields []string, stored string) func(cols [][]byte) ([]byte, error) {
+	reindexing := opts.reindexing()
 	return func(cols [][]byte) ([]byte, error) {
 		text, err := ClientValue(stored)
 		if err != nil || len(fields) == 0 {
@@ -257,6 +260,9 @@ func readValue(opts BucketOptions, fields []string, stored string) func(cols [][
 			return nil, err
 		}
 		for i, f := range fields {
+			if reindexing[f] {
+				continue
+			}
 			col := cols[i]
 			t := opts.Index[f].Type
 			if col != nil {
@@ -444,4 +450,23 @@ func valueEnd(s string, i int) int {
 		return len(s)
 	}
 	return -1
+}
+
+// reindexing lists the fields of reindex_active, whose columns old rows
+// have not filled yet.
+func (o BucketOptions) reindexing() map[string]bool {
+	if o.Config.ReindexActive == "" {
+		return nil
+	}
+	var byVersion map[string][]string
+	if json.Unmarshal([]byte(o.Config.ReindexActive), &byVersion) != nil {
+		return nil
+	}
+	out := map[string]bool{}
+	for _, fs := range byVersion {
+		for _, f := range fs {
+			out[f] = true
+		}
+	}
+	return out
 }

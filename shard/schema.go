@@ -495,11 +495,10 @@ func UpdateBucket(ctx context.Context, db Beginner, name string, opts BucketOpti
 		if _, err := tx.Exec(ctx, `alter table buckets_config add column if not exists reindex_active text`); err != nil {
 			return fmt.Errorf("update bucket %s: %w", name, err)
 		}
-		reindex := old.Config.ReindexActive
-		if v := opts.Version(); v != 0 {
+		reindex := NextReindexActive(old, opts)
+		if opts.Version() != 0 {
 			stmts = append(stmts, fmt.Sprintf("ALTER TABLE %s ADD COLUMN IF NOT EXISTS _rver INTEGER", name),
 				strings.Replace(indexDDL(name, "_rver", "BTREE"), "CREATE INDEX", "CREATE INDEX IF NOT EXISTS", 1))
-			reindex = addReindex(reindex, v, add)
 		}
 		for _, f := range del {
 			stmts = append(stmts, fmt.Sprintf("ALTER TABLE %s DROP COLUMN %s", name, column(f)))
@@ -531,6 +530,23 @@ func UpdateBucket(ctx context.Context, db Beginner, name string, opts BucketOpti
 		}
 		return nil
 	})
+}
+
+// NextReindexActive is the reindex_active an update from old to opts
+// leaves: a versioned update records the fields it adds at its version,
+// which old rows have not filled. Routers keep it with the bucket too.
+func NextReindexActive(old, opts BucketOptions) string {
+	v := opts.Version()
+	if v == 0 {
+		return old.Config.ReindexActive
+	}
+	var add []string
+	for _, f := range orderedFields(opts) {
+		if _, ok := old.Index[f]; !ok {
+			add = append(add, f)
+		}
+	}
+	return addReindex(old.Config.ReindexActive, v, add)
 }
 
 // addReindex records fields added at version v in a reindex_active text,
