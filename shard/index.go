@@ -34,18 +34,20 @@ func indexValues(opts BucketOptions, fields []string, value string) ([]any, erro
 	if len(fields) == 0 {
 		return nil, nil
 	}
-	var top map[string]json.RawMessage
-	if err := json.Unmarshal([]byte(value), &top); err != nil {
-		return nil, fmt.Errorf("value is not a JSON object: %w", err)
+	// value is the codec's canonical text, so its top level splits
+	// without decoding the whole object.
+	top, err := topFields(value)
+	if err != nil {
+		return nil, err
 	}
 	out := make([]any, len(fields))
 	for i, f := range fields {
-		raw, ok := top[f]
-		if !ok {
+		j := top.find(f)
+		if j < 0 {
 			continue
 		}
 		var v any
-		d := json.NewDecoder(strings.NewReader(string(raw)))
+		d := json.NewDecoder(strings.NewReader(top[j].val))
 		d.UseNumber()
 		if err := d.Decode(&v); err != nil {
 			return nil, err
@@ -379,9 +381,11 @@ func topFields(text string) (fieldList, error) {
 			return nil, fmt.Errorf("%w: bad member at %d", ErrBadValue, i)
 		}
 		quoted := text[i:kEnd]
-		var key string
-		if err := json.Unmarshal([]byte(quoted), &key); err != nil {
-			return nil, err
+		key := quoted[1 : len(quoted)-1]
+		if strings.IndexByte(key, '\\') >= 0 {
+			if err := json.Unmarshal([]byte(quoted), &key); err != nil {
+				return nil, err
+			}
 		}
 		vStart := kEnd + 1
 		vEnd := valueEnd(text, vStart)
@@ -391,8 +395,8 @@ func topFields(text string) (fieldList, error) {
 		out = append(out, field{quoted: quoted, key: key, val: text[vStart:vEnd]})
 		i = vEnd
 		if i < len(text)-1 {
-			if text[i] != ',' {
-				return nil, fmt.Errorf("%w: expected ',' at %d", ErrBadValue, i)
+			if text[i] != ',' || i+1 >= len(text)-1 {
+				return nil, fmt.Errorf("%w: expected ',' and a member at %d", ErrBadValue, i)
 			}
 			i++
 		}

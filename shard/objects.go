@@ -45,9 +45,6 @@ func (e *EtagError) Error() string {
 
 func (e *EtagError) Is(target error) bool { return target == ErrEtagMismatch }
 
-// Etag is Moray's etag of the value as stored in _value.
-func Etag(stored string) string { return MorayEtag(stored) }
-
 // Row is one object as Moray's put stores it: the _value text (the value
 // with electric-moray's "vnode"), its etag, and the index columns.
 type Row struct {

@@ -39,7 +39,7 @@ func TestObjects(t *testing.T) {
 		t.Fatal(err)
 	}
 	o, err := shard.PutObject(ctx, conn, "manta", shard.BucketOptions{}, shard.Object{Key: "/u/stor/a", Value: []byte(`{"n":1}`), Vnode: 1}, "")
-	if err != nil || o.Etag != shard.Etag(`{"n":1,"vnode":1}`) || o.Mtime == 0 {
+	if err != nil || o.Etag != shard.MorayEtag(`{"n":1,"vnode":1}`) || o.Mtime == 0 {
 		t.Fatalf("put: %+v %v", o, err)
 	}
 	// Stored as electric-moray and Moray store it: the value with its
