@@ -626,15 +626,7 @@ func (c *differ) diffJSON(where, path string, a, b any) {
 		if !ok {
 			break
 		}
-		var keys []string
-		for k := range av {
-			keys = append(keys, k)
-		}
-		for k := range bv {
-			if _, ok := av[k]; !ok {
-				keys = append(keys, k)
-			}
-		}
+		keys := unionKeys(av, bv)
 		sort.Strings(keys)
 		for _, k := range keys {
 			x, inA := av[k]
@@ -1099,15 +1091,7 @@ func schemaObjects(ctx context.Context, t *testing.T, conn *pgx.Conn) map[string
 // has is a difference, as is any definition that differs.
 func (c *differ) ddl(ctx context.Context, t *testing.T, sides [2]*pgx.Conn) {
 	a, b := schemaObjects(ctx, t, sides[0]), schemaObjects(ctx, t, sides[1])
-	var keys []string
-	for k := range a {
-		keys = append(keys, k)
-	}
-	for k := range b {
-		if _, ok := a[k]; !ok {
-			keys = append(keys, k)
-		}
-	}
+	keys := unionKeys(a, b)
 	// Relations first, then per table: columns in their order, then the rest.
 	order := map[string]int{"relation": 0, "column": 1, "constraint": 2, "index": 3, "trigger": 4, "sequence": 5, "sequence owner": 6}
 	obj := func(k string) ddlObject {
@@ -1198,4 +1182,18 @@ func columnOrder(m map[string]ddlObject, table string) []string {
 		names = append(names, o.name)
 	}
 	return names
+}
+
+// unionKeys lists the keys of a, then those only b has.
+func unionKeys[V any](a, b map[string]V) []string {
+	keys := make([]string, 0, len(a)+len(b))
+	for k := range a {
+		keys = append(keys, k)
+	}
+	for k := range b {
+		if _, ok := a[k]; !ok {
+			keys = append(keys, k)
+		}
+	}
+	return keys
 }

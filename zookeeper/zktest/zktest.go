@@ -5,6 +5,7 @@ package zktest
 
 import (
 	"fmt"
+	"github.com/reshard/reshard/etcd/etcdtest"
 	"net"
 	"os"
 	"os/exec"
@@ -46,7 +47,7 @@ func Start(t testing.TB) string {
 		t.Skipf("ZooKeeper is not installed (%v): run scripts/install-deps.sh (or apt-get install zookeeper)", err)
 	}
 	dir := t.TempDir()
-	port := freePort(t)
+	port := etcdtest.FreePort(t)
 	cfg := filepath.Join(dir, "zoo.cfg")
 	conf := strings.Join([]string{
 		"tickTime=500",
@@ -156,16 +157,6 @@ func Client(t testing.TB, addr string) *zk.Conn {
 type quiet struct{}
 
 func (quiet) Printf(string, ...any) {}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
 
 func tail(s string, n int) string {
 	if len(s) <= n {
