@@ -251,6 +251,8 @@ func (fc *fastConn) handle(ctx context.Context, req *fast.Message) {
 		var args []json.RawMessage
 		if json.Unmarshal(req.D, &args) != nil {
 			err = &MorayError{Name: "FastError", Message: "RPC request is not well-formed: d must be an array"}
+		} else if me := checkMorayArgs(name, args); me != nil {
+			err = me
 		} else {
 			err = h(ctx, fc.r, rpcArgs{rpc: name, a: args}, s)
 		}

@@ -50,7 +50,9 @@ func bucketName(a rpcArgs, i int) (string, error) {
 		return "", err
 	}
 	if shard.ValidateBucket(name) != nil {
-		return "", &MorayError{Name: "InvalidBucketNameError", Message: name + " is not a valid bucket name"}
+		// No such bucket can exist; Moray looks the name up and finds none.
+		// createBucket and updateBucket check names first (validateMorayBucket).
+		return "", bucketNotFound(name)
 	}
 	return name, nil
 }
@@ -59,6 +61,9 @@ func bucketName(a rpcArgs, i int) (string, error) {
 // moray hashes "manta" and "manta_uploads" keys by directory, whoever
 // created them, so the name decides the hashing.
 func bucketConfig(a rpcArgs, name string) (shard.BucketOptions, int, error) {
+	if me := validateMorayBucket(name, a.a[1]); me != nil {
+		return shard.BucketOptions{}, 0, me
+	}
 	var cfg morayConfig
 	if err := a.obj(1, "config", false, &cfg); err != nil {
 		return shard.BucketOptions{}, 0, err
@@ -110,7 +115,7 @@ func bucketNotFound(name string) error {
 }
 
 func morayCreateBucket(ctx context.Context, r *Router, a rpcArgs, s *stream) error {
-	name, err := bucketName(a, 0)
+	name, err := a.str(0, "bucket", true)
 	if err != nil {
 		return err
 	}
@@ -126,7 +131,7 @@ func morayCreateBucket(ctx context.Context, r *Router, a rpcArgs, s *stream) err
 }
 
 func morayUpdateBucket(ctx context.Context, r *Router, a rpcArgs, s *stream) error {
-	name, err := bucketName(a, 0)
+	name, err := a.str(0, "bucket", true)
 	if err != nil {
 		return err
 	}
@@ -151,6 +156,9 @@ func morayUpdateBucket(ctx context.Context, r *Router, a rpcArgs, s *stream) err
 }
 
 func morayDelBucket(ctx context.Context, r *Router, a rpcArgs, s *stream) error {
+	if name, _ := a.str(0, "bucket", true); contains(morayReservedBkt, name) {
+		return &MorayError{Name: "InvalidBucketNameError", Message: name + " is not a valid bucket name"}
+	}
 	name, err := bucketName(a, 0)
 	if err != nil {
 		return err
@@ -166,6 +174,11 @@ func morayDelBucket(ctx context.Context, r *Router, a rpcArgs, s *stream) error 
 // and options as JSON text, which the client parses.
 func bucketRecord(name string, o shard.BucketOptions) map[string]any {
 	o = o.WithConfig()
+	// Moray's loadBucket: row.options.version = row.options.version || 0,
+	// for rows written without one (by HTTP clients, or before Moray did).
+	if text, _, err := shard.OptionsWithVersion([]byte(o.Config.Options)); err == nil {
+		o.Config.Options = text
+	}
 	return map[string]any{
 		"name":    name,
 		"index":   o.Config.Index,
@@ -177,11 +190,7 @@ func bucketRecord(name string, o shard.BucketOptions) map[string]any {
 }
 
 func morayGetBucket(ctx context.Context, r *Router, a rpcArgs, s *stream) error {
-	i := 1
-	if len(a.a) == 1 || jsonKind(a.a[0]) == "a string" {
-		i = 0
-	}
-	name, err := bucketName(a, i)
+	name, err := bucketName(a, 1)
 	if err != nil {
 		return err
 	}

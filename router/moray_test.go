@@ -73,15 +73,16 @@ func TestMorayProtocol(t *testing.T) {
 		args []any
 		want string
 	}{
-		{"putObject", []any{"manta", 7, map[string]any{}, map[string]any{}}, "argument 2 (key) must be a string, not a number"},
-		{"putObject", []any{"manta", "/k", []any{}, map[string]any{}}, "argument 3 (value) must be an object, not an array"},
-		{"putObject", []any{"manta", "/k", map[string]any{}, map[string]any{"etag": 5}}, "options.etag must be null or a string"},
-		{"getObject", []any{"manta"}, "argument 2 (key) is missing"},
-		{"findObjects", []any{"manta", "(a=b)", map[string]any{"hashkey": "x", "sort": "name"}}, "options.sort must be an object"},
-		{"findObjects", []any{"manta", "(a=b)", map[string]any{"hashkey": "x", "limit": -1}}, "options.limit must be a whole number"},
-		{"batch", []any{map[string]any{}}, "argument 1 (requests) must be an array, not an object"},
-		{"batch", []any{[]any{map[string]any{"bucket": "manta", "key": "/a/b", "value": map[string]any{}, "operation": "update"}}}, `operation "update" is not supported`},
-		{"createBucket", []any{"b", "config"}, "argument 2 (config) must be an object, not a string"},
+		{"putObject", []any{"manta", 7, map[string]any{}, map[string]any{}}, `putObject expects "key" (args[1]) to be a nonempty string: key should be string`},
+		{"putObject", []any{"manta", "/k", []any{}, map[string]any{}}, `putObject expects "value" (args[2]) to be an object: value should be object`},
+		{"putObject", []any{"manta", "/k", map[string]any{}, map[string]any{"etag": 5}}, `options.etag should be null,string`},
+		{"getObject", []any{"manta"}, "getObject expects 3 arguments"},
+		{"findObjects", []any{"manta", "(a=b)", map[string]any{"hashkey": "x", "sort": "name"}}, "options.sort should be array, options.sort should be object, options.sort should match some schema in anyOf"},
+		{"findObjects", []any{"manta", "(a=b)", map[string]any{"hashkey": "x", "limit": -1}}, "options.limit should be >= 0"},
+		{"batch", []any{map[string]any{}}, "batch expects 2 arguments"},
+		{"batch", []any{map[string]any{}, map[string]any{}}, `batch expects "requests" (args[0]) to be an array of valid request objects: requests should be array`},
+		{"createBucket", []any{"b", "config"}, "createBucket expects 3 arguments"},
+		{"createBucket", []any{"b", "config", map[string]any{}}, `createBucket expects "config" (args[1]) to be an object: config should be object`},
 	} {
 		_, err := c.Call(ctx, bad.rpc, bad.args...)
 		if remoteName(err) != "InvocationError" || !strings.Contains(err.Error(), bad.want) {
@@ -130,7 +131,7 @@ func TestMorayProtocol(t *testing.T) {
 		t.Fatalf("reply to END: %+v %v", m, err)
 	}
 	// Other connections are unaffected.
-	if _, err := c2.Call(ctx, "ping"); err != nil {
+	if _, err := c2.Call(ctx, "ping", map[string]any{}); err != nil {
 		t.Fatal(err)
 	}
 }

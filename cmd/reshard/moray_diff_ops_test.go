@@ -31,6 +31,9 @@ type diffOp struct {
 	// vnode it hashes to, which the bare Moray side writes into value.vnode.
 	HashKey *string `json:"hashKey,omitempty"`
 	Vnode   *uint32 `json:"vnode,omitempty"`
+	// RPC and Args are a raw Fast request ("raw" ops), sent as they are.
+	RPC  string          `json:"rpc,omitempty"`
+	Args json.RawMessage `json:"args,omitempty"`
 }
 
 // jsonObj builds a JSON object whose keys keep the order given, as a
@@ -443,5 +446,6 @@ func buildDiffOps(r *ring.Ring) *diffOps {
 			d.get("final", b, k)
 		}
 	}
+	d.argCases()
 	return d
 }

@@ -19,7 +19,9 @@
 
 var fs = require('fs');
 var path = require('path');
+var net = require('net');
 var bunyan = require('bunyan');
+var fast = require('fast');
 var moray = require('moray');
 
 var spec = JSON.parse(fs.readFileSync(process.argv[2], 'utf8'));
@@ -86,6 +88,45 @@ function find(c, bucket, filter, opts) {
     }));
 }
 
+/*
+ * A bare Fast client, for requests the moray client would refuse to send
+ * (bad arguments): what the server says of them is what is compared.
+ */
+function connectRaw(addr) {
+    var i = addr.lastIndexOf(':');
+    return (new Promise(function (resolve, reject) {
+        var s = net.connect(parseInt(addr.slice(i + 1), 10), addr.slice(0, i));
+        s.once('connect', function () {
+            resolve({
+                socket: s,
+                fc: new fast.FastClient({log: log, transport: s, nRecentRequests: 10})
+            });
+        });
+        s.once('error', reject);
+    }));
+}
+
+/* The error the server sent, under the client's wrappers. */
+function serverError(err) {
+    while (typeof (err.cause) === 'function' && err.cause()) {
+        err = err.cause();
+    }
+    return (err);
+}
+
+function rawCall(fc, rpc, args) {
+    return (new Promise(function (resolve) {
+        var recs = [];
+        var req = fc.rpc({rpcmethod: rpc, rpcargs: args});
+        req.on('data', function (d) { recs.push(d); });
+        req.once('error', function (err) {
+            err = serverError(err);
+            resolve({ok: false, name: err.name, message: err.message});
+        });
+        req.once('end', function () { resolve({ok: true, data: recs}); });
+    }));
+}
+
 /* A bucket as getBucket parses it, made JSON: functions as their source. */
 function plainBucket(b) {
     var o = {};
@@ -109,9 +150,10 @@ function deepCopy(v) {
  * Each side remembers the etags it handed out, so that "current" means the
  * etag this side would give a client that had just read the object.
  */
-function Side(name, client) {
+function Side(name, client, raw) {
     this.name = name;
     this.c = client;
+    this.raw = raw;
     this.etags = {};
 }
 
@@ -220,6 +262,8 @@ Side.prototype.run = async function (op) {
         return (res);
     case 'find':
         return (find(c, op.bucket, op.filter, Object.assign({}, op.options || {})));
+    case 'raw':
+        return (rawCall(this.raw.fc, op.rpc, op.args));
     }
     throw new Error('unknown op ' + op.op);
 };
@@ -241,7 +285,8 @@ async function main() {
 
     var clients = {};
     for (var name of Object.keys(sides)) {
-        clients[name] = new Side(name, await connect(sides[name]));
+        clients[name] = new Side(name, await connect(sides[name]),
+            await connectRaw(sides[name]));
     }
     var results = [];
     for (var op of spec.ops) {
@@ -254,6 +299,7 @@ async function main() {
     }
     for (name of Object.keys(sides)) {
         clients[name].c.close();
+        clients[name].raw.socket.destroy();
     }
     process.stdout.write(JSON.stringify({results: results, transform: transform}) + '\n');
 }
