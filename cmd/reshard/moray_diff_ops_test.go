@@ -31,6 +31,10 @@ type diffOp struct {
 	// vnode it hashes to, which the bare Moray side writes into value.vnode.
 	HashKey *string `json:"hashKey,omitempty"`
 	Vnode   *uint32 `json:"vnode,omitempty"`
+	// Method and Args are a raw RPC ("rpc" ops), sent with the fast client
+	// itself (see moray_diff_bulk_test.go).
+	Method string            `json:"method,omitempty"`
+	Args   []json.RawMessage `json:"args,omitempty"`
 }
 
 // jsonObj builds a JSON object whose keys keep the order given, as a
@@ -436,6 +440,8 @@ func buildDiffOps(r *ring.Ring) *diffOps {
 	d.find("boolean", "diff_types", "(b=true)", hk("t1"))
 	d.find("presence", "diff_types", "(u=*)", jsonObj("hashkey", "t1", "sort", jsonObj("attribute", "u", "order", "ASC")))
 	d.find("no_count", "diff_ordered", "(name=*)", jsonObj("hashkey", "o1", "no_count", true, "sort", jsonObj("attribute", "_id", "order", "ASC")))
+
+	d.bulkOps()
 
 	// Finally every key, as it stands.
 	for _, b := range append([]string(nil), d.buckets...) {
