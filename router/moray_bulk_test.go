@@ -104,7 +104,8 @@ func TestMoraySQL(t *testing.T) {
 	}
 
 	// A versioned trigger installed as libmanta installs one.
-	if script := libmantaSQL(t); script != "" {
+	script := libmantaSQL(t)
+	if script != "" {
 		// Twice: PostgreSQL 15 writes "EXECUTE FUNCTION" where libmanta's
 		// check looks for "EXECUTE PROCEDURE", so it installs again each
 		// time, through Moray too.
@@ -128,6 +129,20 @@ func TestMoraySQL(t *testing.T) {
 				t.Fatalf("%s: count_directories trigger rows %d %v", pn, n, err)
 			}
 		}
+	}
+
+	// With the trigger installed (or not), a put into manta works; with
+	// it, the directory is counted on the shard that took the put.
+	if _, err := c.Call(ctx, "putObject", "manta", "/acct/stor/d/o", map[string]any{"dirname": "/acct/stor/d"}, opts); err != nil {
+		t.Fatalf("putObject into manta: %v", err)
+	}
+	out, err = c.Call(ctx, "sql", "select _key, entries from manta_directory_counts", none, opts)
+	want := []string{}
+	if script != "" {
+		want = []string{`{"_key":"/acct/stor/d","entries":1}`}
+	}
+	if err != nil || len(out) != len(want) || (len(want) > 0 && string(out[0]) != want[0]) {
+		t.Fatalf("manta_directory_counts after a put: %s %v, want %s", out, err, want)
 	}
 
 	// A reshard holds pnodes: refused, unless readOnlyOverride.
