@@ -2,6 +2,8 @@ package main
 
 import (
 	"encoding/json"
+	"os"
+	"path/filepath"
 )
 
 // diffTriggerSQL installs a versioned PL/pgSQL trigger the way libmanta
@@ -103,6 +105,17 @@ func (d *diffOps) bulkOps() {
 	d.rpc("read after the rollback", "sql", "select s from diff_types where _key = 't17'", none, empty)
 	d.rpc("install a versioned trigger, as libmanta does", "sql", diffTriggerSQL, none, jsonObj("readOnlyOverride", true))
 	d.rpc("install it again: no changes needed", "sql", diffTriggerSQL, none, jsonObj("readOnlyOverride", true))
+	// libmanta's own trigger setup, when a copy of its lib directory is at
+	// hand (it is not on npm's registry as reshard reaches it).
+	lib := os.Getenv("RESHARD_LIBMANTA_LIB")
+	if lib == "" {
+		lib = "/tmp/libmanta-peek/package/lib"
+	}
+	update, err1 := os.ReadFile(filepath.Join(lib, "trigger_update.plpgsql"))
+	count, err2 := os.ReadFile(filepath.Join(lib, "trigger_dircount.plpgsql"))
+	if err1 == nil && err2 == nil {
+		d.rpc("libmanta's directory-count trigger", "sql", string(update)+"\n"+string(count), none, jsonObj("readOnlyOverride", true))
+	}
 	d.rpc("the trigger is there", "sql", "select trigger_name, event_manipulation, action_statement from information_schema.triggers where trigger_name = 'diff_touch' order by event_manipulation", none, empty)
 
 	// sql: arguments and options.
