@@ -319,7 +319,12 @@ func toMorayError(err error) *MorayError {
 		for _, e := range se {
 			out.Errors = append(out.Errors, toMorayError(e))
 		}
-		out.Message = "first of " + strconv.Itoa(len(se)) + " errors: " + out.Errors[0].Message
+		// verror's MultiError: "first of 1 error", "first of 2 errors".
+		plural := "s"
+		if len(se) == 1 {
+			plural = ""
+		}
+		out.Message = "first of " + strconv.Itoa(len(se)) + " error" + plural + ": " + out.Errors[0].Message
 		return out
 	case errors.Is(err, ErrStillFenced):
 		return &MorayError{Name: "ReadOnlyError", Message: err.Error()}

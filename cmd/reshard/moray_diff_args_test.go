@@ -119,7 +119,7 @@ func (d *diffOps) raw(desc, rpc string, args ...json.RawMessage) {
 	if args == nil {
 		args = []json.RawMessage{}
 	}
-	d.add(diffOp{Op: "raw", Desc: desc, RPC: rpc, Args: rawJSON(args)})
+	d.add(diffOp{Op: "raw", Desc: desc, Method: rpc, Args: args})
 }
 
 // argCases adds every case, with descriptions that say what is wrong.

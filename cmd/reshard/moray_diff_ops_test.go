@@ -31,9 +31,11 @@ type diffOp struct {
 	// vnode it hashes to, which the bare Moray side writes into value.vnode.
 	HashKey *string `json:"hashKey,omitempty"`
 	Vnode   *uint32 `json:"vnode,omitempty"`
-	// RPC and Args are a raw Fast request ("raw" ops), sent as they are.
-	RPC  string          `json:"rpc,omitempty"`
-	Args json.RawMessage `json:"args,omitempty"`
+	// Method and Args are a raw RPC, sent with the fast client itself:
+	// "raw" ops compare the bare servers' answers (moray_diff_args_test.go),
+	// "rpc" ops put electric-moray's part in front of Moray (moray_diff_bulk_test.go).
+	Method string            `json:"method,omitempty"`
+	Args   []json.RawMessage `json:"args,omitempty"`
 }
 
 // jsonObj builds a JSON object whose keys keep the order given, as a
@@ -439,6 +441,8 @@ func buildDiffOps(r *ring.Ring) *diffOps {
 	d.find("boolean", "diff_types", "(b=true)", hk("t1"))
 	d.find("presence", "diff_types", "(u=*)", jsonObj("hashkey", "t1", "sort", jsonObj("attribute", "u", "order", "ASC")))
 	d.find("no_count", "diff_ordered", "(name=*)", jsonObj("hashkey", "o1", "no_count", true, "sort", jsonObj("attribute", "_id", "order", "ASC")))
+
+	d.bulkOps()
 
 	// Finally every key, as it stands.
 	for _, b := range append([]string(nil), d.buckets...) {
