@@ -160,7 +160,7 @@ func TestRun(t *testing.T) {
 			{`{"x-muskie-prev-metadata":` + prev + `}`, `{"objectId":"0b1e3f2a-7c4d-4e5f-8a9b-000000000002"}`, "manta_delete_log"},
 			{`{"x-muskie-prev-metadata":` + prev + `,"x-muskie-snaplinks-disabled":true}`, "", "manta_fastdelete_queue"},
 			{`{"x-muskie-prev-metadata":` + prev + `}`, `{"objectId":"0b1e3f2a-7c4d-4e5f-8a9b-000000000001"}`, ""}, // same object
-			{``, `{"objectId":"0b1e3f2a-7c4d-4e5f-8a9b-000000000003"}`, ""},                                            // no header
+			{``, `{"objectId":"0b1e3f2a-7c4d-4e5f-8a9b-000000000003"}`, ""},                                        // no header
 		} {
 			conn.Exec(ctx, `truncate manta_delete_log, manta_fastdelete_queue`)
 			id := int64(7)
