@@ -309,7 +309,11 @@ func (c *chain) cookie(r *Request, post bool) (*goja.Object, error) {
 	if post {
 		switch {
 		case r.Value != "":
-			o.Set("id", value.ToObject(rt).Get("_id"))
+			id := value.ToObject(rt).Get("_id")
+			if id == nil {
+				id = goja.Undefined()
+			}
+			o.Set("id", id)
 		case r.ID != nil:
 			o.Set("id", *r.ID)
 		default:
