@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -212,4 +213,85 @@ func BenchmarkRingSize(b *testing.B) {
 		b.ReportMetric(p(s.lat, 0.99), s.name+"-p99-µs")
 	}
 	b.ReportMetric(p(sides[1].lat, 0.99)/p(sides[0].lat, 0.99), "p99-1M/1k")
+}
+
+// BenchmarkTriggerPut measures putObject through the Moray port into a
+// bucket with libmanta's post trigger (recordDeleteLog), without the
+// previous-metadata header (the trigger runs and writes nothing) and with
+// it (it logs the old object in manta_delete_log), beside the same put
+// into a bucket without triggers, in one run, and logs the ratios. Run:
+//
+//	go test -run '^$' -bench TriggerPut -benchtime 5s ./router/
+func BenchmarkTriggerPut(b *testing.B) {
+	e := setup(b, "")
+	ctx := context.Background()
+	src, err := os.ReadFile("../trigger/testdata/recordDeleteLog.js")
+	if err != nil {
+		b.Fatal(err)
+	}
+	addr := e.serveMoray(b)
+	const concurrency = 16
+	morays := make([]*fast.Client, concurrency)
+	for i := range morays {
+		morays[i] = dialFast(b, addr)
+	}
+	index := map[string]any{"objectId": map[string]any{"type": "string"}}
+	for name, cfg := range map[string]map[string]any{
+		"manta_delete_log": {"index": index},
+		"plainbench":       {"index": index},
+		"gcbench":          {"index": index, "post": []string{strings.TrimSpace(string(src))}},
+	} {
+		if _, err := morays[0].Call(ctx, "createBucket", name, cfg, map[string]any{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	value := func(i int64) json.RawMessage {
+		return json.RawMessage(fmt.Sprintf(`{"objectId":"%d","owner":"5884dd74-949a-40ec-8d13-dd3151897343","size":1024}`, i))
+	}
+	put := func(bucket string, opts func(i int64) map[string]any) func(i int64) error {
+		return func(i int64) error {
+			_, err := morays[i%concurrency].Call(ctx, "putObject", bucket, fmt.Sprintf("k%d", i%5000), value(i), opts(i))
+			return err
+		}
+	}
+	none := func(int64) map[string]any { return map[string]any{} }
+	withPrev := func(i int64) map[string]any {
+		// A previous object of its own per put, so that no two log keys
+		// (/OBJECTID/MS) collide.
+		return map[string]any{"headers": map[string]any{"x-muskie-prev-metadata": map[string]any{"objectId": fmt.Sprintf("prev-%d", i), "key": "k"}}}
+	}
+	opsPerSec := map[string]float64{}
+	for _, c := range []struct {
+		name string
+		run  func(i int64) error
+	}{
+		{"plain", put("plainbench", none)},
+		{"trigger-no-header", put("gcbench", none)},
+		{"trigger-logging", put("gcbench", withPrev)},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			var n atomic.Int64
+			var wg sync.WaitGroup
+			b.ResetTimer()
+			for w := 0; w < concurrency; w++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := n.Add(1); i <= int64(b.N); i = n.Add(1) {
+						if err := c.run(i); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			opsPerSec[c.name] = float64(b.N) / b.Elapsed().Seconds()
+			b.ReportMetric(opsPerSec[c.name], "ops/s")
+		})
+	}
+	if p := opsPerSec["plain"]; p > 0 {
+		b.Logf("throughput relative to a plain put: trigger without header %.2f, trigger logging %.2f",
+			opsPerSec["trigger-no-header"]/p, opsPerSec["trigger-logging"]/p)
+	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/reshard/reshard"
 	"github.com/reshard/reshard/shard"
+	"github.com/reshard/reshard/trigger"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -186,6 +187,10 @@ func (r *Router) createBucket(ctx context.Context, w *statusWriter, req *http.Re
 			return
 		}
 	}
+	if err := httpTriggers(&opts); err != nil {
+		apiError(w, http.StatusBadRequest, "BadBody", err.Error())
+		return
+	}
 	names, err := r.CreateBucket(ctx, bucket, opts, false)
 	if err != nil {
 		r.fail(w, err)
@@ -253,8 +258,13 @@ func (r *Router) get(ctx context.Context, w *statusWriter, bucket, key string) {
 
 func (r *Router) delete(ctx context.Context, w *statusWriter, req *http.Request, bucket, key string) {
 	ifMatch := unquoteEtag(req.Header.Get("If-Match"))
+	bo, err := r.bucketOptions(ctx, bucket)
+	if err != nil {
+		r.fail(w, err)
+		return
+	}
 	s, err := r.route(ctx, "delete", bucket, key, true, func(ctx context.Context, p *pgxpool.Pool, vnode int32) error {
-		return shard.DeleteObject(ctx, p, bucket, key, vnode, ifMatch)
+		return shard.DeleteObjectOf(ctx, p, bucket, bo, shard.Object{Key: key, Vnode: vnode}, ifMatch)
 	})
 	served(w, s)
 	if err != nil {
@@ -339,6 +349,7 @@ func served(w http.ResponseWriter, s Served) {
 // fail maps an error to a status and code; its text never holds a DSN password.
 func (r *Router) fail(w *statusWriter, err error) {
 	w.errMsg = err.Error()
+	var te *trigger.Error
 	switch {
 	case errors.Is(err, shard.ErrObjectNotFound):
 		apiError(w, http.StatusNotFound, "ObjectNotFound", "no such object")
@@ -356,6 +367,8 @@ func (r *Router) fail(w *statusWriter, err error) {
 	case errors.Is(err, ErrStillFenced), errors.Is(err, ErrNoRing):
 		w.Header().Set("Retry-After", "1")
 		apiError(w, http.StatusServiceUnavailable, "Unavailable", err.Error())
+	case errors.As(err, &te):
+		apiError(w, http.StatusInternalServerError, te.Name, te.Message)
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		apiError(w, http.StatusServiceUnavailable, "Timeout", "the request timed out")
 	default:

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/reshard/reshard/shard"
+	"github.com/reshard/reshard/trigger"
 	"io"
 	"net"
 	"regexp"
@@ -311,6 +312,7 @@ func toMorayError(err error) *MorayError {
 	var se ShardErrors
 	var pe *pgconn.PgError
 	var ite *shard.IndexTypeError
+	var te *trigger.Error
 	switch {
 	case errors.As(err, &me):
 		return me
@@ -338,6 +340,9 @@ func toMorayError(err error) *MorayError {
 		return &MorayError{Name: "QueryTimeoutError", Message: "the request timed out"}
 	case errors.As(err, &pe) && pe.Code == "23505":
 		return uniqueError(pe)
+	case errors.As(err, &te):
+		// A trigger's error, named as the trigger named it.
+		return &MorayError{Name: te.Name, Message: te.Message}
 	case errors.As(err, &ite):
 		return &MorayError{Name: "InvalidIndexTypeError", Message: ite.Error()}
 	case errors.Is(err, io.EOF):

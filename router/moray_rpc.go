@@ -39,8 +39,8 @@ var morayRPCs = map[string]func(ctx context.Context, r *Router, a rpcArgs, s *st
 // morayConfig is createBucket's and updateBucket's config argument.
 type morayConfig struct {
 	Index   json.RawMessage `json:"index"`
-	Pre     []string        `json:"pre"`
-	Post    []string        `json:"post"`
+	Pre     json.RawMessage `json:"pre"`
+	Post    json.RawMessage `json:"post"`
 	Options json.RawMessage `json:"options"`
 }
 
@@ -81,9 +81,9 @@ func bucketConfig(a rpcArgs, name string) (shard.BucketOptions, int, error) {
 			return shard.BucketOptions{}, 0, &MorayError{Name: "InvalidIndexTypeError", Message: err.Error()}
 		}
 	}
-	if len(cfg.Pre) > 0 || len(cfg.Post) > 0 {
-		return shard.BucketOptions{}, 0, &MorayError{Name: "InvalidBucketConfigError",
-			Message: "pre and post triggers are not supported: reshard does not run JavaScript on its shards"}
+	pre, post, err := triggerTexts(cfg.Pre, cfg.Post)
+	if err != nil {
+		return shard.BucketOptions{}, 0, err
 	}
 	if len(cfg.Options) == 0 || string(cfg.Options) == "null" {
 		cfg.Options = json.RawMessage("{}")
@@ -104,7 +104,7 @@ func bucketConfig(a rpcArgs, name string) (shard.BucketOptions, int, error) {
 		HashDir:    name == "manta" || name == "testmanta",
 		HashUpload: name == "manta_uploads",
 		Index:      index,
-		Config:     shard.Config{Index: indexText, Pre: "[]", Post: "[]", Options: options},
+		Config:     shard.Config{Index: indexText, Pre: pre, Post: post, Options: options},
 	}.WithConfig(), int(version), nil
 }
 
@@ -326,7 +326,7 @@ func morayPutObject(ctx context.Context, r *Router, a rpcArgs, s *stream) error 
 	var o shard.Object
 	_, err = r.route(ctx, "put", bucket, key, true, func(ctx context.Context, p *pgxpool.Pool, vnode int32) error {
 		var err error
-		o, err = shard.PutObject(ctx, p, bucket, bo, shard.Object{Key: key, Value: a.a[2], Vnode: vnode}, ifMatch)
+		o, err = shard.PutObject(ctx, p, bucket, bo, shard.Object{Key: key, Value: a.a[2], Vnode: vnode, Headers: optionHeaders(a.arg(3))}, ifMatch)
 		return err
 	})
 	if err != nil {
@@ -412,8 +412,12 @@ func morayDelObject(ctx context.Context, r *Router, a rpcArgs, s *stream) error 
 	if ifMatch == shard.Absent {
 		ifMatch = "" // Moray takes a null etag on a delete as no condition
 	}
+	bo, err := r.bucketOptions(ctx, bucket)
+	if err != nil {
+		return morayBucketErr(bucket, err)
+	}
 	_, err = r.route(ctx, "delete", bucket, key, true, func(ctx context.Context, p *pgxpool.Pool, vnode int32) error {
-		return shard.DeleteObject(ctx, p, bucket, key, vnode, ifMatch)
+		return shard.DeleteObjectOf(ctx, p, bucket, bo, shard.Object{Key: key, Vnode: vnode, Headers: optionHeaders(a.arg(2))}, ifMatch)
 	})
 	if errors.Is(err, shard.ErrObjectNotFound) {
 		return objectNotFound(bucket, key)
@@ -669,7 +673,11 @@ func morayBatch(ctx context.Context, r *Router, a rpcArgs, s *stream) error {
 		if err != nil {
 			return err
 		}
-		ops[i] = shard.Op{Bucket: bucket, IfMatch: ifMatch, Object: shard.Object{Key: key}}
+		headers := optionHeaders(req["options"])
+		if headers == nil {
+			headers = optionHeaders(a.arg(1)) // Moray merges the batch's options in
+		}
+		ops[i] = shard.Op{Bucket: bucket, IfMatch: ifMatch, Object: shard.Object{Key: key, Headers: headers}}
 		switch op {
 		case "put":
 			if jsonKind(req["value"]) != "an object" {

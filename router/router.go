@@ -21,6 +21,7 @@ import (
 	"github.com/reshard/reshard/postgres"
 	"github.com/reshard/reshard/ring"
 	"github.com/reshard/reshard/shard"
+	"github.com/reshard/reshard/trigger"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -435,5 +436,7 @@ func isPgError(err error) bool {
 // isDomain: answers the shard gave, not failures.
 func isDomain(err error) bool {
 	var ite *shard.IndexTypeError
-	return errors.Is(err, shard.ErrObjectNotFound) || errors.Is(err, shard.ErrEtagMismatch) || errors.As(err, &ite)
+	// A trigger's error fails the write before its commit is sent.
+	var te *trigger.Error
+	return errors.Is(err, shard.ErrObjectNotFound) || errors.Is(err, shard.ErrEtagMismatch) || errors.As(err, &ite) || errors.As(err, &te)
 }

@@ -23,6 +23,9 @@ type Object struct {
 	ID    int64           `json:"-"` // the row's _id, which Moray clients read back
 	// TxnSnap is _txn_snap, set in guaranteeOrder buckets.
 	TxnSnap *int64 `json:"-"`
+	// Headers are the write's options.headers, which the bucket's post
+	// triggers see as req.headers (JSON; none is {}).
+	Headers json.RawMessage `json:"-"`
 }
 
 var (
@@ -110,6 +113,18 @@ type Batcher interface {
 // it does not exist. An overwrite keeps the row's _id.
 func PutObject(ctx context.Context, q DB, bucket string, opts BucketOptions, o Object, ifMatch string) (Object, error) {
 	if err := ValidateBucket(bucket); err != nil {
+		return o, err
+	}
+	if opts.HasTriggers() {
+		set, err := opts.Triggers()
+		if err != nil {
+			return o, err
+		}
+		err = inTx(ctx, q, func(tx pgx.Tx) error {
+			var err error
+			o, err = putTriggered(ctx, tx, bucket, opts, set, o, ifMatch)
+			return err
+		})
 		return o, err
 	}
 	if opts.GuaranteeOrder() {
@@ -360,6 +375,14 @@ func Batch(ctx context.Context, db interface {
 		return nil, err
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
+	for i := range ops {
+		if ops[i].Options.HasTriggers() {
+			if err := batchTriggered(ctx, tx, ops); err != nil {
+				return nil, err
+			}
+			return ops, tx.Commit(ctx)
+		}
+	}
 	for i := range ops {
 		op := &ops[i]
 		if op.Delete || !op.Options.GuaranteeOrder() {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"os"
 	"strings"
 
 	"github.com/reshard/reshard/ring"
@@ -123,6 +124,27 @@ func (d *diffOps) obj(op, desc, bucket, key string, value json.RawMessage, etag 
 
 func (d *diffOps) put(desc, bucket, key string, value json.RawMessage, etag string) {
 	d.add(d.obj("put", desc, bucket, key, value, etag))
+}
+
+func (d *diffOps) putOpts(desc, bucket, key string, value, options json.RawMessage) {
+	o := d.obj("put", desc, bucket, key, value, "")
+	o.Options = options
+	d.add(o)
+}
+
+func (d *diffOps) delOpts(desc, bucket, key string, options json.RawMessage) {
+	o := d.obj("del", desc, bucket, key, nil, "")
+	o.Options = options
+	d.add(o)
+}
+
+// recordDeleteLogSource is libmanta's post trigger, verbatim.
+func recordDeleteLogSource() string {
+	b, err := os.ReadFile("../../trigger/testdata/recordDeleteLog.js")
+	if err != nil {
+		panic(err)
+	}
+	return strings.TrimSpace(string(b))
 }
 
 func (d *diffOps) get(desc, bucket, key string) {
@@ -292,13 +314,37 @@ func buildDiffOps(r *ring.Ring) *diffOps {
 		"pre", []string{"function diffPre(req, cb) { req.value.pre = true; cb(); }"},
 		"post", []string{"function diffPost(req, cb) { cb(); }"},
 		"options", jsonObj("version", 1)))
+	// libmanta's recordDeleteLog, verbatim, as the manta bucket's post
+	// trigger; and triggers that fail in each way Moray answers.
+	d.createBucket("libmanta's post trigger (recordDeleteLog)", "diff_gc", jsonObj(
+		"index", ix("dirname", "string", "name", "string", "owner", "string", "objectId", "string", "type", "string"),
+		"post", []string{recordDeleteLogSource()},
+		"options", jsonObj("version", 2)))
+	d.createBucket("a pre trigger that fails", "diff_trig_err", jsonObj(
+		"pre", []string{"function (req, cb) { var e = new Error('no ' + req.key + ' ' + req.update); e.name = 'PreSaysNo'; cb(e); }"}))
+	d.createBucket("a pre trigger that requires fs", "diff_trig_fs", jsonObj(
+		"pre", []string{"function (req, cb) { try { require('fs'); } catch (e) { cb(e); return; } cb(); }"}))
+	d.createBucket("a post trigger whose query fails", "diff_trig_sql", jsonObj(
+		"post", []string{"function (req, cb) { req.pg.query('select * from nowhere where x = $1', [req.key]).once('error', cb).once('end', function () { cb(); }); }"}))
+	d.createBucket("triggers that see the request and change the value", "diff_trig_req", jsonObj(
+		"index", ix("n", "number"),
+		"pre", []string{"function (req, cb) { req.value.n = (req.value.n || 0) + 1; req.value.seen = [req.bucket, req.key, req.update, req.headers, req.schema]; cb(); }"},
+		"post", []string{`function (req, cb) {
+			var q = req.pg.query('insert into diff_trig_log (_key, _value, _etag, _mtime) values ($1, $2, $3, $4)',
+				[req.key + '#' + (req.value ? req.value.n : 'deleted'), JSON.stringify([req.bucket, typeof (req.id), req.update, req.headers, req.value]), 'E', 0]);
+			q.on('error', cb);
+			q.on('end', function () { cb(); });
+		}`}))
+	d.createBucket("what diff_trig_req's post trigger writes", "diff_trig_log", jsonObj())
+	d.createBucket("a trigger that is no function", "diff_trig_bad", jsonObj("post", []any{"1"}))
+	d.createBucket("a trigger that does not compile", "diff_trig_bad", jsonObj("pre", []any{"function ("}))
 	d.createBucket("index types Moray has and reshard does not", "diff_moretypes", jsonObj(
 		"index", ix("d", "date", "ip", "ip", "r", "numrange")))
 	d.createBucket("again: conflict", "manta", jsonObj("index", ix("dirname", "string")))
 	d.createBucket("bad name", "Bad-Name", jsonObj())
 	d.createBucket("bad index type", "diff_badindex", jsonObj("index", ix("a", "ipaddr")))
 	for _, b := range []string{"manta", "manta_uploads", "manta_delete_log", "manta_fastdelete_queue",
-		"manta_directory_counts", "diff_types", "diff_ordered", "diff_triggers", "diff_moretypes", "nosuchbucket"} {
+		"manta_directory_counts", "diff_types", "diff_ordered", "diff_triggers", "diff_gc", "diff_trig_req", "diff_moretypes", "nosuchbucket"} {
 		d.add(diffOp{Op: "getBucket", Desc: "getBucket", Bucket: b})
 	}
 
@@ -427,6 +473,44 @@ func buildDiffOps(r *ring.Ring) *diffOps {
 	d.del("delete", "diff_ordered", "o2", "")
 
 	d.put("into a bucket with triggers", "diff_triggers", "k1", jsonObj("name", "trig"), "")
+	d.put("overwrite in a bucket with triggers", "diff_triggers", "k1", jsonObj("name", "trig2"), "current")
+	d.put("etag wrong in a bucket with triggers", "diff_triggers", "k1", jsonObj("name", "trig3"), "wrong")
+	d.put("etag null, new key, bucket with triggers", "diff_triggers", "k2", jsonObj("name", "n"), "null")
+	d.del("delete in a bucket with triggers", "diff_triggers", "k2", "")
+
+	// libmanta's delete log: an overwrite or delete whose request carries
+	// the previous metadata logs the old object, in manta_delete_log or,
+	// with snaplinks disabled, manta_fastdelete_queue.
+	gc := dir + "/gc"
+	prevMD := func(n int) json.RawMessage { return mantaObject(gc, oid(n), t0+int64(n)) }
+	hdr := func(pairs ...any) json.RawMessage { return jsonObj("headers", jsonObj(pairs...)) }
+	d.put("first write: no previous metadata", "diff_gc", gc, prevMD(40), "")
+	d.putOpts("overwrite with previous metadata: logged", "diff_gc", gc, prevMD(41), hdr("x-muskie-prev-metadata", prevMD(40)))
+	d.putOpts("overwrite of the same object: not logged", "diff_gc", gc, prevMD(41), hdr("x-muskie-prev-metadata", prevMD(41)))
+	d.putOpts("snaplinks disabled: fastdelete queue", "diff_gc", gc, prevMD(42), hdr("x-muskie-prev-metadata", prevMD(41), "x-muskie-snaplinks-disabled", true))
+	d.putOpts("previous metadata without objectId: not logged", "diff_gc", gc+"2", prevMD(43), hdr("x-muskie-prev-metadata", jsonObj("key", gc)))
+	d.delOpts("delete with previous metadata: logged", "diff_gc", gc, hdr("x-muskie-prev-metadata", prevMD(42)))
+	d.delOpts("delete of a missing key: nothing logged", "diff_gc", gc, hdr("x-muskie-prev-metadata", prevMD(42)))
+	b1 := d.bput("diff_gc", gc+"3", prevMD(44), "")
+	b1.Options = hdr("x-muskie-prev-metadata", prevMD(43))
+	b2 := d.bdel("diff_gc", gc+"3", "")
+	b2.Options = hdr("x-muskie-prev-metadata", prevMD(43), "x-muskie-snaplinks-disabled", true)
+	d.batch("batch put and delete of one key, with previous metadata", b1, b2)
+
+	// Triggers that fail, and what they see.
+	d.put("pre trigger error", "diff_trig_err", "e1", jsonObj("a", 1), "")
+	d.put("pre trigger requires fs", "diff_trig_fs", "f1", jsonObj("a", 1), "")
+	d.put("post trigger query error", "diff_trig_sql", "s1", jsonObj("a", 1), "")
+	d.batch("batch with a failing post trigger rolls back", d.bput("diff_trig_sql", "s2", jsonObj("a", 1), ""))
+	d.putOpts("pre and post see the request", "diff_trig_req", "r1", jsonObj("n", 1, "x", "y"), hdr("h", "v"))
+	d.putOpts("again: an update", "diff_trig_req", "r1", jsonObj("n", 5), hdr("h", []int{1}))
+	d.delOpts("a delete's post", "diff_trig_req", "r1", hdr("why", "gone"))
+	d.batch("batch put, headers from the request", func() diffOp {
+		o := d.bput("diff_trig_req", "r2", jsonObj("n", 2), "")
+		o.Options = hdr("per", "request")
+		return o
+	}())
+	d.get("read back", "diff_trig_req", "r2")
 
 	// Reads: findObjects as Manta lists a directory, and by each index type.
 	// Sorted by _id where the order is otherwise unspecified, so that the
