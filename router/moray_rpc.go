@@ -70,7 +70,10 @@ func bucketConfig(a rpcArgs, name string) (shard.BucketOptions, int, error) {
 	}
 	var index map[string]shard.Index
 	if len(cfg.Index) > 0 && string(cfg.Index) != "null" {
-		if jsonKind(cfg.Index) != "an object" || json.Unmarshal(cfg.Index, &index) != nil {
+		if jsonKind(cfg.Index) != "an object" {
+			return shard.BucketOptions{}, 0, &MorayError{Name: "InvalidBucketConfigError", Message: "index must be an object"}
+		}
+		if json.Unmarshal(cfg.Index, &index) != nil {
 			return shard.BucketOptions{}, 0, &MorayError{Name: "InvalidBucketConfigError", Message: "index must be an object"}
 		}
 	} else {
@@ -523,7 +526,8 @@ func morayFindObjects(ctx context.Context, r *Router, a rpcArgs, s *stream) erro
 	}
 	f, err := shard.ParseFilter(text)
 	if err != nil {
-		return &MorayError{Name: "InvalidQueryError", Message: fmt.Sprintf("%s is an invalid filter: %v", text, err)}
+		// Moray's message names the filter, not what is wrong with it.
+		return &MorayError{Name: "InvalidQueryError", Message: text + " is an invalid filter"}
 	}
 	var opts map[string]json.RawMessage
 	if err := a.obj(2, "options", true, &opts); err != nil {
@@ -611,6 +615,10 @@ func morayFindObjects(ctx context.Context, r *Router, a rpcArgs, s *stream) erro
 }
 
 func findError(bucket, filter string, err error) error {
+	var fe *shard.FilterError
+	if errors.As(err, &fe) {
+		return &MorayError{Name: fe.Name, Message: fe.Message}
+	}
 	if errors.Is(err, shard.ErrInvalidQuery) {
 		return &MorayError{Name: "InvalidQueryError", Message: fmt.Sprintf("%s is an invalid filter: %s", filter, strings.TrimPrefix(err.Error(), "invalid query: "))}
 	}

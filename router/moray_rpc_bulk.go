@@ -27,7 +27,7 @@ import (
 //     electric-moray at all, so they get fast's "unsupported RPC method",
 //     as every RPC missing from morayRPCs does.
 func init() {
-	morayRPCs["sql"] = moraySQL                                   // [statement, values, options]
+	morayRPCs["sql"] = moraySQL            // [statement, values, options]
 	morayRPCs["updateObjects"] = notServed // [bucket, fields, filter, options]
 	morayRPCs["deleteMany"] = notServed    // [bucket, filter, options]
 }

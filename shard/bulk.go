@@ -31,14 +31,14 @@ var ErrSQLTimeout = errors.New("query timeout")
 // (MORAY-317), and libmanta writes its SQL for that.
 func MorayStatement(stmt string) string {
 	stmt = strings.NewReplacer("\r\n", "", "\n", "", "\r", "").Replace(stmt)
-	if loc := jsSpace.FindStringIndex(stmt); loc != nil {
+	if loc := jsSpaceRun.FindStringIndex(stmt); loc != nil {
 		stmt = stmt[:loc[0]] + " " + stmt[loc[1]:]
 	}
 	return stmt
 }
 
-// jsSpace is JavaScript's \s+: the white space of the regular expression.
-var jsSpace = regexp.MustCompile(`[\t\n\v\f\r \x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}\x{feff}]+`)
+// jsSpaceRun is JavaScript's \s+: a run of its white space (jsSpace).
+var jsSpaceRun = regexp.MustCompile("[" + regexp.QuoteMeta(jsSpace) + "]+")
 
 // SQLParams turns the sql RPC's values into query parameters as
 // node-postgres's prepareValue does: null stays NULL, an array becomes an

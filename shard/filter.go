@@ -30,6 +30,7 @@ const (
 	opGE
 	opLE
 	opApprox
+	opExt // an extensible match, (attr:rule:=value)
 )
 
 var opText = [...]string{opAnd: "&", opOr: "|", opNot: "!", opEq: "=", opGE: ">=", opLE: "<=", opApprox: "~="}
@@ -43,6 +44,8 @@ type Filter struct {
 	any      []string
 	final    string
 	children []*Filter
+	rule     string // an extensible match's rule
+	hasStar  bool   // an extensible match's value holds an unescaped '*'
 }
 
 // ParseFilter parses an RFC 4515 filter string. Errors say what is wrong and at which byte offset.
@@ -186,7 +189,27 @@ func (p *parser) item() (*Filter, error) {
 	f := &Filter{attr: attr}
 	switch c, next := p.at(p.i), p.at(p.i+1); {
 	case c == ':':
-		return nil, p.errf(p.i, "extensible match (attr:rule:=value) is not supported")
+		// (attr:rule:=value) or (attr:dn:rule:=value), as moray-filter
+		// reads them.
+		f.op = opExt
+		p.i++
+		r := p.i
+		for p.i < len(p.s) && p.s[p.i] != ':' && p.s[p.i] != ')' {
+			p.i++
+		}
+		f.rule = p.s[r:p.i]
+		if strings.EqualFold(f.rule, "dn") && p.at(p.i) == ':' {
+			p.i++
+			r = p.i
+			for p.i < len(p.s) && p.s[p.i] != ':' && p.s[p.i] != ')' {
+				p.i++
+			}
+			f.rule = p.s[r:p.i]
+		}
+		if p.at(p.i) != ':' || p.at(p.i+1) != '=' || f.rule == "" {
+			return nil, p.errf(p.i, "missing := in ext filter")
+		}
+		p.i += 2
 	case c == '=':
 		f.op = opEq
 		p.i++
@@ -232,6 +255,13 @@ func (p *parser) item() (*Filter, error) {
 		case c == '*' && f.op == opEq:
 			parts = append(parts, v.String())
 			v.Reset()
+		case c == '*' && f.op == opExt:
+			// The value stays whole, and splits too, for
+			// caseIgnoreSubstringsMatch.
+			f.hasStar = true
+			f.value += v.String() + "*"
+			parts = append(parts, v.String())
+			v.Reset()
 		default:
 			v.WriteByte(c)
 		}
@@ -239,6 +269,18 @@ func (p *parser) item() (*Filter, error) {
 	}
 	parts = append(parts, v.String())
 
+	if f.op == opExt {
+		f.value += v.String()
+		if f.hasStar {
+			f.initial, f.final = parts[0], v.String()
+			for _, s := range parts[1:] {
+				if s != "" {
+					f.any = append(f.any, s)
+				}
+			}
+		}
+		return f, nil
+	}
 	if len(parts) == 1 {
 		f.value = parts[0]
 	} else {
@@ -287,6 +329,21 @@ func (f *Filter) write(b *strings.Builder) {
 		b.WriteString(f.attr)
 		b.WriteString(opText[f.op])
 		escapeValue(b, f.value)
+	case opExt:
+		b.WriteString(f.attr)
+		b.WriteString(":" + f.rule + ":=")
+		if f.hasStar {
+			// The stars are the value's own, unescaped.
+			parts := strings.Split(f.value, "*")
+			for i, s := range parts {
+				if i > 0 {
+					b.WriteByte('*')
+				}
+				escapeValue(b, s)
+			}
+		} else {
+			escapeValue(b, f.value)
+		}
 	case opPresent:
 		b.WriteString(f.attr)
 		b.WriteString("=*")
@@ -353,6 +410,11 @@ type Column struct {
 // name to its column; args receives the parameter values and placeholders are
 // numbered $len(*args)+1 onward, so the caller may have queued parameters already.
 func (f *Filter) SQL(resolve func(attr string) Column, args *[]any) (string, error) {
+	return f.compile("", resolve, args)
+}
+
+// compile is SQL for a bucket, whose name Moray's NotIndexedError names.
+func (f *Filter) compile(bucket string, resolve func(attr string) Column, args *[]any) (string, error) {
 	if f == nil || f.op == 0 {
 		return "", errors.New("invalid query: empty filter")
 	}
@@ -361,7 +423,8 @@ func (f *Filter) SQL(resolve func(attr string) Column, args *[]any) (string, err
 	}
 	n := len(*args)
 	var b strings.Builder
-	if err := f.sql(&b, resolve, args); err != nil {
+	c := &compiler{bucket: bucket, resolve: resolve, args: args}
+	if err := f.sql(&b, c); err != nil {
 		// The caller may reuse args; drop what a failed compile queued.
 		clear((*args)[n:])
 		*args = (*args)[:n]
@@ -370,7 +433,13 @@ func (f *Filter) SQL(resolve func(attr string) Column, args *[]any) (string, err
 	return b.String(), nil
 }
 
-func (f *Filter) sql(b *strings.Builder, resolve func(string) Column, args *[]any) error {
+type compiler struct {
+	bucket  string
+	resolve func(string) Column
+	args    *[]any
+}
+
+func (f *Filter) sql(b *strings.Builder, c *compiler) error {
 	switch f.op {
 	case opAnd, opOr:
 		sep := " AND "
@@ -382,23 +451,38 @@ func (f *Filter) sql(b *strings.Builder, resolve func(string) Column, args *[]an
 			if i > 0 {
 				b.WriteString(sep)
 			}
-			if err := k.sql(b, resolve, args); err != nil {
+			if err := k.sql(b, c); err != nil {
 				return err
 			}
 		}
 		b.WriteByte(')')
 		return nil
 	case opNot:
-		// A comparison with NULL is NULL and NOT NULL is still NULL, but
-		// LDAP's (!(type=dir)) matches an entry without a type.
-		b.WriteString("(NOT COALESCE(")
-		if err := f.children[0].sql(b, resolve, args); err != nil {
+		// As Moray's: typed leaves say false, not NULL, where Moray's
+		// do (a missing field fails "=", so (!(type=dir)) matches it),
+		// and NULL where Moray's do (an array or range operator on a
+		// missing field), which NOT keeps NULL.
+		b.WriteString("(NOT ")
+		if err := f.children[0].sql(b, c); err != nil {
 			return err
 		}
-		b.WriteString(", false))")
+		b.WriteString(")")
 		return nil
 	}
-	s, err := f.leafSQL(resolve(f.attr), args)
+	col := c.resolve(f.attr)
+	var s string
+	var err error
+	switch {
+	case col.Type != "json" && col.Expr != "":
+		s, err = f.typedSQL(c.bucket, col, c.args)
+	case f.op == opExt:
+		s, err = f.unindexedExtSQL(c.bucket)
+	default:
+		if s, err = f.leafSQL(col, c.args); err == nil {
+			// Two-valued, as a JavaScript test of the field is.
+			s = "COALESCE(" + s + ", false)"
+		}
+	}
 	if err != nil {
 		return err
 	}

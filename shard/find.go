@@ -49,8 +49,12 @@ func FindObjects(ctx context.Context, q Batcher, bucket string, opts BucketOptio
 		return nil, err
 	}
 	var args []any
-	where, err := f.SQL(opts.IndexColumn, &args)
+	where, err := f.compile(bucket, opts.IndexColumn, &args)
 	if err != nil {
+		var fe *FilterError
+		if errors.As(err, &fe) {
+			return nil, err
+		}
 		return nil, queryError{err}
 	}
 	order := "_id"
@@ -95,6 +99,9 @@ func FindObjects(ctx context.Context, q Batcher, bucket string, opts BucketOptio
 	if err != nil {
 		return nil, err
 	}
+	// Rows Moray's JavaScript test would drop are left out after the
+	// limit, as Moray leaves them out; the count is PostgreSQL's.
+	var dropped []bool
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Record, error) {
 		var o Record
 		var stored string
@@ -120,10 +127,28 @@ func FindObjects(ctx context.Context, q Batcher, bucket string, opts BucketOptio
 		}
 		v, err := readValue(opts, fields, stored)(cols)
 		o.Value = v
-		return o, err
+		if err != nil {
+			return o, err
+		}
+		var count *int64
+		if !fo.NoCount {
+			count = &o.Count
+		}
+		js, err := jsRowValue(opts, fields, v, cols, o.Object, count)
+		if err != nil {
+			return o, err
+		}
+		dropped = append(dropped, !f.Matches(opts, js))
+		return o, nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	return out, br.Close()
+	kept := out[:0]
+	for i, rec := range out {
+		if !dropped[i] {
+			kept = append(kept, rec)
+		}
+	}
+	return kept, br.Close()
 }

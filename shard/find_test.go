@@ -65,7 +65,9 @@ func TestIndexesAndFind(t *testing.T) {
 		var keys []string
 		for _, r := range recs {
 			keys = append(keys, r.Key)
-			if !fo.NoCount && r.Count != int64(len(recs)) && fo.Offset == 0 && fo.Limit >= 100 {
+			// The count is PostgreSQL's, before Moray's JavaScript test
+			// drops rows (a NaN fails ">="), so it may be more.
+			if !fo.NoCount && r.Count < int64(len(recs)) && fo.Offset == 0 && fo.Limit >= 100 {
 				t.Errorf("%s: _count %d for %d records", filter, r.Count, len(recs))
 			}
 		}
@@ -78,7 +80,9 @@ func TestIndexesAndFind(t *testing.T) {
 		}
 	}
 	sorted := func(s []string) []string { sort.Strings(s); return s }
-	same(sorted(find("(&(size>=50)(ok=true))", shard.FindOptions{})), "k6", "k8", "odd")
+	// PostgreSQL finds "odd" (NaN >= 50), and Moray's JavaScript test
+	// drops it again.
+	same(sorted(find("(&(size>=50)(ok=true))", shard.FindOptions{})), "k6", "k8")
 	// NaN sorts above every number in PostgreSQL, as it does behind Moray.
 	same(find("(size>=0)", shard.FindOptions{Sort: []shard.Sort{{Attribute: "size", Desc: true}}, Limit: 3, Offset: 1}), "k9", "k8", "k7")
 	same(sorted(find("(tags=t1)", shard.FindOptions{})), "k1", "k4", "k7")
@@ -94,9 +98,12 @@ func TestIndexesAndFind(t *testing.T) {
 	if _, err := shard.FindObjects(ctx, conn, "idx", opts, f, shard.FindOptions{Limit: 10, CheckVnode: true, Vnode: 2}); !shard.IsFenced(err) {
 		t.Fatalf("a find routed to a vnode the shard gave away: %v", err)
 	}
-	f, _ = shard.ParseFilter("(size>=abc)")
+	// A number that does not parse is NaN, as Moray's parseFloat makes
+	// it, and no row passes; a boolean that does not is an error.
+	same(find("(size>=abc)", shard.FindOptions{}))
+	f, _ = shard.ParseFilter("(ok=maybe)")
 	if _, err := shard.FindObjects(ctx, conn, "idx", opts, f, shard.FindOptions{Limit: 10}); !errors.Is(err, shard.ErrInvalidQuery) {
-		t.Fatalf("a bad number: %v", err)
+		t.Fatalf("a bad boolean: %v", err)
 	}
 	// Updating the bucket adds and drops index columns; like Moray's, it
 	// leaves a retyped field's column as it was.

@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Index columns hold what Moray's indexObject makes of a value's fields:
@@ -116,7 +117,52 @@ func mapIndexValue(field, typ string, v any, inArray bool) (string, error) {
 		}
 		return "", &IndexTypeError{Field: field, Type: typ, Value: jsString(v)}
 	}
-	return "", &IndexTypeError{Field: field, Type: typ}
+	if v == nil {
+		// Moray's parsers throw on null inside an array.
+		return "", &IndexTypeError{Field: field, Type: typ, Value: "null"}
+	}
+	var s string
+	var err error
+	switch typ {
+	case "date":
+		s, err = parseISO8601(jsString(v))
+	case "daterange":
+		s, err = parseDateRange(jsString(v))
+	case "numrange":
+		s, err = parseNumRange(jsString(v))
+	case "uuid":
+		s, err = parseUUID(jsString(v))
+	case "ip":
+		var a ipAddr
+		if a, err = parseIP(jsNumeric(v)); err == nil {
+			s = a.String()
+		}
+	case "subnet":
+		var c ipCIDR
+		if c, err = parseCIDR(v); err == nil {
+			s = c.String()
+		}
+	case "mac":
+		var m uint64
+		if m, err = parseMAC(jsNumeric(v)); err == nil {
+			s = macString(m)
+		}
+	default:
+		return "", &IndexTypeError{Field: field, Type: typ}
+	}
+	if err != nil {
+		return "", &IndexTypeError{Field: field, Type: typ, Value: jsString(v)}
+	}
+	return s, nil
+}
+
+// jsNumeric turns a decoded JSON number into the float64 JavaScript has.
+func jsNumeric(v any) any {
+	if n, ok := v.(json.Number); ok {
+		f, _ := strconv.ParseFloat(string(n), 64)
+		return f
+	}
+	return v
 }
 
 var arraySpecialEscape = strings.NewReplacer(`"`, `\"`, `,`, `\,`, `{`, `\{`, `}`, `\}`, `\`, `\\`)
@@ -298,17 +344,38 @@ func canonical(col []byte, typ string) ([]byte, error) {
 	switch typ {
 	case "number":
 		col = jsonNumberish(col)
-	case "[number]":
+	case "[number]", "[date]":
 		var elems []json.RawMessage
 		if err := json.Unmarshal(col, &elems); err != nil {
 			return nil, err
 		}
+		var err error
 		for j := range elems {
-			if string(elems[j]) != "null" {
+			if string(elems[j]) == "null" {
+				continue
+			}
+			if typ == "[number]" {
 				elems[j] = jsonNumberish(elems[j])
+			} else if elems[j], err = jsonDate(elems[j]); err != nil {
+				return nil, err
 			}
 		}
 		col, _ = json.Marshal(elems)
+	case "date":
+		var err error
+		if col, err = jsonDate(col); err != nil {
+			return nil, err
+		}
+	case "daterange":
+		var text string
+		if err := json.Unmarshal(col, &text); err != nil {
+			return nil, err
+		}
+		fixed, err := fixupDateRange(text)
+		if err != nil {
+			return nil, err
+		}
+		col, _ = json.Marshal(fixed)
 	}
 	// Wrapped in an object, the codec writes it as JSON.stringify would.
 	text, err := MorayValue(append(append([]byte(`{"v":`), col...), '}'), nil)
@@ -316,6 +383,55 @@ func canonical(col []byte, typ string) ([]byte, error) {
 		return nil, err
 	}
 	return []byte(text[len(`{"v":`) : len(text)-1]), nil
+}
+
+// jsonDate is a timestamptz column's to_json as node-postgres reads it
+// (a Date) and JSON.stringify writes it: toISOString, in milliseconds.
+func jsonDate(raw []byte) ([]byte, error) {
+	var text string
+	if err := json.Unmarshal(raw, &text); err != nil {
+		return nil, err
+	}
+	t, err := time.Parse(time.RFC3339Nano, text)
+	if err != nil {
+		return nil, fmt.Errorf("timestamp %q: %w", text, err)
+	}
+	return json.Marshal(jsISOString(t.Truncate(time.Millisecond)))
+}
+
+// pgRange is a tstzrange as PostgreSQL writes it, in the ISO DateStyle.
+var pgRange = regexp.MustCompile(`^([(\[])(?:"([ \d:.TZ+-]+)")?,(?:"([ \d:.TZ+-]+)")?([)\]])$`)
+
+// fixupDateRange is Moray's reading of a tstzrange: each bound rewritten
+// as toISOString writes it. Moray fails on what its pattern does not
+// take (an empty or infinite range), and so does this.
+func fixupDateRange(text string) (string, error) {
+	m := pgRange.FindStringSubmatch(text)
+	if m == nil {
+		return "", fmt.Errorf("invalid date range: %q", text)
+	}
+	bounds := [2]string{}
+	for i, b := range []string{m[2], m[3]} {
+		if b == "" {
+			continue
+		}
+		t, err := parsePgTimestamp(b)
+		if err != nil {
+			return "", err
+		}
+		bounds[i] = jsISOString(t.Truncate(time.Millisecond))
+	}
+	return m[1] + bounds[0] + "," + bounds[1] + m[4], nil
+}
+
+// parsePgTimestamp reads a timestamptz in PostgreSQL's ISO output form.
+func parsePgTimestamp(s string) (time.Time, error) {
+	for _, layout := range []string{"2006-01-02 15:04:05.999999-07", "2006-01-02 15:04:05.999999-07:00", "2006-01-02 15:04:05.999999-07:00:00"} {
+		if t, err := time.Parse(layout, s); err == nil {
+			return t, nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("invalid timestamp %q", s)
 }
 
 // jsonNumberish is a numeric column's JSON as JavaScript reads it:

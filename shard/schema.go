@@ -272,13 +272,50 @@ type indexType struct {
 	pg, method, scalar string
 }
 
+// indexTypes are Moray 2.6.1's types (its lib/types.js): the column
+// type and index method createBucket gives each. Moray has no [uuid],
+// [numrange] or [daterange].
 var indexTypes = map[string]indexType{
 	"string":    {"TEXT", "BTREE", ""},
-	"number":    {"NUMERIC", "BTREE", ""},
-	"boolean":   {"BOOLEAN", "BTREE", ""},
 	"[string]":  {"TEXT[]", "GIN", "string"},
+	"number":    {"NUMERIC", "BTREE", ""},
 	"[number]":  {"NUMERIC[]", "GIN", "number"},
+	"numrange":  {"NUMRANGE", "GIST", ""},
+	"boolean":   {"BOOLEAN", "BTREE", ""},
 	"[boolean]": {"BOOLEAN[]", "GIN", "boolean"},
+	"date":      {"TIMESTAMPTZ", "BTREE", ""},
+	"[date]":    {"TIMESTAMPTZ[]", "GIN", "date"},
+	"daterange": {"TSTZRANGE", "GIST", ""},
+	"ip":        {"INET", "BTREE", ""},
+	"[ip]":      {"INET[]", "GIN", "ip"},
+	"mac":       {"MACADDR", "BTREE", ""},
+	"[mac]":     {"MACADDR[]", "GIN", "mac"},
+	"subnet":    {"CIDR", "BTREE", ""},
+	"[subnet]":  {"CIDR[]", "GIN", "subnet"},
+	"uuid":      {"UUID", "BTREE", ""},
+}
+
+// morayTypeOrder is the order of Moray's type table, which its
+// createBucket error lists.
+var morayTypeOrder = []string{"string", "[string]", "number", "[number]", "numrange", "boolean", "[boolean]",
+	"date", "[date]", "daterange", "ip", "[ip]", "mac", "[mac]", "subnet", "[subnet]", "uuid"}
+
+// extOps are the column types' extensible filters, Moray's overlaps,
+// contains and within: the type of the filter's value and the operator
+// that puts it before the column.
+type extOp struct{ valueType, op string }
+
+var extOps = map[string]map[string]extOp{
+	"number":    {"within": {"numrange", "@>"}},
+	"[number]":  {"within": {"numrange", "@>"}},
+	"numrange":  {"overlaps": {"numrange", "&&"}, "contains": {"number", "<@"}},
+	"date":      {"within": {"daterange", "@>"}},
+	"[date]":    {"within": {"daterange", "@>"}},
+	"daterange": {"overlaps": {"daterange", "&&"}, "contains": {"date", "<@"}},
+	"ip":        {"within": {"subnet", ">>"}},
+	"[ip]":      {"within": {"subnet", ">>"}},
+	"subnet":    {"contains": {"ip", "<<"}},
+	"[subnet]":  {"contains": {"ip", "<<"}},
 }
 
 // Index field names become column names, so they are held to Moray's
@@ -303,25 +340,131 @@ var sqlReserved = map[string]bool{"all": true, "analyse": true, "analyze": true,
 	"some": true, "symmetric": true, "table": true, "then": true, "to": true, "trailing": true, "true": true, "union": true,
 	"unique": true, "user": true, "using": true, "variadic": true, "when": true, "where": true, "window": true, "with": true}
 
-// ValidateIndex checks one index definition.
+// BucketConfigError is Moray's InvalidBucketConfigError: a bucket's
+// config that createBucket or updateBucket refuses, with Moray's message.
+type BucketConfigError struct{ Message string }
+
+func (e *BucketConfigError) Error() string { return e.Message }
+
+// ValidateIndex checks one index definition: its type, then its name,
+// with Moray's messages.
 func ValidateIndex(field string, ix Index) error {
+	if _, ok := indexTypes[ix.Type]; !ok {
+		return typeEnumError(field)
+	}
+	return validateIndexName(field)
+}
+
+func validateIndexName(field string) error {
 	if !indexName.MatchString(field) {
-		return fmt.Errorf("invalid index name %q", field)
+		return &BucketConfigError{`invalid index name "` + field + `"`}
 	}
 	lc := strings.ToLower(field)
 	if reservedIndexes[lc] {
-		return fmt.Errorf("index name %q is reserved for use by Moray", field)
+		return &BucketConfigError{`index name "` + field + `" is reserved for use by Moray`}
 	}
 	if strings.HasPrefix(strings.TrimLeft(lc, "_"), "moray") {
-		return fmt.Errorf("index names cannot start with \"moray\": %q", field)
+		return &BucketConfigError{`index names cannot start with "moray": "` + field + `"`}
 	}
 	if sqlReserved[lc] || len(lc) > 63 {
-		return fmt.Errorf("index name %q cannot be a column name", field)
-	}
-	if _, ok := indexTypes[ix.Type]; !ok {
-		return fmt.Errorf("index %s has type %q: supported types are string, number, boolean, [string], [number] and [boolean]", field, ix.Type)
+		// Moray would fail creating the table; reshard refuses up front.
+		return &BucketConfigError{`index name "` + field + `" cannot be a column name`}
 	}
 	return nil
+}
+
+// typeEnumError is the message Moray's schema validator (ajv) gives a
+// type that is not one of Moray's.
+func typeEnumError(field string) error {
+	quoted := make([]string, len(morayTypeOrder))
+	for i, t := range morayTypeOrder {
+		quoted[i] = `"` + t + `"`
+	}
+	return &BucketConfigError{"bucket.index['" + field + "'].type should be equal to one of the allowed values (" +
+		strings.Join(quoted, ", ") + ")"}
+}
+
+// ValidateIndexConfig checks a createBucket or updateBucket index object
+// as Moray does: first its schema, every entry in the object's order
+// (an object with a string "type" among Moray's types and an optional
+// boolean "unique", nothing else), then every name. The error is the
+// first Moray reports, with its message.
+func ValidateIndexConfig(raw json.RawMessage) error {
+	var entries []struct {
+		name string
+		val  json.RawMessage
+	}
+	d := json.NewDecoder(strings.NewReader(string(raw)))
+	if t, err := d.Token(); err != nil || t != json.Delim('{') {
+		return &BucketConfigError{"bucket.index should be object"}
+	}
+	for d.More() {
+		t, err := d.Token()
+		if err != nil {
+			return &BucketConfigError{"bucket.index should be object"}
+		}
+		var v json.RawMessage
+		if err := d.Decode(&v); err != nil {
+			return &BucketConfigError{"bucket.index should be object"}
+		}
+		entries = append(entries, struct {
+			name string
+			val  json.RawMessage
+		}{t.(string), v})
+	}
+	for _, e := range entries {
+		path := "bucket.index['" + e.name + "']"
+		var m map[string]json.RawMessage
+		if jsonKindOf(e.val) != 'o' || json.Unmarshal(e.val, &m) != nil {
+			return &BucketConfigError{path + " should be object"}
+		}
+		typ, ok := m["type"]
+		if !ok {
+			return &BucketConfigError{path + " should have required property 'type'"}
+		}
+		for k := range m {
+			if k != "type" && k != "unique" {
+				return &BucketConfigError{path + " should NOT have additional properties"}
+			}
+		}
+		// Moray's validator tests the allowed values before the type.
+		var ts string
+		json.Unmarshal(typ, &ts)
+		if _, ok := indexTypes[ts]; !ok || jsonKindOf(typ) != 's' {
+			return typeEnumError(e.name)
+		}
+		if u, ok := m["unique"]; ok && jsonKindOf(u) != 'b' {
+			return &BucketConfigError{path + ".unique should be boolean"}
+		}
+	}
+	for _, e := range entries {
+		if err := validateIndexName(e.name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// jsonKindOf is the kind of a JSON text by its first byte: 'o'bject,
+// 'a'rray, 's'tring, 'b'oolean, 'n'ull or 'd'igits.
+func jsonKindOf(raw json.RawMessage) byte {
+	t := strings.TrimSpace(string(raw))
+	if t == "" {
+		return 0
+	}
+	switch t[0] {
+	case '{':
+		return 'o'
+	case '[':
+		return 'a'
+	case '"':
+		return 's'
+	case 't', 'f':
+		return 'b'
+	case 'n':
+		return 'n'
+	}
+	return 'd'
 }
 
 // column is the column of an index field: the name folded to lower case,

@@ -338,8 +338,17 @@ func buildDiffOps(r *ring.Ring) *diffOps {
 	d.createBucket("what diff_trig_req's post trigger writes", "diff_trig_log", jsonObj())
 	d.createBucket("a trigger that is no function", "diff_trig_bad", jsonObj("post", []any{"1"}))
 	d.createBucket("a trigger that does not compile", "diff_trig_bad", jsonObj("pre", []any{"function ("}))
-	d.createBucket("index types Moray has and reshard does not", "diff_moretypes", jsonObj(
-		"index", ix("d", "date", "ip", "ip", "r", "numrange")))
+	d.createBucket("every other index type Moray has", "diff_moretypes", jsonObj(
+		"index", ix("d", "date", "ip", "ip", "r", "numrange", "dr", "daterange", "mac", "mac", "sn", "subnet",
+			"id", "uuid", "da", "[date]", "ipa", "[ip]", "maca", "[mac]", "sna", "[subnet]")))
+	d.createBucket("index entry without a type", "diff_badindex2", jsonObj("index", jsonObj("a", jsonObj("unique", true))))
+	d.createBucket("index entry with another property", "diff_badindex3", jsonObj("index", jsonObj("a", jsonObj("type", "string", "x", 1))))
+	d.createBucket("index type not a string", "diff_badindex4", jsonObj("index", jsonObj("a", jsonObj("type", 5))))
+	d.createBucket("index unique not a boolean", "diff_badindex5", jsonObj("index", jsonObj("a", jsonObj("type", "string", "unique", "yes"))))
+	d.createBucket("index entry not an object", "diff_badindex6", jsonObj("index", jsonObj("a", "string")))
+	d.createBucket("no [uuid] type", "diff_badindex7", jsonObj("index", ix("a", "[uuid]")))
+	d.createBucket("bad index name after a bad type", "diff_badindex8", jsonObj("index", ix("9a", "string", "b", "nope")))
+	d.createBucket("bad index name", "diff_badindex9", jsonObj("index", ix("9a", "string")))
 	d.createBucket("again: conflict", "manta", jsonObj("index", ix("dirname", "string")))
 	d.createBucket("bad name", "Bad-Name", jsonObj())
 	d.createBucket("bad index type", "diff_badindex", jsonObj("index", ix("a", "ipaddr")))
@@ -511,6 +520,68 @@ func buildDiffOps(r *ring.Ring) *diffOps {
 		return o
 	}())
 	d.get("read back", "diff_trig_req", "r2")
+
+	// The other index types: values Moray takes, normalizes or refuses.
+	mt := "diff_moretypes"
+	d.put("every type", mt, "m1", jsonObj("d", "2020-01-02T03:04:05Z", "ip", "10.0.0.1", "r", "[1,5)", "dr", "[2020-01-01T00:00:00Z,2021-01-01T00:00:00Z)",
+		"mac", "AA:bb:cc:dd:ee:ff", "sn", "10.1.2.3/8", "id", "3f2504e0-4f89-41d3-9a0c-0305e82c3301",
+		"da", []string{"2020-01-01T00:00:00.123456Z", "2019-12-31T23:59:59Z"}, "ipa", []string{"192.168.0.1", "fe80::1"},
+		"maca", []string{"01-02-03-04-05-06"}, "sna", []string{"192.168.0.0/16", "fd00::/8"}), "")
+	d.put("other values", mt, "m2", jsonObj("d", "2021-02-30T24:00:00Z", "ip", "2001:DB8:0:0:1:0:0:1", "r", "(,10]", "dr", "(,2020-06-01T00:00:00Z]",
+		"mac", "a:b:c:d:e:f", "sn", "fe80::1/64", "id", "00000000-0000-0000-0000-000000000000", "da", "2022-01-01T00:00:00Z", "ipa", "::ffff:1.2.3.4",
+		"maca", 1, "sna", "0.0.0.0/0"), "")
+	d.put("numbers for ip and mac", mt, "m3", jsonObj("ip", 167772161, "mac", 281474976710655, "r", "[-1.5,2.25]"), "")
+	d.put("nulls and absent", mt, "m4", jsonObj("d", nil, "ip", nil, "da", nil, "other", 1), "")
+	d.put("empty arrays", mt, "m5", jsonObj("da", []any{}, "ipa", []any{}, "maca", []any{}, "sna", []any{}), "")
+	for _, bad := range []struct {
+		field string
+		val   any
+	}{
+		{"d", "2020-01-01"}, {"d", "2020-13-01T00:00:00Z"}, {"d", 1577836800000}, {"d", "2020-01-01T00:00:00+01:00"},
+		{"ip", "10.0.0.256"}, {"ip", "1.2.3.4/8"}, {"ip", true}, {"r", "[1,x)"}, {"r", "1,2"}, {"dr", "[2020-01-01,)"},
+		{"mac", "aa:bb:cc:dd:ee"}, {"mac", "aabbccddeeff00"}, {"sn", "10.0.0.0"}, {"sn", "10.0.0.0/33"}, {"sn", 5},
+		{"id", "3F2504E0-4F89-41D3-9A0C-0305E82C3301"}, {"id", "nope"}, {"da", []any{"2020-01-01T00:00:00Z", "x"}},
+		{"ipa", []any{"1.2.3.4", nil}}, {"sna", []any{"10.0.0.0/8", "bad"}},
+	} {
+		d.put(fmt.Sprintf("invalid %s %v", bad.field, bad.val), mt, "bad", jsonObj(bad.field, bad.val), "")
+	}
+	d.put("ip sort and compare", mt, "m6", jsonObj("ip", "10.0.0.20", "mac", "00:00:00:00:00:01", "sn", "10.0.0.0/24", "d", "1999-01-01T00:00:00Z", "id", "ffffffff-0000-0000-0000-000000000000"), "")
+
+	// Every operator on the other types, matching and not, and bad values.
+	mf := func(filter string) {
+		d.find(filter, mt, filter, jsonObj("hashkey", "m1", "sort", jsonObj("attribute", "_id", "order", "ASC")))
+	}
+	for _, f := range []string{
+		"(d=2020-01-02T03:04:05Z)", "(d=2020-01-02T03:04:05.000Z)", "(d>=2020-01-01T00:00:00Z)", "(d<=2020-01-01T00:00:00Z)", "(d=*)",
+		"(d=nope)", "(d:within:=[2020-01-01T00:00:00Z,2020-12-31T00:00:00Z])", "(d:within:=bad)", "(!(d=2020-01-02T03:04:05Z))",
+		"(da=2020-01-01T00:00:00.123Z)", "(da>=2021-06-01T00:00:00Z)", "(da:within:=[2019-01-01T00:00:00Z,2019-12-31T23:59:59Z])",
+		"(ip=10.0.0.1)", "(ip>=10.0.0.5)", "(ip<=10.0.0.5)", "(ip=10.0.0.256)", "(ip:within:=10.0.0.0/8)", "(ip:within:=10.0.0.0/33)", "(ip=2001:db8::1:0:0:1)",
+		"(ipa=fe80::1)", "(ipa=1.2.3.4)", "(ipa=::ffff:1.2.3.4)", "(ipa:within:=192.168.0.0/16)", "(ipa>=10.0.0.0)",
+		"(r:overlaps:=[4,6])", "(r:contains:=3)", "(r:contains:=x)", "(r=[1,5))", "(r:within:=[1,2])",
+		"(dr:overlaps:=[2020-03-01T00:00:00Z,2020-04-01T00:00:00Z])", "(dr:contains:=2020-06-01T00:00:00Z)",
+		"(mac=aa:bb:cc:dd:ee:ff)", "(mac=AABBCCDDEEFF)", "(mac>=00:00:00:00:00:02)", "(mac<=0a:0b:0c:0d:0e:0f)", "(mac=zz)",
+		"(maca=01:02:03:04:05:06)", "(maca=00:00:00:00:00:01)",
+		"(sn=10.0.0.0/8)", "(sn:contains:=10.9.9.9)", "(sn>=10.0.0.0/16)", "(sn=10.0.0.0)", "(sna:contains:=fd00::5)", "(sna=0.0.0.0/0)",
+		"(id=3f2504e0-4f89-41d3-9a0c-0305e82c3301)", "(id>=a0000000-0000-0000-0000-000000000000)", "(id=NOPE)",
+		"(mac:overlaps:=x)", "(other:within:=[1,2])", "(&(ip=*)(!(mac=aa:bb:cc:dd:ee:ff)))", "(|(ip=10.0.0.1)(mac=0a:0b:0c:0d:0e:0f))",
+		"(ip=10.0.0.*)", "(ipa=1*)",
+	} {
+		mf(f)
+	}
+	for _, attr := range []string{"d", "ip", "mac", "sn", "id", "r", "dr"} {
+		d.find("sort by "+attr, mt, "(_id>=0)", jsonObj("hashkey", "m1", "sort", []any{jsonObj("attribute", attr, "order", "DESC"), jsonObj("attribute", "_id", "order", "ASC")}))
+	}
+	// Strings, numbers and booleans: JavaScript's test after PostgreSQL's.
+	tf := func(filter string) {
+		d.find(filter, "diff_types", filter, jsonObj("hashkey", "t1", "sort", jsonObj("attribute", "_id", "order", "ASC")))
+	}
+	for _, f := range []string{
+		"(n<=0)", "(n=abc)", "(n=42abc)", "(na>=2)", "(na=2.5)", "(b=TRUE)", "(b=yes)", "(ba=false)", "(s=*a)", "(s=a*a)", "(s=al_ha)",
+		"(s:caseIgnoreMatch:=ALPHA)", "(s:caseIgnoreMatch:=BETA)", "(s:caseIgnoreSubstringsMatch:=*ET*)", "(sa:caseIgnoreMatch:=C)",
+		"(!(sa=c))", "(!(n>=0))", "(s>=b)", "(n:within:=[0,100])", "(s:within:=[0,1])",
+	} {
+		tf(f)
+	}
 
 	// Reads: findObjects as Manta lists a directory, and by each index type.
 	// Sorted by _id where the order is otherwise unspecified, so that the

@@ -213,18 +213,10 @@ var knownDifferences = []struct {
 	where, what string // substrings of the difference's where and what
 	why         string
 }{
-	// The index types reshard does not fill yet (date, ip, numrange...):
-	// issue 17.
-	{"diff_moretypes", "", "issue 17: index types date, ip, numrange"},
 	// A PostgreSQL error that Moray passes through as a plain "error".
 	{`"t9" (array elements needing escapes)`, "error name", "issue 17: Moray's unnamed errors"},
 	// RPCs being added: their argument checks run once they are served.
-	{"(args: updateObjects", "", "issue 17: updateObjects not yet served"},
 	{"(args: reindexObjects", "", "issue 17: reindexObjects not yet served"},
-	{"(args: deleteMany", "", "issue 17: deleteMany not yet served"},
-	{"(args: sql ", "", "issue 17: sql not yet served"},
-	// Moray filters found rows again in JavaScript (NaN >= 10 is false).
-	{"(n>=10)", "keys found", "issue 17: findObjects' JavaScript filter"},
 }
 
 type knownDiff struct {
