@@ -384,8 +384,6 @@ func typeEnumError(field string) error {
 		strings.Join(quoted, ", ") + ")"}
 }
 
-
-
 // column is the column of an index field: the name folded to lower case,
 // as PostgreSQL folds Moray's unquoted identifiers. ValidateIndex has
 // held it to letters, digits and '_', so it is safe in SQL as it is.
