@@ -163,6 +163,9 @@ func prepare(ctx context.Context, r *run) error {
 				return err
 			}
 		}
+		if err := shard.CopyUserTriggers(ctx, origin, dst, j.Buckets); err != nil {
+			return err
+		}
 		r.crash("mid")
 		vs, err := moving(m)
 		if err != nil {

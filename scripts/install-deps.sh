@@ -54,17 +54,24 @@ fi
 GO="${GO:-$(command -v go || echo /usr/local/go/bin/go)}"
 "$GO" mod download
 
-# The Moray client tests drive the router with the real npm moray client.
-# They need Node.js and npm; without them those tests skip, and say so.
+# The Moray client tests drive the router with the real npm moray client
+# and Manta's libmanta, and the differential tests run the reference Moray:
+# they need Node.js and npm, installed from Debian's packages when missing
+# so that they never skip on a fresh machine.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+	echo "installing Node.js and npm (Debian packages 'nodejs' and 'npm') for the Moray protocol tests..."
+	apt_update
+	$SUDO apt-get install -y -qq nodejs npm >/dev/null || true
+fi
 if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
-	if [ ! -f test/moray/node_modules/moray/package.json ]; then
-		echo "installing the npm moray client for the Moray protocol tests (test/moray)..."
-		# No install scripts: its native parts (dtrace-provider, microtime)
-		# fall back or load prebuilt binaries, so nothing needs a compiler.
+	if [ ! -f test/moray/node_modules/libmanta/package.json ] || [ test/moray/package-lock.json -nt test/moray/node_modules/.package-lock.json ]; then
+		echo "installing the npm moray client and libmanta for the Moray protocol tests (test/moray)..."
+		# No install scripts: native parts load prebuilt binaries or, for
+		# libuuid, a stand-in (test/moray/stubs), so nothing needs a compiler.
 		if ! (cd test/moray && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error); then
 			echo "warning: npm could not install test/moray; the Moray client tests will be skipped" >&2
 		fi
 	fi
 else
-	echo "note: Node.js and npm are not installed, so the tests that drive the router with the npm moray client will be skipped (apt-get install nodejs npm to run them)"
+	echo "warning: Node.js and npm could not be installed, so the tests that drive the router with the npm moray client will be skipped" >&2
 fi

@@ -338,7 +338,13 @@ func deleteBatch(ctx context.Context, q Batcher, bucket string, ranges []Range, 
 	}
 	t := quoteIdent(bucket)
 	b := &pgx.Batch{}
-	b.Queue(`select set_config('reshard.cleanup', 'on', true)`)
+	// Deleting rows that moved is no client's delete: the users' own
+	// triggers must not see it (libmanta's directory count would count
+	// the moved entries out, and its fence check refuse the vnodes given
+	// away). session_replication_role = replica skips ordinary triggers,
+	// as logical replication's apply does; reshard.cleanup lets the fence
+	// pass should it ever run.
+	b.Queue(`select set_config('session_replication_role', 'replica', true), set_config('reshard.cleanup', 'on', true)`)
 	b.Queue(fmt.Sprintf(`delete from %[1]s where ctid = any(array(
 		select ctid from %[1]s b where (%[2]s) %[3]s limit $1))`, t, VnodeFilter(ranges), also), limit)
 	br := q.SendBatch(ctx, b)
@@ -409,4 +415,73 @@ func UnownedRows(ctx context.Context, q Querier, buckets []string, ranges []Rang
 		total += n
 	}
 	return total, nil
+}
+
+// userTrigger is a trigger someone other than reshard put on a bucket's
+// table, with the definition of the function it runs.
+type userTrigger struct {
+	table, name, def, function string
+	enabled                    byte // pg_trigger.tgenabled: O, D, R or A
+}
+
+// CopyUserTriggers gives dst the PostgreSQL triggers installed on the
+// buckets' tables at src by others than reshard (libmanta installs its
+// directory count through the sql RPC, on the shards there were then),
+// with the functions they run, so that writes to the vnodes dst takes
+// over keep running them. It is safe to run again: functions are
+// replaced with the origin's, and a trigger dst has already is left as
+// it is. The definitions come from the origin's own catalog, as
+// PostgreSQL prints them, and run as they are: they cannot be parameters.
+// A function that a trigger function calls in turn is not copied.
+func CopyUserTriggers(ctx context.Context, src Querier, dst Beginner, buckets []string) error {
+	rows, err := src.Query(ctx, `select c.relname, t.tgname, pg_get_triggerdef(t.oid), pg_get_functiondef(t.tgfoid), t.tgenabled
+		from pg_trigger t join pg_class c on c.oid = t.tgrelid
+		where c.relnamespace = current_schema()::regnamespace and not t.tgisinternal
+			and c.relname = any($1) and t.tgname <> 'reshard_fence'
+		order by c.relname, t.tgname`, buckets)
+	if err != nil {
+		return err
+	}
+	var all []userTrigger
+	for rows.Next() {
+		var u userTrigger
+		var enabled string
+		if err := rows.Scan(&u.table, &u.name, &u.def, &u.function, &enabled); err != nil {
+			rows.Close()
+			return err
+		}
+		u.enabled = enabled[0]
+		all = append(all, u)
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if len(all) == 0 {
+		return nil
+	}
+	return inTx(ctx, dst, func(tx pgx.Tx) error {
+		for _, u := range all {
+			if _, err := tx.Exec(ctx, u.function); err != nil {
+				return fmt.Errorf("copy function of trigger %s on %s: %w", u.name, u.table, err)
+			}
+			var exists bool
+			if err := tx.QueryRow(ctx, `select exists (select 1 from pg_trigger t join pg_class c on c.oid = t.tgrelid
+			where c.relnamespace = current_schema()::regnamespace and c.relname = $1 and t.tgname = $2)`, u.table, u.name).Scan(&exists); err != nil {
+				return err
+			}
+			if exists {
+				continue
+			}
+			if _, err := tx.Exec(ctx, u.def); err != nil {
+				return fmt.Errorf("copy trigger %s on %s: %w", u.name, u.table, err)
+			}
+			state := map[byte]string{'D': "disable trigger", 'R': "enable replica trigger", 'A': "enable always trigger"}[u.enabled]
+			if state != "" {
+				if _, err := tx.Exec(ctx, fmt.Sprintf("alter table %s %s %s", quoteIdent(u.table), state, quoteIdent(u.name))); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
 }
