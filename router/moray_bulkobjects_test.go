@@ -101,7 +101,7 @@ func TestMorayBulkObjects(t *testing.T) {
 		{[]any{"bulk", map[string]any{"nope": 1}, "(n=1)", opts}, "NotIndexedError", `bulk does not have indexes that support {"nope":1}`},
 		{[]any{"bulk", map[string]any{"n": nil}, "(n=1)", opts}, "NotNullableError", `index "n" (of type "number") cannot store null values`},
 		{[]any{"bulk", map[string]any{"n": 2}, "(&(nope=1)(m=2))", opts}, "NotIndexedError",
-			`bulk does not have indexes that support (&(nope=1)(m=2)). Reindexing fields: []. Unindexed fields: ["nope","m"]`},
+			`bulk does not have indexes that support (&(nope=1)(m=2)). Reindexing fields: []. Unindexed fields: [ 'nope', 'm' ]`},
 		{[]any{"nosuch", map[string]any{"n": 2}, "(n=1)", opts}, "BucketNotFoundError", "nosuch does not exist"},
 		{[]any{"bulk", map[string]any{"n": 2}, "((bad", opts}, "InvalidQueryError", "((bad is an invalid filter"},
 	} {
@@ -207,7 +207,7 @@ func TestMorayBulkObjects(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = c.Call(ctx, "updateObjects", "bulk", map[string]any{"m": 1}, "(n=1)", opts)
-	if re := remoteErr(err); re.Name != "NotIndexedError" || re.Message != `bulk does not have indexes that support {"m":1}. Reindexing fields: ["m"]. Unindexed fields: []` {
+	if re := remoteErr(err); re.Name != "NotIndexedError" || re.Message != `bulk does not have indexes that support {"m":1}. Reindexing fields: [ 'm' ]. Unindexed fields: []` {
 		t.Fatalf("updateObjects of a field being reindexed: %v", err)
 	}
 	_, err = c.Call(ctx, "reindexObjects", "bulk", 0, opts)

@@ -293,16 +293,17 @@ func reindexingList(opts BucketOptions) []string {
 	return out
 }
 
-// jsonStrings is JSON.stringify of an array of strings.
+// jsonStrings is an array of strings as Moray's errors print it: verror's
+// %j is extsprintf's, which writes util.inspect's form ([ 'a', 'b' ]).
 func jsonStrings(list []string) string {
-	b := []byte{'['}
-	for i, s := range list {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = appendJSString(b, s)
+	if len(list) == 0 {
+		return "[]"
 	}
-	return string(append(b, ']'))
+	quoted := make([]string, len(list))
+	for i, s := range list {
+		quoted[i] = "'" + strings.NewReplacer(`\`, `\\`, "'", `\'`, "\n", `\n`).Replace(s) + "'"
+	}
+	return "[ " + strings.Join(quoted, ", ") + " ]"
 }
 
 // NotIndexedFilter is Moray's NotIndexedError for a filter with unusable
