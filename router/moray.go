@@ -69,12 +69,15 @@ type fastConn struct {
 
 	mu      sync.Mutex
 	pending map[uint32]bool
+	// gone is closed when the client's side of the connection ends, which
+	// ends its listen RPCs, as Moray's socket-end listener does.
+	gone chan struct{}
 }
 
 func (r *Router) serveFast(ctx context.Context, c net.Conn) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	fc := &fastConn{r: r, c: c, bw: bufio.NewWriterSize(c, 64<<10), pending: map[uint32]bool{}}
+	fc := &fastConn{r: r, c: c, bw: bufio.NewWriterSize(c, 64<<10), pending: map[uint32]bool{}, gone: make(chan struct{})}
 	go func() {
 		<-ctx.Done()
 		c.Close()
@@ -82,6 +85,7 @@ func (r *Router) serveFast(ctx context.Context, c net.Conn) {
 	sem := make(chan struct{}, maxInFlight)
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	defer close(fc.gone) // before the wait: a listen ends only then
 	dec := fast.NewDecoder(c)
 	for {
 		m, err := dec.Decode()
@@ -240,7 +244,13 @@ func marshal(v any) (json.RawMessage, error) {
 func (fc *fastConn) handle(ctx context.Context, req *fast.Message) {
 	start := time.Now()
 	name := req.Meta.Name
-	ctx, cancel := context.WithTimeout(ctx, fc.r.cfg.RetryFor+5*time.Second)
+	var cancel context.CancelFunc
+	if name == "listen" {
+		// listen runs until unlisten or the client goes.
+		ctx, cancel = context.WithCancel(ctx)
+	} else {
+		ctx, cancel = context.WithTimeout(ctx, fc.r.cfg.RetryFor+5*time.Second)
+	}
 	defer cancel()
 	s := &stream{fc: fc, req: req}
 	var err error

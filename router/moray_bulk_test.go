@@ -5,7 +5,6 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -161,19 +160,9 @@ func TestMoraySQL(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// What electric-moray does not route.
-	_, err = c.Call(ctx, "updateObjects", "manta", map[string]any{"dirname": "x"}, "(dirname=y)", opts)
-	if re := remoteErr(err); re.Name != "Error" || re.Message != "Operation not supported" {
-		t.Fatalf("updateObjects: %v", err)
-	}
+	// Moray's argument checks still come first.
 	_, err = c.Call(ctx, "deleteMany", "manta", "(dirname=y)", nil)
 	if re := remoteErr(err); re.Name != "InvocationError" || re.Message != `deleteMany expects "options" (args[2]) to be a valid options object: options should be object` {
 		t.Fatalf("deleteMany with null options: %v", err)
-	}
-	for _, rpc := range []string{"reindexObjects", "listen", "unlisten"} {
-		_, err = c.Call(ctx, rpc, "manta", opts)
-		if re := remoteErr(err); re.Name != "FastError" || !strings.Contains(re.Message, rpc) {
-			t.Fatalf("%s: %v", rpc, err)
-		}
 	}
 }

@@ -649,7 +649,7 @@ func morayBatch(ctx context.Context, r *Router, a rpcArgs, s *stream) error {
 		return invocation(a.rpc, "argument 1 (requests) must hold at least one request")
 	}
 	ops := make([]shard.Op, len(raws))
-	hk := ""
+	hk, keyed := "", false
 	for i, raw := range raws {
 		what := fmt.Sprintf("requests[%d]", i)
 		if jsonKind(raw) != "an object" {
@@ -665,13 +665,19 @@ func morayBatch(ctx context.Context, r *Router, a rpcArgs, s *stream) error {
 		if shard.ValidateBucket(bucket) != nil {
 			return &MorayError{Name: "InvalidBucketNameError", Message: bucket + " is not a valid bucket name"}
 		}
-		key, err := sub.str(1, what+".key", true)
-		if err != nil || len(key) > r.cfg.MaxKey {
-			return invocation(a.rpc, "%s.key must be a string of 1 to %d bytes", what, r.cfg.MaxKey)
-		}
 		op := "put"
 		if raw, ok := req["operation"]; ok && jsonKind(raw) != "null" {
 			json.Unmarshal(raw, &op)
+		}
+		if op == "update" || op == "deleteMany" {
+			if ops[i], err = batchBulk(ctx, r, a, req, bucket, op); err != nil {
+				return err
+			}
+			continue
+		}
+		key, err := sub.str(1, what+".key", true)
+		if err != nil || len(key) > r.cfg.MaxKey {
+			return invocation(a.rpc, "%s.key must be a string of 1 to %d bytes", what, r.cfg.MaxKey)
 		}
 		var ropts map[string]json.RawMessage
 		if raw, ok := req["options"]; ok && jsonKind(raw) == "an object" {
@@ -706,10 +712,15 @@ func morayBatch(ctx context.Context, r *Router, a rpcArgs, s *stream) error {
 		}
 		ops[i].Options = bo
 		k := HashKey(key, bo)
-		if i == 0 {
-			hk = k
+		if !keyed {
+			hk, keyed = k, true
 		} else if k != hk {
 			return invocation(a.rpc, "all requests must transform to the same key: %s hashes %q, the first request %q", what, k, hk)
+		}
+	}
+	for _, op := range ops {
+		if op.Bulk != nil {
+			return batchWithBulk(ctx, r, ops, hk, keyed, s)
 		}
 	}
 	_, err := r.routeHash(ctx, "batch", hk, true, func(ctx context.Context, p *pgxpool.Pool, vnode int32) error {

@@ -14,28 +14,23 @@ import (
 	"github.com/reshard/reshard/shard"
 )
 
-// The RPCs that reach more than one object: sql, updateObjects and
-// deleteMany. reshard answers them as the pair it replaces does,
-// electric-moray 1.2.2 in front of Moray 2.6.1:
+// The RPCs that reach more than one object: sql, updateObjects,
+// deleteMany, reindexObjects, listen and unlisten. reshard is one logical
+// Moray over its shards, so each runs on every shard:
 //
-//   - sql goes to every shard; each shard's rows are streamed as they come,
-//     and the shards' errors are gathered in a MultiError.
-//   - updateObjects and deleteMany are checked and then refused with
-//     electric-moray's "Operation not supported": they could touch objects
-//     on every shard, which electric-moray does not do.
-//   - reindexObjects, listen and unlisten are not registered with
-//     electric-moray at all, so they get fast's "unsupported RPC method",
-//     as every RPC missing from morayRPCs does.
+//   - sql goes to every shard as electric-moray 1.2.2 sends it; each
+//     shard's rows are streamed as they come, and the shards' errors are
+//     gathered in a MultiError.
+//   - updateObjects, deleteMany and reindexObjects answer as Moray 2.6.1
+//     does (moray_rpc_bulkobjects.go), over the rows of every shard.
+//   - listen streams the notifications of every shard (moray_listen.go).
 func init() {
-	morayRPCs["sql"] = moraySQL            // [statement, values, options]
-	morayRPCs["updateObjects"] = notServed // [bucket, fields, filter, options]
-	morayRPCs["deleteMany"] = notServed    // [bucket, filter, options]
-}
-
-// notServed answers an RPC that electric-moray checks and then refuses,
-// once Moray's argument checks (checkMorayArgs) have passed.
-func notServed(context.Context, *Router, rpcArgs, *stream) error {
-	return &MorayError{Name: "Error", Message: "Operation not supported"}
+	morayRPCs["sql"] = moraySQL                       // [statement, values, options]
+	morayRPCs["updateObjects"] = morayUpdateObjects   // [bucket, fields, filter, options]
+	morayRPCs["deleteMany"] = morayDeleteMany         // [bucket, filter, options]
+	morayRPCs["reindexObjects"] = morayReindexObjects // [bucket, count, options]
+	morayRPCs["listen"] = morayListen                 // [channel, options]
+	morayRPCs["unlisten"] = morayUnlisten             // [id, options]
 }
 
 // sqlOptions are the options electric-moray's Moray client forwards to

@@ -81,6 +81,8 @@ type Router struct {
 	changed chan struct{} // closed and replaced on every new ring version
 	pools   map[string]*pgxpool.Pool
 	opts    sync.Map // bucket name -> cachedOptions
+	// listeners holds the running listen RPCs by request id, for unlisten.
+	listeners sync.Map // req_id -> *listener
 }
 
 // New creates a router; Run starts it following the ring.

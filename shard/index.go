@@ -297,45 +297,51 @@ func indexReadSQL(fields []string) string {
 // updateBucket, its column not yet filled in every row) is left as the
 // value has it. The columns are PostgreSQL's to_json of each.
 func readValue(opts BucketOptions, fields []string, stored string) func(cols [][]byte) ([]byte, error) {
-	reindexing := opts.reindexing()
 	return func(cols [][]byte) ([]byte, error) {
 		text, err := ClientValue(stored)
 		if err != nil || len(fields) == 0 {
 			return text, err
 		}
-		fs, err := topFields(string(text))
-		if err != nil {
-			return nil, err
-		}
-		for i, f := range fields {
-			if reindexing[f] {
-				continue
-			}
-			col := cols[i]
-			t := opts.Index[f].Type
-			if col != nil {
-				if col, err = canonical(col, t); err != nil {
-					return nil, err
-				}
-			}
-			j := fs.find(f)
-			switch {
-			case col == nil:
-				if j >= 0 && fs[j].val != "null" {
-					fs = append(fs[:j], fs[j+1:]...)
-				}
-			case j >= 0 && strings.HasPrefix(fs[j].val, "["):
-				if indexTypes[t].scalar != "" {
-					fs[j].val = string(col)
-				}
-			case j >= 0:
-				fs[j].val = string(col)
-			default:
-				fs = append(fs, field{quoted: quoteKey(f), key: f, val: string(col)})
-			}
-		}
-		return []byte(fs.text()), nil
+		return mergeColumns(opts, fields, string(text), cols)
 	}
+}
+
+// mergeColumns is a value text with the index columns merged in as
+// readValue describes; reindexObjects stores what it gives (vnode kept).
+func mergeColumns(opts BucketOptions, fields []string, text string, cols [][]byte) ([]byte, error) {
+	reindexing := opts.reindexing()
+	fs, err := topFields(text)
+	if err != nil {
+		return nil, err
+	}
+	for i, f := range fields {
+		if reindexing[f] {
+			continue
+		}
+		col := cols[i]
+		t := opts.Index[f].Type
+		if col != nil {
+			if col, err = canonical(col, t); err != nil {
+				return nil, err
+			}
+		}
+		j := fs.find(f)
+		switch {
+		case col == nil:
+			if j >= 0 && fs[j].val != "null" {
+				fs = append(fs[:j], fs[j+1:]...)
+			}
+		case j >= 0 && strings.HasPrefix(fs[j].val, "["):
+			if indexTypes[t].scalar != "" {
+				fs[j].val = string(col)
+			}
+		case j >= 0:
+			fs[j].val = string(col)
+		default:
+			fs = append(fs, field{quoted: quoteKey(f), key: f, val: string(col)})
+		}
+	}
+	return []byte(fs.text()), nil
 }
 
 // canonical is a column's to_json as JSON.stringify would write the value

@@ -209,8 +209,9 @@ func queuePut(b *pgx.Batch, bucket string, opts BucketOptions, o *Object, ifMatc
 		args = append(args, *row.TxnSnap)
 		vals = append(vals, fmt.Sprintf("$%d::integer", len(args)))
 	}
-	// A bucket being reindexed marks each row written with its version.
-	if ra := opts.Config.ReindexActive; ra != "" && ra != "{}" {
+	// A bucket with reindex_active marks each row written with its
+	// version; Moray does so even once reindexObjects has emptied it ('{}').
+	if opts.Config.ReindexActive != "" {
 		cols = append(cols, "_rver")
 		args = append(args, opts.Version())
 		vals = append(vals, fmt.Sprintf("$%d::integer", len(args)))
@@ -358,6 +359,10 @@ type Op struct {
 	Delete  bool
 	Object  Object // Key, Value and Vnode; a put fills Etag, Mtime and ID
 	IfMatch string
+	// Bulk, when set, makes the op an updateObjects or deleteMany, run in
+	// the batch's transaction; Result is what it did.
+	Bulk   *Bulk
+	Result BulkResult
 }
 
 // Batch runs writes in one transaction, all or none: Moray's batch, whose
@@ -376,7 +381,8 @@ func Batch(ctx context.Context, db interface {
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
 	for i := range ops {
-		if ops[i].Options.HasTriggers() {
+		// Triggers and bulk ops run one op at a time, in order.
+		if ops[i].Options.HasTriggers() || ops[i].Bulk != nil {
 			if err := batchTriggered(ctx, tx, ops); err != nil {
 				return nil, err
 			}

@@ -145,6 +145,14 @@ func DeleteObjectOf(ctx context.Context, db DB, bucket string, opts BucketOption
 func batchTriggered(ctx context.Context, tx pgx.Tx, ops []Op) error {
 	for i := range ops {
 		op := &ops[i]
+		if op.Bulk != nil {
+			res, err := RunBulk(ctx, tx, *op.Bulk)
+			if err != nil {
+				return &BatchError{Index: i, Err: err}
+			}
+			op.Result = res
+			continue
+		}
 		set, err := op.Options.Triggers()
 		if err == nil {
 			if op.Delete {

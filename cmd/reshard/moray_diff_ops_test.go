@@ -24,10 +24,12 @@ type diffOp struct {
 	// Etag is resolved by diff.js on each side: "current" is the etag that
 	// side last returned for the key, "wrong" one no object has, "null" is
 	// JSON null (the object must not exist).
-	Etag      string   `json:"etag,omitempty"`
-	Filter    string   `json:"filter,omitempty"`
-	Operation string   `json:"operation,omitempty"` // batch requests: put or delete
-	Requests  []diffOp `json:"requests,omitempty"`
+	Etag   string `json:"etag,omitempty"`
+	Filter string `json:"filter,omitempty"`
+	// Fields are a batch update request's fields.
+	Fields    json.RawMessage `json:"fields,omitempty"`
+	Operation string          `json:"operation,omitempty"` // batch requests: put or delete
+	Requests  []diffOp        `json:"requests,omitempty"`
 	// HashKey and Vnode are electric-moray's: the transformed key and the
 	// vnode it hashes to, which the bare Moray side writes into value.vnode.
 	HashKey *string `json:"hashKey,omitempty"`

@@ -130,7 +130,16 @@ function emInvalidArgs(method, argv) {
     return (null);
 }
 
+/*
+ * reshard is one logical Moray to its clients for these: they go to the
+ * bare Moray as they are.
+ */
+var MORAY_RPCS = ['updateObjects', 'deleteMany', 'reindexObjects', 'unlisten'];
+
 async function electricMoray(addr, method, args) {
+    if (MORAY_RPCS.indexOf(method) !== -1) {
+        return (rawRPC(addr, method, args));
+    }
     if (!EM_ARGS[method]) {
         return {ok: false, name: 'FastError', message: 'unsupported RPC method: "' + method + '"'};
     }
@@ -341,6 +350,12 @@ Side.prototype.run = async function (op) {
     case 'batch':
         var reqs = op.requests.map(function (r) {
             var q = {bucket: r.bucket, key: r.key, operation: r.operation};
+            if (r.filter !== undefined) {
+                q.filter = r.filter;
+            }
+            if (r.fields !== undefined) {
+                q.fields = deepCopy(r.fields);
+            }
             if (r.value !== undefined) {
                 q.value = deepCopy(r.value);
                 /*
