@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -334,6 +335,106 @@ func runDiffJS(t *testing.T, client string, d *diffOps, reshardAddr, morayAddr s
 	return res.Results
 }
 
-var _ = context.Background
-var _ = time.Second
-var _ = fast.Version1
+// startElectricMoray runs the reference kit's whole tier (the real
+// electric-moray 1.2.2 in front of one real Moray) on free ports, and
+// returns electric-moray's address.
+func startElectricMoray(t *testing.T, kit string) string {
+	t.Helper()
+	free := func() int {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		return l.Addr().(*net.TCPAddr).Port
+	}
+	dir, err := os.MkdirTemp("", "reshard-tier-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir, 0o755) // user postgres runs the tier's PostgreSQL in it
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	// A DNS address of its own, so that another tier's does not clash.
+	env := append(os.Environ(), "TIER_SHARDS=1", "TIER_RING_VNODES=1000",
+		fmt.Sprintf("TIER_DNS_IP=127.0.%d.%d", 100+os.Getpid()%100, 2+os.Getpid()%250),
+		fmt.Sprintf("TIER_PG_PORT_BASE=%d", free()-1), fmt.Sprintf("TIER_MORAY_PORT_BASE=%d", free()-1),
+		fmt.Sprintf("TIER_MORAY_MON_BASE=%d", free()-1), fmt.Sprintf("TIER_EM_PORT=%d", free()),
+		fmt.Sprintf("TIER_EM_MONITOR_PORT=%d", free()), fmt.Sprintf("TIER_EM_STATUS_PORT=%d", free()))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", filepath.Join(kit, "tier.sh"), "start", "--dir", dir)
+	cmd.Env = env
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	t.Cleanup(func() {
+		stop := exec.Command("bash", filepath.Join(kit, "tier.sh"), "stop", "--dir", dir)
+		stop.Env = env
+		if out, err := stop.CombinedOutput(); err != nil {
+			t.Logf("tier.sh stop: %v: %s", err, out)
+		}
+	})
+	if err != nil {
+		if os.Getenv("RESHARD_REQUIRE_REFERENCE") == "" {
+			t.Skipf("the reference tier did not start (set RESHARD_REQUIRE_REFERENCE=1 to fail instead): %v\n%s", err, stderr.String())
+		}
+		t.Fatalf("tier.sh start: %v\n%s", err, stderr.String())
+	}
+	vars := map[string]string{}
+	for _, line := range strings.Split(string(out), "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok {
+			vars[k] = v
+		}
+	}
+	if vars["EM_PORT"] == "" {
+		t.Fatalf("tier.sh start printed no EM_PORT: %s", out)
+	}
+	return vars["EM_HOST"] + ":" + vars["EM_PORT"]
+}
+
+// rawAnswer sends one findObjects frame and returns the answer's frame.
+func rawAnswer(t *testing.T, addr string, args json.RawMessage) *fast.Message {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(20 * time.Second))
+	req := &fast.Message{Version: fast.Version2, Status: fast.StatusData, MsgID: 7,
+		Meta: fast.Meta{Name: "findObjects", UTS: time.Now().UnixMicro()}, D: args}
+	if err := fast.Encode(conn, req); err != nil {
+		t.Fatal(err)
+	}
+	m, err := fast.NewDecoder(conn).Decode()
+	if err != nil {
+		t.Fatalf("%s: %v", addr, err)
+	}
+	return m
+}
+
+// TestCrossShardFindRefuse: by default the router refuses a findObjects
+// naming neither hashkey nor token with the very frame electric-moray
+// sends (but for its clock): the same status, message id, RPC name and
+// error object, byte for byte, before it looks at the bucket or the filter.
+func TestCrossShardFindRefuse(t *testing.T) {
+	kit := referenceKit(t)
+	em := startElectricMoray(t, kit)
+	l := labUp(t, "--shards", "1", "--peers", "1", "--routers", "1", "--vnodes", "64")
+	for _, args := range []string{
+		`["nosuchbucket", "(k=v)", {}]`,
+		`["nosuchbucket", "not a filter", {"limit": 5}]`,
+		`["b", "(k=v)", {"hashkey": "", "token": null}]`,
+		`["b", "(k=v)", {"hashkey": false, "token": 0, "sort": {"attribute": "k"}}]`,
+	} {
+		want := rawAnswer(t, em, json.RawMessage(args))
+		got := rawAnswer(t, l.Moray[0], json.RawMessage(args))
+		if want.Status != fast.StatusError || !strings.Contains(string(want.D), "Invalid search request") {
+			t.Fatalf("%s: electric-moray answered %v %s", args, want.Status, want.D)
+		}
+		if got.Status != want.Status || got.MsgID != want.MsgID || got.Meta.Name != want.Meta.Name || got.Version != want.Version || !bytes.Equal(got.D, want.D) {
+			t.Errorf("%s:\nreshard:         %v %d %s v%d %s\nelectric-moray:  %v %d %s v%d %s", args,
+				got.Status, got.MsgID, got.Meta.Name, got.Version, got.D, want.Status, want.MsgID, want.Meta.Name, want.Version, want.D)
+		}
+	}
+}
