@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/reshard/reshard/fast"
+	"github.com/reshard/reshard/orchestrator"
+	"github.com/reshard/reshard/postgres"
 )
 
 // gatherBucketConfig indexes a field of every Moray index type, so that
@@ -437,4 +439,109 @@ func TestCrossShardFindRefuse(t *testing.T) {
 				got.Status, got.MsgID, got.Meta.Name, got.Version, got.D, want.Status, want.MsgID, want.Meta.Name, want.Version, want.D)
 		}
 	}
+}
+
+// TestGatherFindDuringSplit runs gathered finds without pause while
+// 1.moray is split onto 3.moray: while a moving vnode's rows are on both
+// shards, and across the cutover, every find still answers each row
+// exactly once, in order, with the right _count.
+func TestGatherFindDuringSplit(t *testing.T) {
+	l := labUp(t, "--shards", "2", "--peers", "1", "--routers", "1", "--vnodes", "512", "--cross-shard-find", "gather")
+	dst := l.addShard(t, "3.moray", "1")
+	ctx := context.Background()
+	c, err := fast.Dial(ctx, l.Moray[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Call(ctx, "createBucket", "gather", raw(`{"index": {"n": {"type": "number"}}}`), map[string]any{}); err != nil {
+		t.Fatal(err)
+	}
+	const objects = 400
+	want := make([]string, objects)
+	for i := range want {
+		want[i] = fmt.Sprintf("k%03d", i)
+		if _, err := c.Call(ctx, "putObject", "gather", want[i], map[string]any{"n": i}, map[string]any{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check := func(opts map[string]any, sorted bool) string {
+		recs, err := c.Call(ctx, "findObjects", "gather", "(n>=0)", opts)
+		if err != nil {
+			return err.Error()
+		}
+		var got []gatherRecord
+		for _, r := range recs {
+			var g gatherRecord
+			if err := json.Unmarshal(r, &g); err != nil {
+				return err.Error()
+			}
+			if g.Count == nil || *g.Count != objects {
+				return fmt.Sprintf("_count %s, want %d", ptrText(g.Count), objects)
+			}
+			got = append(got, g)
+		}
+		keys := keysOf(got)
+		if !sorted {
+			slices.Sort(keys)
+		}
+		if !slices.Equal(keys, want) {
+			return fmt.Sprintf("%d records, want %d (first %v)", len(keys), objects, keys[:min(5, len(keys))])
+		}
+		return ""
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	var finds, withRows int
+	var failures []string
+	dconn, err := postgres.Connect(ctx, dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dconn.Close(ctx)
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			var n int64
+			if dconn.QueryRow(ctx, "select count(*) from gather").Scan(&n) == nil && n > 0 {
+				withRows++
+			}
+			for _, o := range []struct {
+				opts   map[string]any
+				sorted bool
+			}{
+				{map[string]any{"sort": map[string]any{"attribute": "n", "order": "ASC"}}, true},
+				{map[string]any{"noLimit": true}, false},
+			} {
+				if d := check(o.opts, o.sorted); d != "" {
+					failures = append(failures, fmt.Sprintf("find %d: %s", finds, d))
+				}
+				finds++
+			}
+		}
+	}()
+	j := splitHalf(t, l, "1.moray", "3.moray")
+	close(stop)
+	<-done
+	if j.State != orchestrator.Done {
+		t.Fatalf("job %s: %s", j.ID, j.State)
+	}
+	if len(failures) > 0 {
+		t.Fatalf("%d of %d gathered finds during the split were wrong: %v", len(failures), finds, failures[:min(10, len(failures))])
+	}
+	if d := check(map[string]any{"sort": map[string]any{"attribute": "n", "order": "ASC"}}, true); d != "" {
+		t.Fatalf("after the split: %s", d)
+	}
+	if n := query[int64](t, dst, "select count(*) from gather"); n == 0 {
+		t.Fatal("the split moved no rows onto 3.moray")
+	}
+	if finds < 20 || withRows == 0 {
+		t.Fatalf("%d finds during the split, %d of them while 3.moray held rows: too few to tell", finds, withRows)
+	}
+	t.Logf("%d gathered finds during the split, all right; %d rounds while 3.moray held rows", finds, withRows)
 }
