@@ -545,3 +545,23 @@ func TestGatherFindDuringSplit(t *testing.T) {
 	}
 	t.Logf("%d gathered finds during the split, all right; %d rounds while 3.moray held rows", finds, withRows)
 }
+
+// TestCrossShardFindFlag: a mode other than refuse or gather is refused
+// up front, by the router and by lab up, and the help names both.
+func TestCrossShardFindFlag(t *testing.T) {
+	for _, args := range [][]string{
+		{"router", "--cross-shard-find", "scatter"},
+		{"lab", "up", "--dir", filepath.Join(t.TempDir(), "lab"), "--cross-shard-find", "scatter"},
+	} {
+		_, stderr, ok := run(t, nil, args...)
+		if ok || !strings.Contains(stderr, `--cross-shard-find must be refuse or gather, not "scatter"`) {
+			t.Errorf("%v: ok=%v, stderr %q", args, ok, stderr)
+		}
+	}
+	out, _, _ := run(t, nil, "router", "--help")
+	for _, s := range []string{"refuse  (default)", "gather  run the find on every shard", "Invalid search request"} {
+		if !strings.Contains(out, s) {
+			t.Errorf("router --help does not say %q", s)
+		}
+	}
+}
