@@ -29,6 +29,8 @@ type Config struct {
 	Routers  int
 	Vnodes   int // ring size; 0 means DefaultVnodes
 	BasePort int // 0: let the kernel pick free ports
+	// CrossShardFind is the routers' --cross-shard-find ("": theirs).
+	CrossShardFind string
 	// Progress receives one line per step; nil discards them.
 	Progress io.Writer
 	// Supervisor is the command that runs the supervisor; by default this
@@ -52,6 +54,9 @@ func (c Config) Validate() error {
 	}
 	if c.Vnodes < 0 || c.Vnodes > 10_000_000 {
 		return fmt.Errorf("--vnodes must be between 1 and 10000000, got %d", c.Vnodes)
+	}
+	if c.CrossShardFind != "" && c.CrossShardFind != "refuse" && c.CrossShardFind != "gather" {
+		return fmt.Errorf("--cross-shard-find must be refuse or gather, not %q", c.CrossShardFind)
 	}
 	if c.BasePort != 0 && (c.BasePort < 1024 || c.BasePort > 65000) {
 		return fmt.Errorf("--port must be between 1024 and 65000, got %d", c.BasePort)
@@ -145,7 +150,7 @@ func Up(ctx context.Context, cfg Config) (st *State, err error) {
 	}
 	// Every port is chosen and checked before anything starts.
 	pp := &ports{next: cfg.BasePort, used: map[int]bool{}}
-	st = &State{Dir: dir}
+	st = &State{Dir: dir, CrossShardFind: cfg.CrossShardFind}
 	if st.EtcdClientPort, err = pp.take(); err != nil {
 		return nil, err
 	}

@@ -24,6 +24,7 @@ type State struct {
 	RouterPorts    []int    `json:"router_ports"`
 	Moray          []string `json:"moray"` // each router's Moray (Fast RPC) address, HOST:PORT
 	MorayPorts     []int    `json:"moray_ports"`
+	CrossShardFind string   `json:"cross_shard_find,omitempty"` // the routers' --cross-shard-find
 	RingVersion    int64    `json:"ring_version"`
 	Shards         []Shard  `json:"shards"`
 	Ready          bool     `json:"ready"`

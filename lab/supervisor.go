@@ -69,7 +69,7 @@ func Supervise(dir string) error {
 			if i < len(st.MorayPorts) {
 				moray = st.MorayPorts[i]
 			}
-			keepRouter(ctx, log, dir, exe, m.ClientURL, i, port, moray)
+			keepRouter(ctx, log, dir, exe, m.ClientURL, i, port, moray, st.CrossShardFind)
 		}()
 	}
 	if err := os.WriteFile(readyPath(dir), []byte(m.ClientURL), 0o644); err != nil {
@@ -107,7 +107,7 @@ loop:
 }
 
 // keepRouter runs router i and starts it again when it dies, until ctx ends.
-func keepRouter(ctx context.Context, log *slog.Logger, dir, exe, etcdURL string, i, port, morayPort int) {
+func keepRouter(ctx context.Context, log *slog.Logger, dir, exe, etcdURL string, i, port, morayPort int, crossShardFind string) {
 	name := fmt.Sprintf("router-%d", i+1)
 	for ctx.Err() == nil {
 		logf, err := os.OpenFile(filepath.Join(dir, "logs", name+".log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
@@ -118,6 +118,9 @@ func keepRouter(ctx context.Context, log *slog.Logger, dir, exe, etcdURL string,
 		args := []string{"router", "--etcd", etcdURL, "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--name", name}
 		if morayPort > 0 {
 			args = append(args, "--moray-listen", fmt.Sprintf("127.0.0.1:%d", morayPort))
+		}
+		if crossShardFind != "" {
+			args = append(args, "--cross-shard-find", crossShardFind)
 		}
 		cmd := exec.Command(exe, args...)
 		cmd.Stdout, cmd.Stderr = logf, logf

@@ -300,13 +300,16 @@ func errorJSON(e *MorayError) json.RawMessage {
 	if ctx == nil {
 		ctx = map[string]any{}
 	}
-	out := map[string]any{"name": e.Name, "message": e.Message, "context": ctx, "info": map[string]any{}}
-	if len(e.Errors) > 0 {
-		parts := make([]json.RawMessage, len(e.Errors))
-		for i, p := range e.Errors {
-			parts[i] = errorJSON(p)
-		}
-		out["ase_errors"] = parts
+	// node-fast writes an error's fields in this order.
+	out := struct {
+		Name      string            `json:"name"`
+		Message   string            `json:"message"`
+		Context   map[string]any    `json:"context"`
+		Info      map[string]any    `json:"info"`
+		ASEErrors []json.RawMessage `json:"ase_errors,omitempty"`
+	}{Name: e.Name, Message: e.Message, Context: ctx, Info: map[string]any{}}
+	for _, p := range e.Errors {
+		out.ASEErrors = append(out.ASEErrors, errorJSON(p))
 	}
 	b, _ := marshal(out)
 	return b

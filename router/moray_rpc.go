@@ -461,10 +461,15 @@ const DefaultFindLimit = 1000
 func findOptions(a rpcArgs, opts map[string]json.RawMessage) (shard.FindOptions, error) {
 	fo := shard.FindOptions{Limit: DefaultFindLimit}
 	var err error
-	if raw, ok := opts["limit"]; ok && jsonKind(raw) != "null" {
+	// Moray: `if (o.limit) LIMIT o.limit; else if (!o.noLimit) LIMIT 1000`,
+	// so a limit of 0 (but not "0") is no limit at all.
+	raw, ok := opts["limit"]
+	if jsTruthy(raw, ok) {
 		if fo.Limit, err = number(a, "options.limit", raw); err != nil {
 			return fo, err
 		}
+	} else if nl, ok := opts["noLimit"]; jsTruthy(nl, ok) {
+		fo.NoLimit = true
 	}
 	if raw, ok := opts["offset"]; ok && jsonKind(raw) != "null" {
 		if fo.Offset, err = number(a, "options.offset", raw); err != nil {
@@ -514,8 +519,22 @@ func findOptions(a rpcArgs, opts map[string]json.RawMessage) (shard.FindOptions,
 
 // morayFindObjects runs a filter on one shard, chosen as electric-moray
 // requires: by options.hashkey (hashed as given, not transformed) or by
-// options.token (a pnode from getTokens).
+// options.token (a pnode from getTokens). A find naming neither is
+// refused as electric-moray refuses it, or, with Config.CrossShardFind
+// gather, run on every shard (gatherFind).
 func morayFindObjects(ctx context.Context, r *Router, a rpcArgs, s *stream) error {
+	var opts map[string]json.RawMessage
+	if err := a.obj(2, "options", true, &opts); err != nil {
+		return err
+	}
+	// electric-moray refuses a find it cannot route before it looks at
+	// the bucket or the filter; gathering it asks every shard instead.
+	hk, hasHK := opts["hashkey"]
+	tk, hasTK := opts["token"]
+	gathered := !jsTruthy(hk, hasHK) && !jsTruthy(tk, hasTK)
+	if gathered && r.cfg.CrossShardFind != CrossShardGather {
+		return refusedFind
+	}
 	bucket, err := bucketName(a, 0)
 	if err != nil {
 		return err
@@ -528,10 +547,6 @@ func morayFindObjects(ctx context.Context, r *Router, a rpcArgs, s *stream) erro
 	if err != nil {
 		// Moray's message names the filter, not what is wrong with it.
 		return &MorayError{Name: "InvalidQueryError", Message: text + " is an invalid filter"}
-	}
-	var opts map[string]json.RawMessage
-	if err := a.obj(2, "options", true, &opts); err != nil {
-		return err
 	}
 	fo, err := findOptions(a, opts)
 	if err != nil {
@@ -550,9 +565,6 @@ func morayFindObjects(ctx context.Context, r *Router, a rpcArgs, s *stream) erro
 	if raw, ok := opts["requireIndexes"]; ok {
 		json.Unmarshal(raw, &requireIndexes)
 	}
-	if hashkey == "" && token == "" {
-		return invocation(a.rpc, "Invalid search request, requires either token or hashkey in argument 3 (options)")
-	}
 	bo, err := r.bucketOptions(ctx, bucket, 2*time.Second)
 	if err != nil {
 		return morayBucketErr(bucket, err)
@@ -570,6 +582,9 @@ func morayFindObjects(ctx context.Context, r *Router, a rpcArgs, s *stream) erro
 	}
 	if err := handledOptions(opts, s, "requireIndexes", "requireOnlineReindexing"); err != nil {
 		return err
+	}
+	if gathered {
+		return r.gatherFind(ctx, bucket, text, bo, f, fo, s)
 	}
 	var recs []shard.Record
 	if token != "" {

@@ -40,7 +40,12 @@ type Config struct {
 	RetryFor time.Duration
 	// PoolSize is the number of connections kept to each shard's primary.
 	PoolSize int32
-	Log      *slog.Logger
+	// CrossShardFind is what findObjects does with a find that names
+	// neither options.hashkey nor options.token: CrossShardRefuse ("" too)
+	// answers as electric-moray does, CrossShardGather runs it on every
+	// shard and merges the answers.
+	CrossShardFind string
+	Log            *slog.Logger
 }
 
 func (c *Config) defaults() {
@@ -65,6 +70,9 @@ func (c *Config) defaults() {
 type view struct {
 	ring    *ring.Ring
 	version int64
+	// bitmaps caches, per pnode, the vnodes this version maps to it as a
+	// gathered find filters rows by them (view.ringVnodes).
+	bitmaps sync.Map
 }
 
 // Router routes object operations by the ring.

@@ -130,6 +130,8 @@ func newLabUpCmd(g *globals) *cobra.Command {
 	cmd.Flags().IntVar(&cfg.Routers, "routers", 0, "number of routers, each its own process")
 	cmd.Flags().IntVar(&cfg.Vnodes, "vnodes", lab.DefaultVnodes, "vnodes in the ring, spread over the shards")
 	cmd.Flags().IntVar(&cfg.BasePort, "port", 0, "first port to use, then consecutive ones (default: free ports)")
+	cmd.Flags().StringVar(&cfg.CrossShardFind, "cross-shard-find", "",
+		"the routers' --cross-shard-find: refuse (electric-moray's answer to a findObjects with neither hashkey nor token) or gather (run it on every shard and merge); default refuse")
 	cmd.MarkFlagRequired("dir")
 	return cmd
 }

@@ -43,20 +43,39 @@ API (JSON):
 With --moray-listen the router also speaks Moray's Fast RPC protocol, as
 electric-moray does (its port is 2020), so Manta's own clients (npm moray)
 work unchanged: createBucket, getBucket, listBuckets, updateBucket,
-delBucket, putObject, getObject, delObject, findObjects (hashkey or token),
-batch, getTokens, ping and version. A bucket's Moray indexes become typed
+delBucket, putObject, getObject, delObject, findObjects, batch, getTokens,
+ping and version. A bucket's Moray indexes become typed
 columns with indexes on every shard, and findObjects runs its filter as SQL
 on them. The "manta" bucket hashes a key's parent directory and
 "manta_uploads" the parent of the path after the upload id, as
 electric-moray does. Moray has no authentication: bind it to a private
 address. Both ports share the ring, the fence and the retry while a vnode
-moves.`,
+moves.
+
+findObjects runs on one shard when it names options.hashkey (the vnode it
+hashes to) or options.token (a pnode from getTokens). A find that names
+neither is a cross-shard find, and --cross-shard-find says what to do:
+  refuse  (default) answer exactly as electric-moray does: a plain Error,
+          "Invalid search request, requires either token or hashkey".
+  gather  run the find on every shard of the ring and merge the rows into
+          the answer one Moray holding every row would give: sort (k-way
+          merge of the shards' sorted rows, ordered as PostgreSQL orders
+          the column type), limit (1000 unless limit or noLimit), offset
+          (skipped after the merge), _count (the sum of the shards' counts)
+          and Moray's JavaScript re-check. Each shard's rows are kept to
+          the vnodes the ring maps to it, so rows of a vnode being moved
+          show once. Without a sort the order is undefined, as in Moray;
+          _id is each shard's own sequence, so a sort on _id interleaves
+          the shards rather than number the rows as one Moray would.`,
 		Example: `  reshard router --etcd http://127.0.0.1:2379 --listen 127.0.0.1:8080
   curl -X PUT localhost:8080/buckets/manta -d '{"hash_dir":true}'
   curl -X PUT localhost:8080/buckets/manta/objects//u/stor/a -d '{"size":1}'
   reshard router --etcd http://127.0.0.1:2379 --listen 127.0.0.1:8080 --moray-listen 127.0.0.1:2020`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkCrossShardFind(cfg.CrossShardFind); err != nil {
+				return err
+			}
 			if tokenFile != "" {
 				b, err := os.ReadFile(tokenFile)
 				if err != nil {
@@ -149,5 +168,16 @@ moves.`,
 	cmd.Flags().DurationVar(&cfg.RetryFor, "retry-for", 15*time.Second, "how long to retry an operation on a moving vnode")
 	cmd.Flags().Int64Var(&cfg.MaxBody, "max-body", 1<<20, "largest request body in bytes")
 	cmd.Flags().Int32Var(&cfg.PoolSize, "pool-size", 16, "connections to each shard's primary")
+	cmd.Flags().StringVar(&cfg.CrossShardFind, "cross-shard-find", router.CrossShardRefuse,
+		"a findObjects with neither hashkey nor token: refuse (as electric-moray) or gather (from every shard)")
 	return cmd
+}
+
+// checkCrossShardFind checks --cross-shard-find.
+func checkCrossShardFind(mode string) error {
+	switch mode {
+	case router.CrossShardRefuse, router.CrossShardGather:
+		return nil
+	}
+	return fmt.Errorf("--cross-shard-find must be refuse or gather, not %q", mode)
 }
