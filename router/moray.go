@@ -351,8 +351,13 @@ func toMorayError(err error) *MorayError {
 		return &MorayError{Name: "InternalError", Message: err.Error()}
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		return &MorayError{Name: "QueryTimeoutError", Message: "the request timed out"}
-	case errors.As(err, &pe) && pe.Code == "23505":
-		return uniqueError(pe)
+	case errors.As(err, &pe):
+		// As Moray's pgError: a unique violation, "Invalid SQL", or
+		// PostgreSQL's error passed through as node-postgres names it.
+		var me *MorayError
+		if errors.As(morayPGError("", pe), &me) {
+			return me
+		}
 	case errors.As(err, &te):
 		// A trigger's error, named as the trigger named it.
 		return &MorayError{Name: te.Name, Message: te.Message}

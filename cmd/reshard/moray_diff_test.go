@@ -213,8 +213,6 @@ var knownDifferences = []struct {
 	where, what string // substrings of the difference's where and what
 	why         string
 }{
-	// A PostgreSQL error that Moray passes through as a plain "error".
-	{`"t9" (array elements needing escapes)`, "error name", "issue 17: Moray's unnamed errors"},
 }
 
 type knownDiff struct {
