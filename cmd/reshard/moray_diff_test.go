@@ -212,8 +212,7 @@ func alignStampedKeys(ra, rb *pgTable, tol int64) {
 var knownDifferences = []struct {
 	where, what string // substrings of the difference's where and what
 	why         string
-}{
-}
+}{}
 
 type knownDiff struct {
 	d   diffLine
