@@ -24,10 +24,11 @@ vet:
 test: deps vet
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 
-# The full fault suite: every case for both strategies; the table goes to docs/.
+# The full fault suite: every case for both strategies, and a kill in every
+# phase of both; the table goes to docs/.
 faults: deps
 	RESHARD_FAULTS=full RESHARD_FAULTS_OUT=$(CURDIR)/docs/faults-results.md \
-		$(GO) test -count=1 -v -run 'TestFaults' -timeout 60m ./cmd/reshard/
+		$(GO) test -count=1 -v -run 'TestFaults|TestKillAndResumeEveryPhase' -timeout 60m ./cmd/reshard/
 
 demo: deps build
 	$(BIN) demo $(DEMO_FLAGS)
