@@ -345,10 +345,22 @@ func toMorayError(err error) *MorayError {
 		return &MorayError{Name: te.Name, Message: te.Message}
 	case errors.As(err, &ite):
 		return &MorayError{Name: "InvalidIndexTypeError", Message: ite.Error()}
+	case errors.As(err, &pe) && refusedValue(pe):
+		// Moray passes PostgreSQL's error on as node-postgres made it
+		// (lib/pg.js pgError): named "error", with the server's message.
+		return &MorayError{Name: "error", Message: pe.Message}
 	case errors.Is(err, io.EOF):
 		return &MorayError{Name: "NoDatabaseError", Message: err.Error()}
 	}
 	return &MorayError{Name: "InternalError", Message: err.Error()}
+}
+
+// refusedValue reports whether PostgreSQL refused a value the client sent
+// (a NUL, a number out of a column's range, text a column type cannot
+// read), rather than failing for reasons of its own: SQLSTATE classes 22
+// (data exception) and 23 (integrity constraint violation).
+func refusedValue(pe *pgconn.PgError) bool {
+	return strings.HasPrefix(pe.Code, "22") || strings.HasPrefix(pe.Code, "23")
 }
 
 // uniqueKey reads the column and value from PostgreSQL's detail of a

@@ -126,6 +126,12 @@ func morayCreateBucket(ctx context.Context, r *Router, a rpcArgs, s *stream) err
 	if err != nil {
 		return err
 	}
+	if shard.ValidateBucket(name) != nil {
+		// Moray's pattern allows upper case, which PostgreSQL would fold,
+		// and reshard keeps its own tables' prefixes: Moray's error for
+		// a name it refuses.
+		return &MorayError{Name: "InvalidBucketNameError", Message: name + " is not a valid bucket name"}
+	}
 	_, err = r.CreateBucket(ctx, name, opts, true)
 	if errors.Is(err, ErrBucketExists) {
 		return &MorayError{Name: "BucketConflictError", Message: name + " was likely being concurrently updated"}
