@@ -228,6 +228,10 @@ func FuzzObjectKeys(f *testing.F) {
 	f.Add("k", "{\"str\":\"\xff\"}")
 	f.Add("k", `{"str":"\ud800"}`)
 	f.Add("k", `{"uniq":"same"}`)
+	f.Add("k", `0`)
+	f.Add("k", `[{}]`)
+	f.Add("k", strings.Repeat(`{"a":`, 4001)+"1"+strings.Repeat("}", 4001))
+	f.Add("k", strings.Repeat(`[`, 5000)+strings.Repeat("]", 5000))
 	fe := newFuzzEnv(f)
 	f.Fuzz(func(t *testing.T, key, value string) {
 		v := objectValue(value)

@@ -423,6 +423,8 @@ func (r *Router) fail(w *statusWriter, err error) {
 		apiError(w, http.StatusUnprocessableEntity, te.Name, te.Message)
 	case errors.As(err, &ite):
 		apiError(w, http.StatusBadRequest, "InvalidIndexType", ite.Error())
+	case errors.Is(err, shard.ErrBadValue):
+		apiError(w, http.StatusBadRequest, "BadBody", "the object value must be a JSON object: "+err.Error())
 	case errors.As(err, &pe) && pe.Code == "23505":
 		apiError(w, http.StatusConflict, "UniqueAttribute", uniqueError(pe).Message)
 	case errors.As(err, &pe) && refusedValue(pe):

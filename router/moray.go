@@ -345,6 +345,10 @@ func toMorayError(err error) *MorayError {
 		return &MorayError{Name: te.Name, Message: te.Message}
 	case errors.As(err, &ite):
 		return &MorayError{Name: "InvalidIndexTypeError", Message: ite.Error()}
+	case errors.Is(err, shard.ErrBadValue):
+		// Past the checks of the arguments: a value nested deeper than
+		// Moray's JSON.stringify can go.
+		return &MorayError{Name: "InvocationError", Message: "value is not an object Moray can store: " + err.Error()}
 	case errors.As(err, &pe) && refusedValue(pe):
 		// Moray passes PostgreSQL's error on as node-postgres made it
 		// (lib/pg.js pgError): named "error", with the server's message.
