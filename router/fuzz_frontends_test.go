@@ -229,6 +229,10 @@ func FuzzObjectKeys(f *testing.F) {
 	f.Add("k", `{"str":"\ud800"}`)
 	f.Add("k", `{"uniq":"same"}`)
 	f.Add("k", `0`)
+	f.Add(incompressible(3000), `{"str":"v"}`)
+	f.Add("k", `{"str":"`+incompressible(3000)+`"}`)
+	f.Add("k", `{"strs":["`+incompressible(3000)+`"]}`)
+	f.Add("k", `{"uniq":"`+incompressible(3000)+`"}`)
 	f.Add("k", `[{}]`)
 	f.Add("k", strings.Repeat(`{"a":`, 4001)+"1"+strings.Repeat("}", 4001))
 	f.Add("k", strings.Repeat(`[`, 5000)+strings.Repeat("]", 5000))
@@ -366,7 +370,11 @@ func FuzzBucketConfigs(f *testing.F) {
 	for _, c := range []struct{ name, config string }{
 		{"b1", `{"index":{"x":{"type":"string"}}}`},
 		{"B1", `{}`}, {"1b", `{}`}, {"", `{}`}, {"b;drop", `{}`}, {"buckets_config", `{}`}, {"pg_class", `{}`},
-		{"reshard_x", `{}`}, {strings.Repeat("b", 64), `{}`}, {"b\x00", `{}`}, {"b\xff", `{}`}, {"b2", `[]`},
+		{"reshard_x", `{}`}, {strings.Repeat("b", 64), `{}`}, {strings.Repeat("c", 63), `{"index":{"x":{"type":"string"}}}`},
+		{strings.Repeat("d", 56), `{"options":{"guaranteeOrder":true}}`},
+		{strings.Repeat("e", 40), `{"index":{"` + strings.Repeat("x", 30) + `a":{"type":"string"},"` + strings.Repeat("x", 30) + `b":{"type":"number"}}}`},
+		{"b4", `{"index":{"` + strings.Repeat("x", 70) + `a":{"type":"string"},"` + strings.Repeat("x", 70) + `b":{"type":"number"}}}`},
+		{"b4", `{"index":{"X":{"type":"string"},"x":{"type":"number"}}}`}, {"b\x00", `{}`}, {"b\xff", `{}`}, {"b2", `[]`},
 		{"b2", `{"index":[]}`}, {"b2", `{"index":{"x":{"type":"nosuch"}}}`}, {"b2", `{"index":{"x":{"type":7}}}`},
 		{"b2", `{"index":{"x":{}}}`}, {"b2", `{"index":{"x":null}}`}, {"b2", `{"index":{"_id":{"type":"string"}}}`},
 		{"b2", `{"index":{"select":{"type":"string"}}}`}, {"b2", `{"index":{"a b":{"type":"string"}}}`},
@@ -488,8 +496,9 @@ func mustJSON(v any) []byte {
 // An HTTP key that is not UTF-8 is refused before any query, with a named
 // 400, and nothing of it reaches a shard; so is a NUL, over HTTP in a key
 // or a list prefix. Over Fast, Moray's own answer to a NUL key is
-// PostgreSQL's, named "error", and nothing is stored either.
-func TestBadKeysStoreNothing(t *testing.T) {
+// PostgreSQL's, named "error", and nothing is stored either. Index names
+// that PostgreSQL would fold or cut into one are a bad config.
+func TestBadInputIsTheClientsError(t *testing.T) {
 	e := setup(t, "")
 	fe := &fuzzEnv{env: e, c: dialFast(t, e.serveMoray(t))}
 	if _, err := fe.call("createBucket", "t1", map[string]any{"index": map[string]any{"str": map[string]any{"type": "string"}}}, map[string]any{}); err != nil {
@@ -514,10 +523,39 @@ func TestBadKeysStoreNothing(t *testing.T) {
 	if resp, body := e.do(t, "PUT", "/buckets/t1/objects/k", `{"str":"a\u0000"}`); resp.StatusCode != 400 || !strings.Contains(body, `"code":"InvalidValue"`) {
 		t.Errorf("HTTP put with a NUL in an indexed string: %d %s, want 400 InvalidValue", resp.StatusCode, body)
 	}
+	// Names that PostgreSQL folds or cuts into one: the client's config.
+	for _, c := range []struct{ name, index string }{
+		{"b4", `{"X":{"type":"string"},"x":{"type":"number"}}`},
+		{strings.Repeat("c", 63), `{"x":{"type":"string"}}`},
+	} {
+		_, err := fe.call("createBucket", c.name, json.RawMessage(`{"index":`+c.index+`}`), map[string]any{})
+		re := remoteErr(err)
+		if re.Name != "MultiError" || !strings.Contains(re.Message, c.name) || leaksPostgres(re.Message) != "" {
+			t.Errorf("createBucket %s %s: %v, want each shard's InvalidBucketConfigError", c.name, c.index, err)
+		}
+		resp, body := e.do(t, "PUT", "/buckets/"+c.name, `{"index":`+c.index+`}`)
+		if resp.StatusCode != 400 || !strings.Contains(body, `"code":"InvalidBucketConfig"`) {
+			t.Errorf("HTTP create %s %s: %d %s", c.name, c.index, resp.StatusCode, body)
+		}
+	}
 	for _, pn := range []string{"1.moray", "2.moray"} {
 		var n int
 		if err := e.primary(t, pn).QueryRow(context.Background(), "select count(*) from t1").Scan(&n); err != nil || n != 0 {
 			t.Errorf("%s holds %d rows of t1 (%v), want none", pn, n, err)
 		}
 	}
+}
+
+// incompressible is n bytes of letters that PostgreSQL cannot compress,
+// so that an index entry of them is as long as they are.
+func incompressible(n int) string {
+	b := make([]byte, n)
+	x := uint32(2463534242)
+	for i := range b {
+		x ^= x << 13
+		x ^= x >> 17
+		x ^= x << 5
+		b[i] = 'a' + byte(x%26)
+	}
+	return string(b)
 }

@@ -401,6 +401,7 @@ func (r *Router) fail(w *statusWriter, err error) {
 	var te *trigger.Error
 	var ite *shard.IndexTypeError
 	var pe *pgconn.PgError
+	var bce *shard.BucketConfigError
 	switch {
 	case errors.Is(err, shard.ErrObjectNotFound):
 		apiError(w, http.StatusNotFound, "ObjectNotFound", "no such object")
@@ -423,6 +424,8 @@ func (r *Router) fail(w *statusWriter, err error) {
 		apiError(w, http.StatusUnprocessableEntity, te.Name, te.Message)
 	case errors.As(err, &ite):
 		apiError(w, http.StatusBadRequest, "InvalidIndexType", ite.Error())
+	case errors.As(err, &bce):
+		apiError(w, http.StatusBadRequest, "InvalidBucketConfig", bce.Message)
 	case errors.Is(err, shard.ErrBadValue):
 		apiError(w, http.StatusBadRequest, "BadBody", "the object value must be a JSON object: "+err.Error())
 	case errors.As(err, &pe) && pe.Code == "23505":
@@ -430,7 +433,7 @@ func (r *Router) fail(w *statusWriter, err error) {
 	case errors.As(err, &pe) && refusedValue(pe):
 		// PostgreSQL's own text names its internals; say what was wrong.
 		apiError(w, http.StatusBadRequest, "InvalidValue", "a field of the object cannot be stored in its index column: "+
-			"it holds a NUL character, or a value out of the range of the column's type")
+			"it holds a NUL character, a value out of the range of the column's type, or one too long to index")
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		apiError(w, http.StatusServiceUnavailable, "Timeout", "the request timed out")
 	default:
