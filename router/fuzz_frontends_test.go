@@ -242,7 +242,7 @@ func FuzzObjectKeys(f *testing.F) {
 		for _, b := range fuzzBuckets {
 			if _, err := fe.moray(t, nil, "putObject", b, key, v, map[string]any{}); err == nil {
 				fe.moray(t, nil, "getObject", b, key, map[string]any{})
-				fe.moray(t, nil, "findObjects", b, "(str=*)", map[string]any{"limit": 2})
+				fe.moray(t, nil, "findObjects", b, "(str=*)", map[string]any{"limit": 2, "hashkey": key})
 				fe.moray(t, nil, "delObject", b, key, map[string]any{})
 			}
 			fe.moray(t, nil, "getObject", b, key, map[string]any{"noCache": true})
@@ -302,7 +302,7 @@ func FuzzIndexValues(f *testing.F) {
 		}
 		fe.moray(t, nil, "batch", []any{map[string]any{"bucket": "fz", "operation": "update",
 			"fields": map[string]any{name: json.RawMessage(raw)}, "filter": "(" + name + "=*)"}}, map[string]any{})
-		fe.moray(t, nil, "findObjects", "fz", "("+name+"="+strings.Trim(raw, `"`)+")", map[string]any{})
+		fe.moray(t, nil, "findObjects", "fz", "("+name+"="+strings.Trim(raw, `"`)+")", map[string]any{"hashkey": key})
 		if a, ok := fe.http(t, "PUT", "/buckets/fz/objects/h-"+name, string(value)); ok && a.status == 200 {
 			fe.http(t, "GET", "/buckets/fz/objects/h-"+name, "")
 		}
@@ -344,7 +344,8 @@ func FuzzFilters(f *testing.F) {
 		`{"sort":{"attribute":"str","order":"SIDEWAYS"}}`, `{"sort":[{"attribute":"num"},{"attribute":"_id","order":"ASC"}]}`,
 		`{"sort":{"attribute":"str; drop table fz","order":"ASC"}}`, `{"sort":{"attribute":"_value"}}`, `{"sort":[]}`,
 		`{"noLimit":true}`, `{"no_count":true,"limit":1}`, `{"sql_only":true}`, `{"req_id":"x"}`, `{"hashkey":""}`,
-		`{"requireIndexes":true}`, `{"requireOnlineReindexing":true}`, `{"timeout":1}`, `{"timeout":-1}`}
+		`{"requireIndexes":true}`, `{"sort":{"attribute":"str\u0000"}}`, `{"sort":{"attribute":"no such\u0000'"}}`,
+		`{"sort":{"attribute":"'; select 1; --"}}`, `{"sort":{"attribute":"\ud800"}}`, `{"token":"x"}`, `{"hashkey":"\u0000"}`, `{"requireOnlineReindexing":true}`, `{"timeout":1}`, `{"timeout":-1}`}
 	for i, fl := range nastyFilters() {
 		f.Add(fl, opts[i%len(opts)])
 	}
@@ -356,6 +357,14 @@ func FuzzFilters(f *testing.F) {
 		var o map[string]json.RawMessage
 		if json.Unmarshal([]byte(options), &o) != nil {
 			o = map[string]json.RawMessage{}
+		}
+		fe.moray(t, nil, "findObjects", "fz", filter, o)
+		// electric-moray wants a hashkey or a token before it looks at
+		// the filter; with one, the filter and options reach the shard.
+		if _, ok := o["token"]; !ok {
+			if _, ok := o["hashkey"]; !ok {
+				o["hashkey"] = json.RawMessage(`"seed-1"`)
+			}
 		}
 		fe.moray(t, nil, "findObjects", "fz", filter, o)
 		fe.moray(t, nil, "findObjects", "manta", filter, map[string]any{"hashkey": "/x", "limit": 3})
@@ -430,7 +439,7 @@ func FuzzBucketConfigs(f *testing.F) {
 			fe.moray(t, triggerNames, "updateBucket", name, cfg, map[string]any{})
 			fe.moray(t, triggerNames, "putObject", name, "k", map[string]any{"x": "y", "num": 1}, map[string]any{})
 			fe.moray(t, triggerNames, "delObject", name, "k", map[string]any{})
-			fe.moray(t, nil, "findObjects", name, "(x=*)", map[string]any{})
+			fe.moray(t, nil, "findObjects", name, "(x=*)", map[string]any{"hashkey": "k"})
 			fe.moray(t, nil, "delBucket", name, map[string]any{})
 		}
 		if a, ok := fe.http(t, "PUT", "/buckets/"+url.PathEscape(name), config); ok && a.status == 200 {

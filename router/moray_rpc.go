@@ -632,8 +632,14 @@ func findError(bucket, filter string, err error) error {
 	if errors.As(err, &pe) && (pe.Code == "42P01") {
 		return bucketNotFound(bucket)
 	}
+	if errors.As(err, &pe) && pe.Code == "22021" {
+		// A NUL in a filter's value for a column: Moray sends it, and
+		// passes PostgreSQL's refusal on (lib/pg.js pgError).
+		return &MorayError{Name: "error", Message: pe.Message}
+	}
 	if errors.As(err, &pe) && (pe.Code[:2] == "22" || pe.Code[:2] == "42") {
-		return &MorayError{Name: "InvalidQueryError", Message: fmt.Sprintf("%s is an invalid filter: %s", filter, pe.Message)}
+		// Moray's message, without PostgreSQL's words for what it refused.
+		return &MorayError{Name: "InvalidQueryError", Message: fmt.Sprintf("%s is an invalid filter", filter)}
 	}
 	return err
 }

@@ -64,6 +64,11 @@ func FindObjects(ctx context.Context, q Batcher, bucket string, opts BucketOptio
 			if s.Attribute == "" {
 				return nil, fmt.Errorf("%w: sort needs an attribute", ErrInvalidQuery)
 			}
+			if strings.IndexByte(s.Attribute, 0) >= 0 {
+				// An unindexed attribute is a literal in the SQL text,
+				// which cannot hold a NUL.
+				return nil, fmt.Errorf("%w: sort attribute %q holds a NUL byte, which PostgreSQL text cannot", ErrInvalidQuery, s.Attribute)
+			}
 			parts[i] = opts.IndexColumn(s.Attribute).Expr
 			if s.Desc {
 				parts[i] += " desc"
