@@ -26,7 +26,7 @@ import (
 
 // Handler serves the HTTP/JSON API:
 //
-//	PUT    /buckets/{bucket}                 create a bucket on every shard ({"hash_dir": true} optional)
+//	PUT    /buckets/{bucket}                 create a bucket on every shard (optional body: httpBucket)
 //	PUT    /buckets/{bucket}/objects/{key}   write an object (JSON body; If-Match for a conditional write)
 //	GET    /buckets/{bucket}/objects/{key}   read an object
 //	DELETE /buckets/{bucket}/objects/{key}   delete an object (If-Match optional)
@@ -35,6 +35,8 @@ import (
 //
 // Keys are the rest of the path, percent-decoded, so "/u/stor/a" is
 // /buckets/manta/objects//u/stor/a or /buckets/manta/objects/%2Fu%2Fstor%2Fa.
+// A client's mistake is a 4xx whose JSON body names it ({"code", "error"});
+// PostgreSQL's own error text never reaches the client.
 // Responses carry X-Reshard-Vnode, X-Reshard-Pnode, X-Reshard-Ring-Version.
 // The mux is hand-written because http.ServeMux cleans paths, which would
 // rewrite keys that contain "//".
