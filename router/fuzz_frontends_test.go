@@ -438,6 +438,12 @@ func FuzzBucketConfigs(f *testing.F) {
 			fe.moray(t, nil, "getBucket", map[string]any{}, name)
 			fe.moray(t, triggerNames, "updateBucket", name, cfg, map[string]any{})
 			fe.moray(t, triggerNames, "putObject", name, "k", map[string]any{"x": "y", "num": 1}, map[string]any{})
+			// A field's type changed under a stored row, and a field
+			// that differs from another only in case.
+			fe.moray(t, triggerNames, "updateBucket", name, json.RawMessage(`{"index":{"x":{"type":"number"},"num":{"type":"ip"}},"options":{"version":2}}`), map[string]any{})
+			fe.moray(t, triggerNames, "putObject", name, "k", map[string]any{"x": "y", "num": 1}, map[string]any{})
+			fe.moray(t, nil, "findObjects", name, "(x>=1)", map[string]any{"hashkey": "k"})
+			fe.moray(t, triggerNames, "updateBucket", name, json.RawMessage(`{"index":{"X":{"type":"string"},"x":{"type":"number"}},"options":{"version":3}}`), map[string]any{})
 			fe.moray(t, triggerNames, "delObject", name, "k", map[string]any{})
 			fe.moray(t, nil, "findObjects", name, "(x=*)", map[string]any{"hashkey": "k"})
 			fe.moray(t, nil, "delBucket", name, map[string]any{})

@@ -370,7 +370,10 @@ func toMorayError(err error) *MorayError {
 // constraint violation), and 54000 (program limit exceeded: an index row
 // over its size limit).
 func refusedValue(pe *pgconn.PgError) bool {
-	return strings.HasPrefix(pe.Code, "22") || strings.HasPrefix(pe.Code, "23") || pe.Code == "54000"
+	return strings.HasPrefix(pe.Code, "22") || strings.HasPrefix(pe.Code, "23") || pe.Code == "54000" ||
+		// datatype_mismatch: an updateBucket changed a field's type, which,
+		// as in Moray, leaves its column's type as it was.
+		pe.Code == "42804"
 }
 
 // uniqueKey reads the column and value from PostgreSQL's detail of a
