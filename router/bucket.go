@@ -29,6 +29,21 @@ var (
 // electric-moray's MultiError does.
 type ShardErrors map[string]error
 
+// Unwrap is the shards' errors in pnode order, so errors.Is and
+// errors.As see through to them.
+func (e ShardErrors) Unwrap() []error {
+	pnodes := make([]string, 0, len(e))
+	for p := range e {
+		pnodes = append(pnodes, p)
+	}
+	sort.Strings(pnodes)
+	out := make([]error, len(pnodes))
+	for i, p := range pnodes {
+		out[i] = e[p]
+	}
+	return out
+}
+
 func (e ShardErrors) Error() string {
 	pnodes := make([]string, 0, len(e))
 	for p := range e {

@@ -15,6 +15,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/reshard/reshard"
@@ -25,7 +26,7 @@ import (
 
 // Handler serves the HTTP/JSON API:
 //
-//	PUT    /buckets/{bucket}                 create a bucket on every shard ({"hash_dir": true} optional)
+//	PUT    /buckets/{bucket}                 create a bucket on every shard (optional body: httpBucket)
 //	PUT    /buckets/{bucket}/objects/{key}   write an object (JSON body; If-Match for a conditional write)
 //	GET    /buckets/{bucket}/objects/{key}   read an object
 //	DELETE /buckets/{bucket}/objects/{key}   delete an object (If-Match optional)
@@ -34,6 +35,8 @@ import (
 //
 // Keys are the rest of the path, percent-decoded, so "/u/stor/a" is
 // /buckets/manta/objects//u/stor/a or /buckets/manta/objects/%2Fu%2Fstor%2Fa.
+// A client's mistake is a 4xx whose JSON body names it ({"code", "error"});
+// PostgreSQL's own error text never reaches the client.
 // Responses carry X-Reshard-Vnode, X-Reshard-Pnode, X-Reshard-Ring-Version.
 // The mux is hand-written because http.ServeMux cleans paths, which would
 // rewrite keys that contain "//".
@@ -173,22 +176,65 @@ func (r *Router) readBody(w *statusWriter, req *http.Request) ([]byte, bool) {
 	return body, true
 }
 
+// httpBucket is the bucket definition the HTTP API takes: how keys hash,
+// Moray's indexes, and the triggers and options of Moray's config. The
+// rest of a buckets_config row (the index text, mtime, reindex_active) is
+// the server's to write, from these, so that it always matches the table.
+type httpBucket struct {
+	HashDir    bool                   `json:"hash_dir"`
+	HashUpload bool                   `json:"hash_upload"`
+	ShardLocal bool                   `json:"shard_local"`
+	Index      map[string]shard.Index `json:"index"`
+	Config     struct {
+		Pre     string `json:"pre"`     // a JSON array of trigger sources
+		Post    string `json:"post"`    // a JSON array of trigger sources
+		Options string `json:"options"` // a JSON object, Moray's options
+	} `json:"config"`
+}
+
+// options checks the definition and makes the bucket's options from it;
+// the error says what the client got wrong.
+func (b httpBucket) options() (shard.BucketOptions, error) {
+	opts := shard.BucketOptions{HashDir: b.HashDir, HashUpload: b.HashUpload, ShardLocal: b.ShardLocal, Index: b.Index}
+	for f, ix := range b.Index {
+		if err := shard.ValidateIndex(f, ix); err != nil {
+			return opts, err
+		}
+	}
+	if b.Config.Options != "" {
+		if !strings.HasPrefix(strings.TrimSpace(b.Config.Options), "{") {
+			return opts, errors.New("config.options must be a JSON object")
+		}
+		text, _, err := shard.OptionsWithVersion([]byte(b.Config.Options))
+		if err != nil {
+			return opts, fmt.Errorf("config.options must be a JSON object with a numeric version: %w", err)
+		}
+		opts.Config.Options = text
+	}
+	opts.Config.Pre, opts.Config.Post = b.Config.Pre, b.Config.Post
+	if err := httpTriggers(&opts); err != nil {
+		return opts, err
+	}
+	return opts, nil
+}
+
 func (r *Router) createBucket(ctx context.Context, w *statusWriter, req *http.Request, bucket string) {
 	body, ok := r.readBody(w, req)
 	if !ok {
 		return
 	}
-	var opts shard.BucketOptions
+	var def httpBucket
 	if len(strings.TrimSpace(string(body))) > 0 {
 		dec := json.NewDecoder(strings.NewReader(string(body)))
 		dec.DisallowUnknownFields()
-		if err := dec.Decode(&opts); err != nil {
+		if err := dec.Decode(&def); err != nil {
 			apiError(w, http.StatusBadRequest, "BadBody", "bucket options must be JSON like {\"hash_dir\": true}")
 			return
 		}
 	}
-	if err := httpTriggers(&opts); err != nil {
-		apiError(w, http.StatusBadRequest, "BadBody", err.Error())
+	opts, err := def.options()
+	if err != nil {
+		apiError(w, http.StatusBadRequest, "InvalidBucketConfig", err.Error())
 		return
 	}
 	names, err := r.CreateBucket(ctx, bucket, opts, false)
@@ -278,6 +324,11 @@ func (r *Router) delete(ctx context.Context, w *statusWriter, req *http.Request,
 func (r *Router) list(ctx context.Context, w *statusWriter, req *http.Request, bucket string) {
 	q := req.URL.Query()
 	prefix := q.Get("prefix")
+	// PostgreSQL text is UTF-8 without NUL; such a prefix matches no key.
+	if !utf8.ValidString(prefix) || strings.IndexByte(prefix, 0) >= 0 {
+		apiError(w, http.StatusBadRequest, "InvalidPrefix", "prefix must be percent-encoded UTF-8 text without NUL")
+		return
+	}
 	limit := 100
 	if s := q.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
@@ -350,6 +401,9 @@ func served(w http.ResponseWriter, s Served) {
 func (r *Router) fail(w *statusWriter, err error) {
 	w.errMsg = err.Error()
 	var te *trigger.Error
+	var ite *shard.IndexTypeError
+	var pe *pgconn.PgError
+	var bce *shard.BucketConfigError
 	switch {
 	case errors.Is(err, shard.ErrObjectNotFound):
 		apiError(w, http.StatusNotFound, "ObjectNotFound", "no such object")
@@ -368,7 +422,20 @@ func (r *Router) fail(w *statusWriter, err error) {
 		w.Header().Set("Retry-After", "1")
 		apiError(w, http.StatusServiceUnavailable, "Unavailable", err.Error())
 	case errors.As(err, &te):
-		apiError(w, http.StatusInternalServerError, te.Name, te.Message)
+		// The bucket's own trigger refused the write, or ran too long.
+		apiError(w, http.StatusUnprocessableEntity, te.Name, te.Message)
+	case errors.As(err, &ite):
+		apiError(w, http.StatusBadRequest, "InvalidIndexType", ite.Error())
+	case errors.As(err, &bce):
+		apiError(w, http.StatusBadRequest, "InvalidBucketConfig", bce.Message)
+	case errors.Is(err, shard.ErrBadValue):
+		apiError(w, http.StatusBadRequest, "BadBody", "the object value must be a JSON object: "+err.Error())
+	case errors.As(err, &pe) && pe.Code == "23505":
+		apiError(w, http.StatusConflict, "UniqueAttribute", uniqueError(pe).Message)
+	case errors.As(err, &pe) && refusedValue(pe):
+		// PostgreSQL's own text names its internals; say what was wrong.
+		apiError(w, http.StatusBadRequest, "InvalidValue", "a field of the object cannot be stored in its index column: "+
+			"it holds a NUL character, a value out of the range of the column's type, or one too long to index")
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		apiError(w, http.StatusServiceUnavailable, "Timeout", "the request timed out")
 	default:

@@ -326,12 +326,12 @@ func toMorayError(err error) *MorayError {
 	var pe *pgconn.PgError
 	var ite *shard.IndexTypeError
 	var te *trigger.Error
+	var bce *shard.BucketConfigError
 	switch {
-	case errors.As(err, &me):
-		return me
 	case errors.As(err, &se):
+		// First: ShardErrors unwraps to its parts, each named here.
 		out := &MorayError{Name: "MultiError"}
-		for _, e := range se {
+		for _, e := range se.Unwrap() {
 			out.Errors = append(out.Errors, toMorayError(e))
 		}
 		// verror's MultiError: "first of 1 error", "first of 2 errors".
@@ -341,6 +341,8 @@ func toMorayError(err error) *MorayError {
 		}
 		out.Message = "first of " + strconv.Itoa(len(se)) + " error" + plural + ": " + out.Errors[0].Message
 		return out
+	case errors.As(err, &me):
+		return me
 	case errors.Is(err, ErrStillFenced):
 		return &MorayError{Name: "ReadOnlyError", Message: err.Error()}
 	case errors.Is(err, ErrBucketsBusy):
@@ -363,10 +365,29 @@ func toMorayError(err error) *MorayError {
 		return &MorayError{Name: te.Name, Message: te.Message}
 	case errors.As(err, &ite):
 		return &MorayError{Name: "InvalidIndexTypeError", Message: ite.Error()}
+	case errors.As(err, &bce):
+		return &MorayError{Name: "InvalidBucketConfigError", Message: bce.Message}
+	case errors.Is(err, shard.ErrBadValue):
+		// Past the checks of the arguments: a value nested deeper than
+		// Moray's JSON.stringify can go.
+		return &MorayError{Name: "InvocationError", Message: "value is not an object Moray can store: " + err.Error()}
 	case errors.Is(err, io.EOF):
 		return &MorayError{Name: "NoDatabaseError", Message: err.Error()}
 	}
 	return &MorayError{Name: "InternalError", Message: err.Error()}
+}
+
+// refusedValue reports whether PostgreSQL refused a value the client sent
+// (a NUL, a number out of a column's range, text a column type cannot
+// read, a value too long to index), rather than failing for reasons of
+// its own: SQLSTATE classes 22 (data exception) and 23 (integrity
+// constraint violation), and 54000 (program limit exceeded: an index row
+// over its size limit).
+func refusedValue(pe *pgconn.PgError) bool {
+	return strings.HasPrefix(pe.Code, "22") || strings.HasPrefix(pe.Code, "23") || pe.Code == "54000" ||
+		// datatype_mismatch: an updateBucket changed a field's type, which,
+		// as in Moray, leaves its column's type as it was.
+		pe.Code == "42804"
 }
 
 // uniqueKey reads the column and value from PostgreSQL's detail of a

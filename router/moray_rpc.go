@@ -126,6 +126,12 @@ func morayCreateBucket(ctx context.Context, r *Router, a rpcArgs, s *stream) err
 	if err != nil {
 		return err
 	}
+	if shard.ValidateBucket(name) != nil {
+		// Moray's pattern allows upper case, which PostgreSQL would fold,
+		// and reshard keeps its own tables' prefixes: Moray's error for
+		// a name it refuses.
+		return &MorayError{Name: "InvalidBucketNameError", Message: name + " is not a valid bucket name"}
+	}
 	_, err = r.CreateBucket(ctx, name, opts, true)
 	if errors.Is(err, ErrBucketExists) {
 		return &MorayError{Name: "BucketConflictError", Message: name + " was likely being concurrently updated"}
@@ -641,8 +647,14 @@ func findError(bucket, filter string, err error) error {
 	if errors.As(err, &pe) && (pe.Code == "42P01") {
 		return bucketNotFound(bucket)
 	}
+	if errors.As(err, &pe) && pe.Code == "22021" {
+		// A NUL in a filter's value for a column: Moray sends it, and
+		// passes PostgreSQL's refusal on (lib/pg.js pgError).
+		return &MorayError{Name: "error", Message: pe.Message}
+	}
 	if errors.As(err, &pe) && (pe.Code[:2] == "22" || pe.Code[:2] == "42") {
-		return &MorayError{Name: "InvalidQueryError", Message: fmt.Sprintf("%s is an invalid filter: %s", filter, pe.Message)}
+		// Moray's message, without PostgreSQL's words for what it refused.
+		return &MorayError{Name: "InvalidQueryError", Message: fmt.Sprintf("%s is an invalid filter", filter)}
 	}
 	return err
 }

@@ -448,5 +448,7 @@ func isDomain(err error) bool {
 	var ite *shard.IndexTypeError
 	// A trigger's error fails the write before its commit is sent.
 	var te *trigger.Error
-	return errors.Is(err, shard.ErrObjectNotFound) || errors.Is(err, shard.ErrEtagMismatch) || errors.As(err, &ite) || errors.As(err, &te)
+	// A value the codec refuses is refused before anything is sent.
+	return errors.Is(err, shard.ErrObjectNotFound) || errors.Is(err, shard.ErrEtagMismatch) || errors.As(err, &ite) ||
+		errors.As(err, &te) || errors.Is(err, shard.ErrBadValue)
 }

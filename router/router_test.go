@@ -56,6 +56,13 @@ func setupRing(t testing.TB, token string, vnodes int) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { lab.Down(cfg.Dir) })
+	return routerOn(t, st, token)
+}
+
+// routerOn starts a router in-process on a running lab.
+func routerOn(t testing.TB, st *lab.State, token string) *env {
+	t.Helper()
+	ctx := context.Background()
 	cli, err := etcd.Connect(ctx, st.EtcdURL)
 	if err != nil {
 		t.Fatal(err)

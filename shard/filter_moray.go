@@ -134,7 +134,13 @@ func filterValue(typ, v string) (string, error) {
 // typedSQL is compileQuery's SQL for one filter on a typed column.
 func (f *Filter) typedSQL(bucket string, col Column, args *[]any) (string, error) {
 	for _, v := range append([]string{f.value, f.initial, f.final}, f.any...) {
-		if strings.IndexByte(v, 0) >= 0 || !utf8.ValidString(v) {
+		if !utf8.ValidString(v) {
+			return "", invalidQuery(f)
+		}
+		// Moray's parsers refuse a NUL in a date, an address or a range;
+		// a number with one is NaN; a string column's value Moray sends
+		// as it is, and PostgreSQL's refusal of the NUL is the answer.
+		if strings.IndexByte(v, 0) >= 0 && scalarType(col.Type) != "string" && scalarType(col.Type) != "number" {
 			return "", invalidQuery(f)
 		}
 	}

@@ -240,8 +240,11 @@ func TestFilterSQLErrors(t *testing.T) {
 		{`(tags=*x*)`, ` does not have indexes that support (tags=*x*)`},
 		{`(bad=1)`, `(bad=1) is an invalid filter`},
 		{`(bad=3f2504e0-4f89-41d3-9a0c-0305e82c3301)`, ""},
-		{`(name=\00)`, `is an invalid filter`},
-		{`(name=a*\00)`, `is an invalid filter`},
+		// A NUL for a string column goes to PostgreSQL, whose refusal
+		// Moray passes on; for a date or an address Moray refuses it.
+		{`(name=\00)`, ""},
+		{`(name=a*\00)`, ""},
+		{`(bad=\00)`, `is an invalid filter`},
 		{`(name=\ff)`, `is an invalid filter`},
 		{`(&(name=a)(!(ok=x)))`, `(ok=x) is an invalid filter`},
 		{`(name:overlaps:=x)`, `(name:overlaps:=x) is an invalid filter`},

@@ -97,6 +97,11 @@ func findQuery(bucket string, opts BucketOptions, f *Filter, fo FindOptions) (st
 			if s.Attribute == "" {
 				return "", nil, nil, fmt.Errorf("%w: sort needs an attribute", ErrInvalidQuery)
 			}
+			if strings.IndexByte(s.Attribute, 0) >= 0 {
+				// An unindexed attribute is a literal in the SQL text,
+				// which cannot hold a NUL.
+				return "", nil, nil, fmt.Errorf("%w: sort attribute %q holds a NUL byte, which PostgreSQL text cannot", ErrInvalidQuery, s.Attribute)
+			}
 			expr := opts.IndexColumn(s.Attribute).Expr
 			parts[i] = expr
 			if s.Desc {

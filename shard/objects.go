@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -235,7 +236,7 @@ func queuePut(b *pgx.Batch, bucket string, opts BucketOptions, o *Object, ifMatc
 			on conflict (_key) do nothing returning _id`, bucket, strings.Join(cols, ", "), strings.Join(vals, ", ")),
 			args...)
 	default:
-		args = append(args, ifMatch)
+		args = append(args, etagParam(ifMatch))
 		b.Queue(fmt.Sprintf(`update %s set %s where _key = $1 and ($%[3]d = '*' or _etag = $%[3]d) returning _id`, bucket, strings.Join(set, ", "), len(args)),
 			args...)
 	}
@@ -327,8 +328,19 @@ func DeleteObject(ctx context.Context, q Batcher, bucket, key string, vnode int3
 
 func queueDelete(b *pgx.Batch, bucket, key string, vnode int32, ifMatch string) {
 	b.Queue(`select reshard_fence_check($1)`, int64(vnode))
-	b.Queue(fmt.Sprintf(`delete from %s where _key = $1 and ($2 = '' or $2 = '*' or _etag = $2)`, bucket), key, ifMatch)
+	b.Queue(fmt.Sprintf(`delete from %s where _key = $1 and ($2 = '' or $2 = '*' or _etag = $2)`, bucket), key, etagParam(ifMatch))
 	b.Queue(fmt.Sprintf(`select _etag from %s where _key = $1`, bucket), key)
+}
+
+// etagParam is an expected etag as a query parameter. One PostgreSQL text
+// cannot hold (a NUL, bytes that are not UTF-8) matches no etag, which
+// are hex, as Moray's comparison in JavaScript finds: it is sent as one
+// that cannot match either, so the answer is an etag conflict.
+func etagParam(ifMatch string) string {
+	if strings.IndexByte(ifMatch, 0) >= 0 || !utf8.ValidString(ifMatch) {
+		return "\uFFFD"
+	}
+	return ifMatch
 }
 
 func readDelete(br pgx.BatchResults, ifMatch string) error {

@@ -346,6 +346,28 @@ type BucketConfigError struct{ Message string }
 
 func (e *BucketConfigError) Error() string { return e.Message }
 
+// nameClash is the client's error behind PostgreSQL's refusal of a name
+// that is taken. Like Moray, reshard leaves its names unquoted, so
+// PostgreSQL folds them to lower case and cuts them to 63 bytes: two
+// index fields that differ in case are one column, and a long bucket
+// name can make its sequence, its indexes and its table one name. Moray
+// passes PostgreSQL's error on; the names are the client's choice, so
+// here they are a bad config, said without PostgreSQL's text.
+func nameClash(bucket string, err error) error {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) {
+		return err
+	}
+	switch pe.Code {
+	case "42701": // duplicate_column
+		return &BucketConfigError{"two index names of bucket " + bucket + " are one column: PostgreSQL reads them in lower case"}
+	case "42P07", "42710": // duplicate_table, duplicate_object
+		return &BucketConfigError{"bucket " + bucket + " and its index names are too long: PostgreSQL cuts names to 63 bytes, " +
+			"which would give two of the bucket's tables, sequences or indexes one name"}
+	}
+	return err
+}
+
 // ValidateIndex checks one index definition: its type, then its name,
 // with Moray's messages.
 func ValidateIndex(field string, ix Index) error {
@@ -489,7 +511,7 @@ func CreateBucket(ctx context.Context, db Beginner, name string, opts BucketOpti
 		}
 		for _, st := range stmts {
 			if _, err := tx.Exec(ctx, st); err != nil {
-				return fmt.Errorf("create bucket %s: %w", name, err)
+				return fmt.Errorf("create bucket %s: %w", name, nameClash(name, err))
 			}
 		}
 		return nil
@@ -585,7 +607,7 @@ func UpdateBucket(ctx context.Context, db Beginner, name string, opts BucketOpti
 		}
 		for _, st := range stmts {
 			if _, err := tx.Exec(ctx, st); err != nil {
-				return fmt.Errorf("update bucket %s: %w", name, err)
+				return fmt.Errorf("update bucket %s: %w", name, nameClash(name, err))
 			}
 		}
 		return nil

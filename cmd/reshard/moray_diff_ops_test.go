@@ -470,6 +470,20 @@ func buildDiffOps(r *ring.Ring) *diffOps {
 	d.put("empty object", "diff_types", "t18", jsonObj(), "")
 	d.put("overwrite with other types", "diff_types", "t1", jsonObj("s", "beta", "n", -3.25, "b", false, "sa", []string{"c"}, "u", "u3"), "")
 	d.put("overwrite dropping fields", "diff_types", "t2", jsonObj("s", "only"), "")
+	// What PostgreSQL refuses, Moray passes on as node-postgres names it.
+	d.put("NUL in an indexed string", "diff_types", "t19", jsonObj("s", "a\x00b"), "")
+	d.put("NUL in a key", "diff_types", "t\x00", jsonObj("s", "x"), "")
+	// Letters PostgreSQL cannot compress, so the index entry is as long.
+	noise := make([]byte, 3000)
+	for i, x := 0, uint32(2463534242); i < len(noise); i++ {
+		x ^= x << 13
+		x ^= x >> 17
+		x ^= x << 5
+		noise[i] = 'a' + byte(x%26)
+	}
+	d.put("indexed string too long to index", "diff_types", "t20", jsonObj("s", string(noise)), "")
+	d.find("NUL in a filter's value for a column", "diff_types", `(s=a\00)`, jsonObj("hashkey", "t1"))
+	d.find("JSON-ish value for an unindexed field", "diff_types", "(other={1,2})", jsonObj("hashkey", "t1"))
 	d.batch("etag null on an absent key, and a delete, same key",
 		d.bput("diff_types", "t20", jsonObj("s", "batch", "n", 1, "u", "u20"), "null"))
 	d.batch("delete",
