@@ -172,7 +172,7 @@ var errBulkBusy = errors.New("a reshard is running")
 func (r *Router) runBulk(ctx context.Context, opName string, bks []shard.Bulk) ([]int64, error) {
 	var counts []int64
 	err := r.retryBulk(ctx, opName, func(ctx context.Context, v *view) error {
-		return r.bulkOnce(ctx, v, func(ctx context.Context, txs []pgx.Tx) error {
+		return r.bulkOnce(ctx, v, func(ctx context.Context, _ []string, txs []pgx.Tx) error {
 			counts = make([]int64, len(bks))
 			for i, bk := range bks {
 				n, err := bulkAcross(ctx, txs, bk)
@@ -253,9 +253,10 @@ func (r *Router) retryBulk(ctx context.Context, opName string, once func(ctx con
 }
 
 // bulkOnce opens a transaction on every registered shard (in pnode name
-// order), runs fn with them, and commits them all if it succeeds. A shard
-// holding a vnode the ring marks read-only refuses, as routed writes do.
-func (r *Router) bulkOnce(ctx context.Context, v *view, fn func(ctx context.Context, txs []pgx.Tx) error) error {
+// order), runs fn with the names and transactions, and commits them all if
+// it succeeds. A shard holding a vnode the ring marks read-only refuses,
+// as routed writes do.
+func (r *Router) bulkOnce(ctx context.Context, v *view, fn func(ctx context.Context, names []string, txs []pgx.Tx) error) error {
 	pnodes, err := r.reg.Pnodes(ctx)
 	if err != nil {
 		return err
@@ -291,7 +292,7 @@ func (r *Router) bulkOnce(ctx context.Context, v *view, fn func(ctx context.Cont
 		}
 		txs = append(txs, tx)
 	}
-	if err := fn(ctx, txs); err != nil {
+	if err := fn(ctx, names, txs); err != nil {
 		return err
 	}
 	for i, tx := range txs {
@@ -420,7 +421,7 @@ func batchBulk(ctx context.Context, r *Router, a rpcArgs, req map[string]json.Ra
 // etag.
 func batchWithBulk(ctx context.Context, r *Router, ops []shard.Op, hk string, keyed bool, s *stream) error {
 	err := r.retryBulk(ctx, "batch", func(ctx context.Context, v *view) error {
-		return r.bulkOnce(ctx, v, func(ctx context.Context, txs []pgx.Tx) error {
+		return r.bulkOnce(ctx, v, func(ctx context.Context, names []string, txs []pgx.Tx) error {
 			var home pgx.Tx
 			var vnode int32
 			if keyed {
@@ -429,15 +430,6 @@ func batchWithBulk(ctx context.Context, r *Router, ops []shard.Op, hk string, ke
 					return errReadOnly
 				}
 				vnode = int32(loc.Vnode)
-				pnodes, err := r.reg.Pnodes(ctx)
-				if err != nil {
-					return err
-				}
-				names := make([]string, len(pnodes))
-				for i, pn := range pnodes {
-					names[i] = pn.Name
-				}
-				sort.Strings(names)
 				for i, n := range names {
 					if n == loc.Pnode && i < len(txs) {
 						home = txs[i]

@@ -78,35 +78,7 @@ func TestMorayDiff(t *testing.T) {
 	t.Logf("lab and reference Moray up in %s", time.Since(start).Round(time.Millisecond))
 
 	d := buildDiffOps(ringOf(t, l))
-	spec := map[string]any{"ops": d.ops, "batchVnode": os.Getenv("RESHARD_MORAY_DIFF_BATCH_VNODE") != "0"}
-	opsFile := filepath.Join(t.TempDir(), "ops.json")
-	b, _ := json.MarshalIndent(spec, "", "  ")
-	if err := os.WriteFile(opsFile, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command("node", "diff.js", opsFile, l.Moray[0], ref)
-	cmd.Dir = client
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("diff.js: %v\n%s", err, stderr.String())
-	}
-	var res struct {
-		Results []struct {
-			Reshard diffAnswer `json:"reshard"`
-			Moray   diffAnswer `json:"moray"`
-		} `json:"results"`
-		Transform []struct {
-			Bucket string `json:"bucket"`
-			Key    string `json:"key"`
-			Go     string `json:"go"`
-			Node   string `json:"node"`
-		} `json:"transform"`
-	}
-	if err := json.Unmarshal(out, &res); err != nil || len(res.Results) != len(d.ops) {
-		t.Fatalf("diff.js printed %d results for %d ops (%v): %.2000s", len(res.Results), len(d.ops), err, out)
-	}
+	res := runDiffJS(t, client, d, l.Moray[0], ref, os.Getenv("RESHARD_MORAY_DIFF_BATCH_VNODE") != "0")
 	c := &differ{tol: tol}
 	for _, tr := range res.Transform {
 		c.add("transform", tr.Bucket+" "+strconv.Quote(shortKey(tr.Key)),
@@ -203,6 +175,46 @@ func alignStampedKeys(ra, rb *pgTable, tol int64) {
 			}
 		}
 	}
+}
+
+// diffRun is what diff.js prints: each op's answer from both sides, and
+// the keys whose electric-moray hashing Go and Node disagree on.
+type diffRun struct {
+	Results []struct {
+		Reshard diffAnswer `json:"reshard"`
+		Moray   diffAnswer `json:"moray"`
+	} `json:"results"`
+	Transform []struct {
+		Bucket string `json:"bucket"`
+		Key    string `json:"key"`
+		Go     string `json:"go"`
+		Node   string `json:"node"`
+	} `json:"transform"`
+}
+
+// runDiffJS sends the ops to both sides through diff.js (the npm moray
+// client, and a bare Fast client for raw ops) and returns the answers.
+// batchVnode sets value.vnode on batch puts to the bare Moray too.
+func runDiffJS(t *testing.T, client string, d *diffOps, reshardAddr, morayAddr string, batchVnode bool) diffRun {
+	t.Helper()
+	spec := map[string]any{"ops": d.ops, "batchVnode": batchVnode}
+	opsFile := filepath.Join(t.TempDir(), "ops.json")
+	if err := os.WriteFile(opsFile, jsonText(spec), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("node", "diff.js", opsFile, reshardAddr, morayAddr)
+	cmd.Dir = client
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("diff.js: %v\n%s", err, stderr.String())
+	}
+	var res diffRun
+	if err := json.Unmarshal(out, &res); err != nil || len(res.Results) != len(d.ops) {
+		t.Fatalf("diff.js printed %d results for %d ops (%v): %.2000s", len(res.Results), len(d.ops), err, out)
+	}
+	return res
 }
 
 // knownDifferences are differences the project has decided on or not yet

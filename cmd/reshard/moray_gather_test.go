@@ -267,7 +267,7 @@ func TestMorayGatherFind(t *testing.T) {
 	for _, c := range cases {
 		d.find("gathered", "gather", c.filter, jsonText(c.opts))
 	}
-	results := runDiffJS(t, client, d, l.Moray[0], ref)
+	results := runDiffJS(t, client, d, l.Moray[0], ref, true).Results
 	for i := 0; i < puts; i++ {
 		if !results[i].Reshard.OK || !results[i].Moray.OK {
 			t.Fatalf("op %d (%s): reshard %+v, moray %+v", i, d.ops[i].Desc, results[i].Reshard, results[i].Moray)
@@ -303,38 +303,6 @@ func TestMorayGatherFind(t *testing.T) {
 		}
 	}
 	t.Logf("%d gathered finds compared with the reference Moray", len(cases))
-}
-
-// runDiffJS sends the ops to both sides through diff.js (the npm moray
-// client) and returns each op's two answers.
-func runDiffJS(t *testing.T, client string, d *diffOps, reshardAddr, morayAddr string) []struct {
-	Reshard diffAnswer `json:"reshard"`
-	Moray   diffAnswer `json:"moray"`
-} {
-	t.Helper()
-	spec := map[string]any{"ops": d.ops, "batchVnode": true}
-	opsFile := filepath.Join(t.TempDir(), "ops.json")
-	if err := os.WriteFile(opsFile, jsonText(spec), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command("node", "diff.js", opsFile, reshardAddr, morayAddr)
-	cmd.Dir = client
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("diff.js: %v\n%s", err, stderr.String())
-	}
-	var res struct {
-		Results []struct {
-			Reshard diffAnswer `json:"reshard"`
-			Moray   diffAnswer `json:"moray"`
-		} `json:"results"`
-	}
-	if err := json.Unmarshal(out, &res); err != nil || len(res.Results) != len(d.ops) {
-		t.Fatalf("diff.js printed %d results for %d ops (%v): %.2000s", len(res.Results), len(d.ops), err, out)
-	}
-	return res.Results
 }
 
 // startElectricMoray runs the reference kit's whole tier (the real
