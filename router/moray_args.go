@@ -3,6 +3,7 @@ package router
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"regexp"
@@ -55,79 +56,226 @@ func (v jsValue) get(key string) (jsValue, bool) {
 
 // decodeJS decodes JSON as JSON.parse would: a repeated key keeps its first
 // position and its last value, and integer-like keys enumerate first, in
-// ascending order.
-func decodeJS(raw []byte) (jsValue, error) {
-	d := json.NewDecoder(bytes.NewReader(raw))
-	d.UseNumber()
-	v, err := decodeJSValue(d)
-	if err != nil {
-		return jsValue{}, err
+// ascending order. Containers deeper than depth are skipped whole and keep
+// only their kind: a schema looks only so far into its argument, and
+// putObject's value, say, need not be decoded to check it is an object.
+// It scans the bytes itself: the argument comes from a frame that was
+// already parsed as JSON, and encoding/json's tokenizer cost more than the
+// put it checks.
+func decodeJS(raw []byte, depth int) (jsValue, error) {
+	p := &jsScanner{b: raw}
+	v, err := p.value(depth)
+	if err == nil {
+		p.space()
+		if p.i != len(p.b) {
+			err = fmt.Errorf("trailing data after JSON value")
+		}
 	}
-	if _, err := d.Token(); err == nil {
-		return jsValue{}, fmt.Errorf("trailing data after JSON value")
-	}
-	return v, nil
+	return v, err
 }
 
-func decodeJSValue(d *json.Decoder) (jsValue, error) {
-	t, err := d.Token()
-	if err != nil {
-		return jsValue{}, err
+// jsScanner reads one JSON text from b, at i.
+type jsScanner struct {
+	b []byte
+	i int
+}
+
+func (p *jsScanner) space() {
+	for p.i < len(p.b) && (p.b[p.i] == ' ' || p.b[p.i] == '\t' || p.b[p.i] == '\n' || p.b[p.i] == '\r') {
+		p.i++
 	}
-	switch t := t.(type) {
-	case nil:
-		return jsValue{kind: "null"}, nil
-	case bool:
-		return jsValue{kind: "boolean", b: t}, nil
-	case json.Number:
-		f, _ := strconv.ParseFloat(string(t), 64) // ±Inf past float64, as JSON.parse
-		return jsValue{kind: "number", n: f}, nil
-	case string:
-		return jsValue{kind: "string", s: t}, nil
-	case json.Delim:
-		if t == '[' {
-			v := jsValue{kind: "array", arr: []jsValue{}}
-			for d.More() {
-				e, err := decodeJSValue(d)
-				if err != nil {
-					return jsValue{}, err
-				}
-				v.arr = append(v.arr, e)
-			}
-			_, err := d.Token()
-			return v, err
-		}
-		v := jsValue{kind: "object"}
-		for d.More() {
-			kt, err := d.Token()
-			if err != nil {
+}
+
+var errBadJSON = fmt.Errorf("malformed JSON")
+
+func (p *jsScanner) value(depth int) (jsValue, error) {
+	p.space()
+	if p.i >= len(p.b) {
+		return jsValue{}, errBadJSON
+	}
+	switch c := p.b[p.i]; {
+	case c == '{' || c == '[':
+		if depth < 0 {
+			if err := p.skip(); err != nil {
 				return jsValue{}, err
 			}
-			key, _ := kt.(string)
-			e, err := decodeJSValue(d)
-			if err != nil {
-				return jsValue{}, err
+			if c == '[' {
+				return jsValue{kind: "array", arr: []jsValue{}}, nil
 			}
-			replaced := false
-			for i := range v.obj {
-				if v.obj[i].key == key {
-					v.obj[i].val, replaced = e, true
+			return jsValue{kind: "object"}, nil
+		}
+		if c == '[' {
+			return p.array(depth)
+		}
+		return p.object(depth)
+	case c == '"':
+		str, err := p.str()
+		return jsValue{kind: "string", s: str}, err
+	case c == 't' || c == 'f' || c == 'n':
+		for _, w := range []string{"true", "false", "null"} {
+			if bytes.HasPrefix(p.b[p.i:], []byte(w)) {
+				p.i += len(w)
+				if w == "null" {
+					return jsValue{kind: "null"}, nil
 				}
-			}
-			if !replaced {
-				v.obj = append(v.obj, jsMember{key, e})
+				return jsValue{kind: "boolean", b: w == "true"}, nil
 			}
 		}
-		_, err := d.Token()
-		sortJSKeys(v.obj)
-		return v, err
+		return jsValue{}, errBadJSON
 	}
-	return jsValue{}, fmt.Errorf("unexpected JSON token %v", t)
+	start := p.i
+	for p.i < len(p.b) && strings.IndexByte("+-0123456789.eE", p.b[p.i]) >= 0 {
+		p.i++
+	}
+	f, err := strconv.ParseFloat(string(p.b[start:p.i]), 64)
+	if err != nil && !errors.Is(err, strconv.ErrRange) { // ±Inf past float64, as JSON.parse
+		return jsValue{}, errBadJSON
+	}
+	return jsValue{kind: "number", n: f}, nil
+}
+
+// str reads a string; one with escapes is unquoted by encoding/json.
+func (p *jsScanner) str() (string, error) {
+	start := p.i
+	p.i++
+	escaped := false
+	for p.i < len(p.b) {
+		switch p.b[p.i] {
+		case '\\':
+			escaped = true
+			p.i += 2
+			continue
+		case '"':
+			p.i++
+			if !escaped {
+				return string(p.b[start+1 : p.i-1]), nil
+			}
+			var s string
+			err := json.Unmarshal(p.b[start:p.i], &s)
+			return s, err
+		}
+		p.i++
+	}
+	return "", errBadJSON
+}
+
+// skip passes over one container, strings and all.
+func (p *jsScanner) skip() error {
+	level := 0
+	for p.i < len(p.b) {
+		switch p.b[p.i] {
+		case '"':
+			if _, err := p.str(); err != nil {
+				return err
+			}
+			continue
+		case '{', '[':
+			level++
+		case '}', ']':
+			level--
+			if level == 0 {
+				p.i++
+				return nil
+			}
+		}
+		p.i++
+	}
+	return errBadJSON
+}
+
+func (p *jsScanner) array(depth int) (jsValue, error) {
+	v := jsValue{kind: "array", arr: []jsValue{}}
+	p.i++ // [
+	p.space()
+	if p.i < len(p.b) && p.b[p.i] == ']' {
+		p.i++
+		return v, nil
+	}
+	for {
+		e, err := p.value(depth - 1)
+		if err != nil {
+			return jsValue{}, err
+		}
+		v.arr = append(v.arr, e)
+		p.space()
+		if p.i >= len(p.b) {
+			return jsValue{}, errBadJSON
+		}
+		p.i++
+		switch p.b[p.i-1] {
+		case ',':
+		case ']':
+			return v, nil
+		default:
+			return jsValue{}, errBadJSON
+		}
+	}
+}
+
+func (p *jsScanner) object(depth int) (jsValue, error) {
+	v := jsValue{kind: "object"}
+	p.i++ // {
+	p.space()
+	if p.i < len(p.b) && p.b[p.i] == '}' {
+		p.i++
+		return v, nil
+	}
+	for {
+		p.space()
+		if p.i >= len(p.b) || p.b[p.i] != '"' {
+			return jsValue{}, errBadJSON
+		}
+		key, err := p.str()
+		if err != nil {
+			return jsValue{}, err
+		}
+		p.space()
+		if p.i >= len(p.b) || p.b[p.i] != ':' {
+			return jsValue{}, errBadJSON
+		}
+		p.i++
+		e, err := p.value(depth - 1)
+		if err != nil {
+			return jsValue{}, err
+		}
+		replaced := false
+		for i := range v.obj {
+			if v.obj[i].key == key {
+				v.obj[i].val, replaced = e, true
+			}
+		}
+		if !replaced {
+			v.obj = append(v.obj, jsMember{key, e})
+		}
+		p.space()
+		if p.i >= len(p.b) {
+			return jsValue{}, errBadJSON
+		}
+		p.i++
+		switch p.b[p.i-1] {
+		case ',':
+		case '}':
+			sortJSKeys(v.obj)
+			return v, nil
+		default:
+			return jsValue{}, errBadJSON
+		}
+	}
 }
 
 // sortJSKeys puts array-index keys first, ascending, as JavaScript
 // enumerates an object's properties.
 func sortJSKeys(ms []jsMember) {
+	any := false
+	for _, m := range ms {
+		if _, ok := jsArrayIndex(m.key); ok {
+			any = true
+			break
+		}
+	}
+	if !any {
+		return
+	}
 	sort.SliceStable(ms, func(i, j int) bool {
 		a, aok := jsArrayIndex(ms[i].key)
 		b, bok := jsArrayIndex(ms[j].key)
@@ -141,6 +289,11 @@ func sortJSKeys(ms []jsMember) {
 func jsArrayIndex(k string) (uint64, bool) {
 	if k == "" || len(k) > 10 || (len(k) > 1 && k[0] == '0') {
 		return 0, false
+	}
+	for i := 0; i < len(k); i++ {
+		if k[i] < '0' || k[i] > '9' {
+			return 0, false
+		}
 	}
 	n, err := strconv.ParseUint(k, 10, 64)
 	return n, err == nil && n < math.MaxUint32
@@ -347,9 +500,11 @@ func propPath(path, key string) string {
 	if jsIdentifier.MatchString(key) {
 		return path + "." + key
 	}
-	r := strings.NewReplacer(`'`, `\'`, `\`, `\\`, "\n", `\n`, "\r", `\r`, "\f", `\f`, "\t", `\t`)
-	return path + "['" + r.Replace(key) + "']"
+	return path + "['" + ajvQuotes.Replace(key) + "']"
 }
+
+// ajvQuotes is ajv's escapeQuotes.
+var ajvQuotes = strings.NewReplacer(`'`, `\'`, `\`, `\\`, "\n", `\n`, "\r", `\r`, "\f", `\f`, "\t", `\t`)
 
 func isType(v jsValue, t string) bool {
 	switch t {
@@ -574,6 +729,14 @@ var morayArgSpecs = map[string][]morayArg{
 	"unlisten":       {{"id", "string"}, {"options", "options"}},
 }
 
+// morayArgDepths are how many levels of containers below the argument
+// each schema opens: "object" only the argument itself (its keys);
+// "options" down to the sort objects in the sort array and the keys of
+// headers; "requests" down to each request's options.
+var morayArgDepths = map[string]int{
+	"integer": 0, "string": 0, "array": 0, "object": 0, "options": 2, "requests": 4,
+}
+
 // morayArgDescriptions are Moray's words for each schema in its errors.
 var morayArgDescriptions = map[string]string{
 	"integer":  "a nonnegative integer",
@@ -599,7 +762,7 @@ func checkMorayArgs(rpc string, args []json.RawMessage) *MorayError {
 		return &MorayError{Name: "InvocationError", Message: fmt.Sprintf("%s expects %d argument%s", rpc, len(spec), plural)}
 	}
 	for i, a := range spec {
-		v, err := decodeJS(args[i])
+		v, err := decodeJS(args[i], morayArgDepths[a.schema])
 		if err != nil {
 			return &MorayError{Name: "InvocationError", Message: fmt.Sprintf("%s expects %q (args[%d]) to be %s", rpc, a.name, i, morayArgDescriptions[a.schema])}
 		}
@@ -644,7 +807,7 @@ func jsFalsy(v jsValue, present bool) bool {
 // trackModification, the bucket name, then the index names. Trigger
 // sources are checked where they are compiled.
 func validateMorayBucket(name string, rawCfg json.RawMessage) *MorayError {
-	cfg, err := decodeJS(rawCfg)
+	cfg, err := decodeJS(rawCfg, 2) // down to config.index.NAME
 	if err != nil || cfg.kind != "object" {
 		return &MorayError{Name: "InvalidBucketConfigError", Message: "bucket should be object"}
 	}
