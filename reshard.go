@@ -112,12 +112,24 @@ type Provisioner interface {
 	// peer exists it is returned as it is.
 	CreateStandby(ctx context.Context, pnode, name string, upstream Peer) (Peer, error)
 	// Promote ends recovery on peer and makes it a primary on a new
-	// timeline. Promoting a primary does nothing.
-	Promote(ctx context.Context, peer Peer) error
+	// timeline. Promoting a primary does nothing. The peer refuses when it
+	// has seen a newer fencing token for the job than token (its primary's,
+	// replicated): a stale orchestrator must not promote.
+	Promote(ctx context.Context, peer Peer, token FencingToken) error
 	// Follow points a standby at upstream (it follows upstream's timeline)
 	// with the given role; a sync role makes upstream name it in
 	// synchronous_standby_names.
 	Follow(ctx context.Context, peer, upstream Peer, role Role) error
 	// Remove stops a peer and deletes its data.
 	Remove(ctx context.Context, peer Peer) error
+}
+
+// FencingToken is one orchestrator's hold on one job, as the shards see
+// it: the job and a number that grows each time the job changes hands. A
+// shard refuses a job's statement carrying a token lower than the highest
+// it has seen for that job, so a process that was paused past its lease
+// and wakes up after another took over changes nothing.
+type FencingToken struct {
+	Job   string `json:"job"`
+	Token int64  `json:"token"`
 }

@@ -41,17 +41,16 @@ func AcquireDumpLock(ctx context.Context, cli *clientv3.Client, lease clientv3.L
 		info.Since = cur.Since
 	}
 	b, _ := json.Marshal(info)
-	resp, err := cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(DumpLockKey), "=", 0)).
-		Then(clientv3.OpPut(DumpLockKey, string(b), clientv3.WithLease(lease))).
-		Else(clientv3.OpGet(DumpLockKey)).Commit()
+	ok, res, err := txn(ctx, cli, []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(DumpLockKey), "=", 0)},
+		[]clientv3.Op{clientv3.OpPut(DumpLockKey, string(b), clientv3.WithLease(lease))},
+		[]clientv3.Op{clientv3.OpGet(DumpLockKey)})
 	if err != nil {
 		return fmt.Errorf("take the dump lock: %w", err)
 	}
-	if resp.Succeeded {
+	if ok {
 		return nil
 	}
-	kvs := resp.Responses[0].GetResponseRange().Kvs
+	kvs := res[0].GetResponseRange().Kvs
 	if len(kvs) == 0 {
 		return AcquireDumpLock(ctx, cli, lease, holder)
 	}
@@ -61,13 +60,12 @@ func AcquireDumpLock(ctx context.Context, cli *clientv3.Client, lease clientv3.L
 		return fmt.Errorf("dump lock held by %s since %s: %w", cur.Holder, cur.Since.Format(time.RFC3339), ErrLockHeld)
 	}
 	// Ours, on an older lease: move it, unless it changed meanwhile.
-	r, err := cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.ModRevision(DumpLockKey), "=", kvs[0].ModRevision)).
-		Then(clientv3.OpPut(DumpLockKey, string(b), clientv3.WithLease(lease))).Commit()
+	moved, _, err := txn(ctx, cli, []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(DumpLockKey), "=", kvs[0].ModRevision)},
+		[]clientv3.Op{clientv3.OpPut(DumpLockKey, string(b), clientv3.WithLease(lease))}, nil)
 	if err != nil {
 		return fmt.Errorf("take the dump lock: %w", err)
 	}
-	if !r.Succeeded {
+	if !moved {
 		return AcquireDumpLock(ctx, cli, lease, holder)
 	}
 	return nil
@@ -75,11 +73,20 @@ func AcquireDumpLock(ctx context.Context, cli *clientv3.Client, lease clientv3.L
 
 // ReleaseDumpLock releases the lock if holder has it.
 func ReleaseDumpLock(ctx context.Context, cli *clientv3.Client, holder string) error {
-	cur, err := DumpLock(ctx, cli)
-	if err != nil || cur == nil || cur.Holder != holder {
-		return err
+	resp, err := cli.Get(ctx, DumpLockKey)
+	if err != nil {
+		return fmt.Errorf("read the dump lock: %w", err)
 	}
-	_, err = cli.Delete(ctx, DumpLockKey)
+	if len(resp.Kvs) == 0 {
+		return nil
+	}
+	var cur LockInfo
+	if json.Unmarshal(resp.Kvs[0].Value, &cur) != nil || cur.Holder != holder {
+		return nil
+	}
+	// Only the record read: a holder that took it meanwhile keeps it.
+	_, _, err = txn(ctx, cli, []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(DumpLockKey), "=", resp.Kvs[0].ModRevision)},
+		[]clientv3.Op{clientv3.OpDelete(DumpLockKey)}, nil)
 	return err
 }
 

@@ -40,14 +40,12 @@ func (r *Registry) AddPnode(ctx context.Context, p reshard.Pnode) error {
 		return err
 	}
 	key := PnodeKey(p.Name)
-	resp, err := r.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-		Then(clientv3.OpPut(key, string(b))).
-		Commit()
+	ok, _, err := txn(ctx, r.cli, []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)},
+		[]clientv3.Op{clientv3.OpPut(key, string(b))}, nil)
 	if err != nil {
 		return fmt.Errorf("register pnode %s: %w", p.Name, err)
 	}
-	if !resp.Succeeded {
+	if !ok {
 		return fmt.Errorf("pnode %s: %w", p.Name, reshard.ErrExists)
 	}
 	return nil
@@ -101,7 +99,7 @@ func (r *Registry) RemovePnode(ctx context.Context, name string) error {
 			return fmt.Errorf("pnode %s: the ring maps vnodes to it; move them first: %w", name, reshard.ErrInUse)
 		}
 	}
-	if _, err := r.cli.Delete(ctx, PnodeKey(name)); err != nil {
+	if err := do(ctx, r.cli, clientv3.OpDelete(PnodeKey(name))); err != nil {
 		return fmt.Errorf("remove pnode %s: %w", name, err)
 	}
 	return nil

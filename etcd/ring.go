@@ -229,17 +229,14 @@ func (s *RingStore) commit(ctx context.Context, expected int64, rv RingVersion, 
 		clientv3.OpPut(ringCurrentKey, strconv.FormatInt(rv.Version, 10)),
 		clientv3.OpPut(versionKey(rv.Version), string(meta)),
 	}, extra...)
-	resp, err := s.cli.Txn(ctx).
-		If(cond, clientv3.Compare(clientv3.CreateRevision(versionKey(rv.Version)), "=", 0)).
-		Then(ops...).
-		Else(clientv3.OpGet(ringCurrentKey)).
-		Commit()
+	ok, res, err := txn(ctx, s.cli, []clientv3.Cmp{cond, clientv3.Compare(clientv3.CreateRevision(versionKey(rv.Version)), "=", 0)},
+		ops, []clientv3.Op{clientv3.OpGet(ringCurrentKey)})
 	if err != nil {
 		return fmt.Errorf("write ring version %d: %w", rv.Version, err)
 	}
-	if !resp.Succeeded {
+	if !ok {
 		now := "none"
-		if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
+		if kvs := res[0].GetResponseRange().Kvs; len(kvs) > 0 {
 			now = string(kvs[0].Value)
 		}
 		return fmt.Errorf("%w: expected version %d but the ring is now at version %s; re-read it and retry", ErrVersionConflict, expected, now)

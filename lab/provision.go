@@ -8,6 +8,7 @@ import (
 
 	"github.com/reshard/reshard"
 	"github.com/reshard/reshard/postgres"
+	"github.com/reshard/reshard/shard"
 )
 
 // Provisioner creates, promotes, re-points and removes peers of a running
@@ -147,7 +148,7 @@ func (pr Provisioner) CreateStandby(ctx context.Context, pnode, name string, ups
 	return out, err
 }
 
-func (pr Provisioner) Promote(ctx context.Context, peer reshard.Peer) error {
+func (pr Provisioner) Promote(ctx context.Context, peer reshard.Peer, token reshard.FencingToken) error {
 	return pr.withState(func(st *State, g *pg) error {
 		_, p := st.peer(peer.Name)
 		if p == nil {
@@ -163,8 +164,8 @@ func (pr Provisioner) Promote(ctx context.Context, peer reshard.Peer) error {
 			return err
 		}
 		if standby {
-			var ok bool
-			if err := conn.QueryRow(ctx, `select pg_promote(true, 60)`).Scan(&ok); err != nil {
+			ok, err := shard.PromoteStandby(ctx, conn, token)
+			if err != nil {
 				return err
 			}
 			if !ok {

@@ -28,6 +28,23 @@ const (
 	Aborting State = "aborting"
 )
 
+// DCMode is RFD 103's datacenter layout of a pnode: one server, or three
+// (one per datacenter).
+type DCMode string
+
+const (
+	SingleDC DCMode = "single"
+	TripleDC DCMode = "triple"
+)
+
+// ServersPerPnode is how many servers (peers) each pnode has in the mode.
+func (m DCMode) ServersPerPnode() int {
+	if m == TripleDC {
+		return 3
+	}
+	return 1
+}
+
 // Progress of a long phase.
 type Progress struct {
 	Done       int64   `json:"done"`
@@ -62,22 +79,22 @@ type Move struct {
 
 // Job is a reshard: the vnodes of one pnode moving to others.
 type Job struct {
-	ID        string    `json:"id"`
-	Strategy  string    `json:"strategy"`
-	From      string    `json:"from"`
-	To        []string  `json:"to"`
-	DCMode    string    `json:"dc_mode"`
-	Servers   int       `json:"servers"`
-	Moves     []Move    `json:"moves"`
-	Buckets   []string  `json:"buckets"`
-	RateLimit int       `json:"rate_limit"` // rows per second deleted in cleanup
-	LagBytes  int64     `json:"lag_threshold_bytes"`
-	State     State     `json:"state"`
-	Phases    []Phase   `json:"phases"`
-	Current   string    `json:"current,omitempty"`
-	Created   time.Time `json:"created"`
-	Updated   time.Time `json:"updated"`
-	Error     string    `json:"error,omitempty"`
+	ID        string       `json:"id"`
+	Strategy  StrategyName `json:"strategy"`
+	From      string       `json:"from"`
+	To        []string     `json:"to"`
+	DCMode    DCMode       `json:"dc_mode"`
+	Servers   int          `json:"servers"`
+	Moves     []Move       `json:"moves"`
+	Buckets   []string     `json:"buckets"`
+	RateLimit int          `json:"rate_limit"` // rows per second deleted in cleanup
+	LagBytes  int64        `json:"lag_threshold_bytes"`
+	State     State        `json:"state"`
+	Phases    []Phase      `json:"phases"`
+	Current   string       `json:"current,omitempty"`
+	Created   time.Time    `json:"created"`
+	Updated   time.Time    `json:"updated"`
+	Error     string       `json:"error,omitempty"`
 
 	RingVersionBefore int64 `json:"ring_version_before"`
 	RingVersionAfter  int64 `json:"ring_version_after,omitempty"`
@@ -131,90 +148,45 @@ func (j *Job) AllRanges() []shard.Range {
 // Pnodes lists the origin and destinations.
 func (j *Job) Pnodes() []string { return append([]string{j.From}, j.To...) }
 
-const (
-	jobPrefix   = etcd.Prefix + "jobs/"
-	pnodeLocks  = etcd.PnodeLockPrefix
-	jobMutexes  = etcd.Prefix + "joblocks/"
-	dumpLockKey = etcd.Prefix + "locks/pg_dump"
-	dumpPrefix  = etcd.Prefix + "dumps/"
-)
-
-// Store keeps jobs in etcd.
-type Store struct{ cli *clientv3.Client }
+// Store keeps job records through etcd's job store.
+type Store struct{ jobs *etcd.Jobs }
 
 // NewStore returns the job store.
-func NewStore(cli *clientv3.Client) *Store { return &Store{cli: cli} }
+func NewStore(cli *clientv3.Client) *Store { return &Store{jobs: etcd.NewJobs(cli)} }
 
 // Create stores a new job and locks its pnodes in one transaction, so two
 // jobs can never touch the same pnode.
 func (s *Store) Create(ctx context.Context, j *Job) error {
-	b, err := json.Marshal(j)
-	if err != nil {
-		return err
-	}
-	var cmps []clientv3.Cmp
-	ops := []clientv3.Op{clientv3.OpPut(jobPrefix+j.ID, string(b))}
-	for _, p := range j.Pnodes() {
-		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(pnodeLocks+p), "=", 0))
-		ops = append(ops, clientv3.OpPut(pnodeLocks+p, j.ID))
-	}
-	cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(jobPrefix+j.ID), "=", 0))
-	resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
-	if err != nil {
-		return fmt.Errorf("create job: %w", err)
-	}
-	if !resp.Succeeded {
-		holders, _ := s.PnodeLocks(ctx)
-		for _, p := range j.Pnodes() {
-			if h, ok := holders[p]; ok {
-				return fmt.Errorf("pnode %s is in job %s; one job per pnode at a time", p, h)
-			}
-		}
-		return fmt.Errorf("job %s already exists", j.ID)
-	}
-	return nil
+	return s.jobs.Create(ctx, j.ID, j, j.Pnodes())
 }
 
-// Save writes the job back.
+// Save writes the job back. Under the fence of a run it is refused once
+// another orchestrator holds the job.
 func (s *Store) Save(ctx context.Context, j *Job) error {
 	j.Updated = time.Now().UTC()
-	b, err := json.Marshal(j)
-	if err != nil {
-		return err
-	}
-	if _, err := s.cli.Put(ctx, jobPrefix+j.ID, string(b)); err != nil {
-		return fmt.Errorf("save job %s: %w", j.ID, err)
-	}
-	return nil
+	return s.jobs.Save(ctx, j.ID, j)
 }
 
 // Get reads one job.
 func (s *Store) Get(ctx context.Context, id string) (*Job, error) {
-	resp, err := s.cli.Get(ctx, jobPrefix+id)
-	if err != nil {
-		return nil, fmt.Errorf("read job %s: %w", id, err)
-	}
-	if len(resp.Kvs) == 0 {
-		return nil, fmt.Errorf("job %s: %w", id, reshard.ErrNotFound)
-	}
 	var j Job
-	if err := json.Unmarshal(resp.Kvs[0].Value, &j); err != nil {
-		return nil, fmt.Errorf("job %s: corrupt record: %w", id, err)
+	if err := s.jobs.Get(ctx, id, &j); err != nil {
+		return nil, err
 	}
 	return &j, nil
 }
 
 // List reads every job, newest first.
 func (s *Store) List(ctx context.Context) ([]*Job, error) {
-	resp, err := s.cli.Get(ctx, jobPrefix, clientv3.WithPrefix())
+	raw, err := s.jobs.List(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("list jobs: %w", err)
+		return nil, err
 	}
-	var out []*Job
-	for _, kv := range resp.Kvs {
+	out := make([]*Job, 0, len(raw))
+	for _, b := range raw {
 		var j Job
-		if err := json.Unmarshal(kv.Value, &j); err != nil {
-			return nil, fmt.Errorf("job key %s: %w", kv.Key, err)
+		if err := json.Unmarshal(b, &j); err != nil {
+			return nil, fmt.Errorf("job record: %w", err)
 		}
 		out = append(out, &j)
 	}
@@ -224,17 +196,10 @@ func (s *Store) List(ctx context.Context) ([]*Job, error) {
 
 // ReleasePnodes frees the job's pnodes for other jobs.
 func (s *Store) ReleasePnodes(ctx context.Context, j *Job) error {
-	for _, p := range j.Pnodes() {
-		if _, err := s.cli.Txn(ctx).
-			If(clientv3.Compare(clientv3.Value(pnodeLocks+p), "=", j.ID)).
-			Then(clientv3.OpDelete(pnodeLocks + p)).Commit(); err != nil {
-			return err
-		}
-	}
-	return nil
+	return s.jobs.ReleasePnodes(ctx, j.ID, j.Pnodes())
 }
 
 // PnodeLocks maps each locked pnode to the job holding it.
 func (s *Store) PnodeLocks(ctx context.Context) (map[string]string, error) {
-	return etcd.PnodeLocks(ctx, s.cli)
+	return etcd.PnodeLocks(ctx, s.jobs.Client())
 }

@@ -11,11 +11,13 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/reshard/reshard"
 	"github.com/reshard/reshard/etcd"
 	"github.com/reshard/reshard/postgres"
 	"github.com/reshard/reshard/ring"
+	"github.com/reshard/reshard/shard"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 )
@@ -24,6 +26,7 @@ import (
 type Orchestrator struct {
 	cli     *clientv3.Client
 	store   *Store
+	jobs    *etcd.Jobs
 	reg     *etcd.Registry
 	rings   *etcd.RingStore
 	buckets *etcd.Buckets
@@ -31,11 +34,12 @@ type Orchestrator struct {
 
 	// OnUpdate, when set, sees the job each time it is saved.
 	OnUpdate func(*Job)
-	// CrashAt makes the process SIGKILL itself at a crash point, "PHASE"
+	// CrashAt makes the process SIGKILL itself at a fault point, "PHASE"
 	// (its first point) or "PHASE:POINT", or at an arbitrary line after a
 	// delay, "after:DURATION": how the tests kill it inside every phase.
-	// Never set in production.
-	CrashAt string
+	// PauseAt makes it SIGSTOP itself at a point instead, as a process
+	// paused past its lease would be. Never set in production.
+	CrashAt, PauseAt string
 	// RouterWait bounds the wait for routers to serve a new ring.
 	RouterWait time.Duration
 	// Provisioners resolves a job's provisioner spec (e.g. "lab:/tmp/lab").
@@ -53,8 +57,9 @@ func New(cli *clientv3.Client, log *slog.Logger) *Orchestrator {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Orchestrator{cli: cli, store: NewStore(cli), reg: etcd.NewRegistry(cli), rings: etcd.NewRingStore(cli),
-		buckets: etcd.NewBuckets(cli), log: log, RouterWait: 30 * time.Second, SessionTTL: 5 * time.Second}
+	return &Orchestrator{cli: cli, store: NewStore(cli), jobs: etcd.NewJobs(cli), reg: etcd.NewRegistry(cli),
+		rings: etcd.NewRingStore(cli), buckets: etcd.NewBuckets(cli), log: log,
+		RouterWait: 30 * time.Second, SessionTTL: 5 * time.Second}
 }
 
 // Store is the job store.
@@ -89,11 +94,26 @@ func fatal(format string, args ...any) error { return permanent{fmt.Errorf(forma
 // ErrAborted is returned by Run when the job was aborted.
 var ErrAborted = errors.New("job aborted")
 
+// ErrLostJob is returned by Run when another orchestrator took the job
+// over: this one was paused or cut off past its lease. It stops at once
+// and writes nothing more; the fence refused what it tried.
+var ErrLostJob = errors.New("another orchestrator took the job over")
+
+// lostJob reports whether err is a fence refusing this orchestrator.
+func lostJob(err error) bool {
+	return errors.Is(err, etcd.ErrFenced) || errors.Is(err, shard.ErrStaleToken) || errors.Is(err, ErrLostJob)
+}
+
 // run is one orchestrator's hold on one job.
 type run struct {
 	o       *Orchestrator
 	job     *Job
+	strat   *Strategy
 	session *concurrency.Session
+	// token is this hold's fencing token: every shard of the job refuses a
+	// fenced step with a lower one, and the run's context carries the etcd
+	// side of it (etcd.WithFence).
+	token   reshard.FencingToken
 	phase   *Phase
 	mu      sync.Mutex
 	pools   map[string]*pgxpool.Pool
@@ -114,18 +134,17 @@ func (o *Orchestrator) Run(ctx context.Context, id string) error {
 		return fmt.Errorf("etcd session: %w", err)
 	}
 	defer session.Close()
-	mu := concurrency.NewMutex(session, jobMutexes+id)
-	lctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
-	err = mu.Lock(lctx)
-	cancel()
-	if err != nil {
+	fence, unlock, err := o.jobs.Hold(ctx, session, id, func() {
 		o.log.Info("another orchestrator holds the job; waiting", "job", id)
-		if err := mu.Lock(ctx); err != nil {
-			return fmt.Errorf("wait for job %s: %w", id, err)
-		}
+	})
+	if err != nil {
+		return err
 	}
-	defer mu.Unlock(context.Background())
+	defer unlock()
+	// From here every etcd write of the job is conditional on this hold.
+	ctx = etcd.WithFence(ctx, fence)
 	// Losing the session means another orchestrator may take the job: stop.
+	// Correctness does not depend on noticing in time; the fence does that.
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
 	go func() {
@@ -147,7 +166,12 @@ func (o *Orchestrator) Run(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	r := &run{o: o, job: j, session: session, pools: map[string]*pgxpool.Pool{}}
+	strat, err := strategyOf(j.Strategy)
+	if err != nil {
+		return fatal("job %s: %v", id, err)
+	}
+	r := &run{o: o, job: j, strat: strat, session: session, pools: map[string]*pgxpool.Pool{},
+		token: reshard.FencingToken{Job: id, Token: fence.Token}}
 	defer r.closePools()
 	defer r.closeZnode()
 	switch j.State {
@@ -156,33 +180,39 @@ func (o *Orchestrator) Run(ctx context.Context, id string) error {
 	case Aborted:
 		return ErrAborted
 	}
-	if asked, err := r.abortRequested(ctx); err != nil {
+	if err := r.claimShards(ctx); err != nil {
+		return r.stopped(err)
+	}
+	if asked, err := o.jobs.AbortRequested(ctx, id); err != nil {
 		return err
 	} else if asked {
 		if !j.FlipDone() {
-			return r.abort(ctx)
+			return r.stopped(r.abort(ctx))
 		}
 		o.log.Warn("abort ignored: the ring has flipped; finishing the job", "job", id)
-		o.cli.Delete(ctx, abortPrefix+id)
+		if err := o.jobs.ClearAbort(ctx, id); err != nil {
+			return r.stopped(err)
+		}
 	}
 	j.State, j.Error = Running, ""
 	if err := r.save(ctx); err != nil {
-		return err
+		return r.stopped(err)
 	}
-	phases := strategyPhases(j.Strategy)
 	for i := range j.Phases {
 		ph := &j.Phases[i]
 		if ph.State == Done {
 			continue
 		}
-		fn, ok := phases[ph.Name]
+		pf, ok := strat.phase(ph.Name)
 		if !ok {
-			return fmt.Errorf("job %s: unknown phase %s", j.ID, ph.Name)
+			return fmt.Errorf("job %s: strategy %s has no phase %s", j.ID, j.Strategy, ph.Name)
 		}
-		fn = r.resumeHold(ph, fn)
-		if err := r.runPhase(ctx, ph, fn); err != nil {
+		if err := r.runPhase(ctx, ph, r.resumeHold(ph, pf.Run)); err != nil {
 			if errors.Is(err, ErrAborted) {
-				return r.abort(ctx)
+				return r.stopped(r.abort(ctx))
+			}
+			if lostJob(err) {
+				return r.stopped(err)
 			}
 			j.State, j.Error = Failed, err.Error()
 			r.save(context.WithoutCancel(ctx))
@@ -191,13 +221,95 @@ func (o *Orchestrator) Run(ctx context.Context, id string) error {
 	}
 	j.State, j.Current = Done, ""
 	if err := r.save(ctx); err != nil {
-		return err
+		return r.stopped(err)
 	}
-	return o.store.ReleasePnodes(ctx, j)
+	return r.stopped(o.store.ReleasePnodes(ctx, j))
 }
 
-// runPhase runs one phase, retrying transient failures with backoff: a
-// primary restarting or etcd blinking should pause a job, not fail it.
+// stopped turns a fence's refusal into ErrLostJob, logged once: the
+// process stops working on the job without another write.
+func (r *run) stopped(err error) error {
+	if err != nil && lostJob(err) {
+		r.o.log.Warn("stopping: another orchestrator took the job over", "job", r.job.ID, "token", r.token.Token, "err", err)
+		return fmt.Errorf("job %s: %w (%v)", r.job.ID, ErrLostJob, err)
+	}
+	return err
+}
+
+// claimShards records this run's token on every shard of the job before
+// it does anything, so from now on a previous holder's fenced steps are
+// refused everywhere, whichever shard it would touch next.
+func (r *run) claimShards(ctx context.Context) error {
+	return r.retry(ctx, "claim the job's shards", func() error {
+		for _, pnode := range r.job.Pnodes() {
+			db, err := r.claimable(ctx, pnode)
+			if err != nil {
+				return err
+			}
+			if db == nil {
+				continue
+			}
+			if err := shard.Claim(ctx, db, r.token); err != nil {
+				return fmt.Errorf("claim %s: %w", pnode, err)
+			}
+		}
+		return nil
+	})
+}
+
+// claimable returns a pnode's primary to claim, or nil for a destination
+// the strategy has not created yet (its peers, still standbys of the
+// origin, see the origin's claim by replication).
+func (r *run) claimable(ctx context.Context, pnode string) (*pgxpool.Pool, error) {
+	if _, err := r.o.reg.Pnode(ctx, pnode); errors.Is(err, reshard.ErrNotFound) && r.strat.CreatesDestinations && pnode != r.job.From {
+		peers := r.job.NewPeers[pnode]
+		if len(peers) == 0 || peers[0].Role != reshard.RolePrimary {
+			return nil, nil
+		}
+		return r.peerPool(ctx, pnode, peers[0])
+	} else if err != nil {
+		return nil, err
+	}
+	return r.pool(ctx, pnode)
+}
+
+// retry runs fn until it succeeds, retrying transient failures with
+// backoff for up to three minutes: a primary restarting or etcd blinking
+// should pause a job, not fail it. A fence's refusal, an abort and a
+// permanent error end it at once.
+func (r *run) retry(ctx context.Context, what string, fn func() error) error {
+	backoff := 500 * time.Millisecond
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		err := fn()
+		if err == nil || lostJob(err) || errors.Is(err, ErrAborted) {
+			return err
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if aborted, _ := r.o.jobs.AbortRequested(ctx, r.job.ID); aborted && !r.job.FlipDone() {
+			return ErrAborted
+		}
+		var p permanent
+		if errors.As(err, &p) || time.Now().After(deadline) {
+			return err
+		}
+		r.o.log.Warn(what+" failed; retrying", "job", r.job.ID, "err", err)
+		if r.phase != nil && r.phase.State == Running {
+			r.phase.Error = "retrying: " + err.Error()
+			if err := r.save(ctx); lostJob(err) {
+				return err
+			}
+		}
+		if err := sleep(ctx, backoff); err != nil {
+			return err
+		}
+		backoff = min(backoff*2, 10*time.Second)
+	}
+}
+
+// runPhase runs one phase through retry and records its outcome.
 func (r *run) runPhase(ctx context.Context, ph *Phase, fn func(context.Context, *run) error) error {
 	now := time.Now().UTC()
 	if ph.Started == nil {
@@ -209,45 +321,26 @@ func (r *run) runPhase(ctx context.Context, ph *Phase, fn func(context.Context, 
 	if err := r.save(ctx); err != nil {
 		return err
 	}
-	backoff := 500 * time.Millisecond
-	deadline := time.Now().Add(3 * time.Minute)
-	for {
+	err := r.retry(ctx, "phase "+ph.Name, func() error {
 		ph.Attempts++
-		err := fn(ctx, r)
-		if err == nil {
-			// Counters of steps (rounds, routers) read as complete when done;
-			// row counts stay as measured.
-			if p := ph.Progress; p != nil && p.Unit != "rows" && p.Unit != "rows deleted" && p.Unit != "bytes behind" {
-				p.Done = p.Total
-			}
-			end := time.Now().UTC()
-			ph.State, ph.Ended, ph.Error = Done, &end, ""
-			ph.Seconds = end.Sub(*ph.Started).Seconds()
-			return r.save(ctx)
+		return fn(ctx, r)
+	})
+	switch {
+	case err == nil:
+		// Counters of steps (rounds, routers) read as complete when done;
+		// row counts stay as measured.
+		if p := ph.Progress; p != nil && p.Unit != "rows" && p.Unit != "rows deleted" && p.Unit != "bytes behind" {
+			p.Done = p.Total
 		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if errors.Is(err, ErrAborted) {
-			return err
-		}
-		if aborted, _ := r.abortRequested(ctx); aborted && !r.job.FlipDone() {
-			return ErrAborted
-		}
-		var p permanent
-		if errors.As(err, &p) || time.Now().After(deadline) {
-			ph.State, ph.Error = Failed, err.Error()
-			return fmt.Errorf("phase %s: %w", ph.Name, err)
-		}
-		ph.Error = "retrying: " + err.Error()
-		r.o.log.Warn("phase failed; retrying", "job", r.job.ID, "phase", ph.Name, "err", err)
-		r.save(ctx)
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(backoff):
-		}
-		backoff = min(backoff*2, 10*time.Second)
+		end := time.Now().UTC()
+		ph.State, ph.Ended, ph.Error = Done, &end, ""
+		ph.Seconds = end.Sub(*ph.Started).Seconds()
+		return r.save(ctx)
+	case errors.Is(err, ErrAborted), lostJob(err), ctx.Err() != nil:
+		return err
+	default:
+		ph.State, ph.Error = Failed, err.Error()
+		return fmt.Errorf("phase %s: %w", ph.Name, err)
 	}
 }
 
@@ -265,73 +358,66 @@ func (r *run) save(ctx context.Context) error {
 }
 
 // progress records a long phase's progress, at most a few times a second.
-func (r *run) progress(ctx context.Context, p Progress) {
+func (r *run) progress(ctx context.Context, p Progress) error {
 	if r.phase == nil {
-		return
+		return nil
 	}
 	prev := r.phase.Progress
 	r.phase.Progress = &p
 	if prev != nil && prev.Done == p.Done && prev.Total == p.Total && prev.Note == p.Note {
-		return
+		return nil
 	}
-	r.save(ctx)
+	if err := r.save(ctx); lostJob(err) {
+		return err
+	}
+	return nil
 }
 
-// crash kills this process at a named point when asked to: fault injection
-// for the kill-and-resume tests.
-func (r *run) crash(point string) {
-	c := r.o.CrashAt
-	if c == "" || r.phase == nil {
+// crash kills or pauses this process at a fault point when asked to:
+// fault injection for the kill-and-resume and pause-past-lease tests.
+func (r *run) crash(point Point) {
+	if r.phase == nil {
 		return
 	}
-	if c == r.phase.Name || c == r.phase.Name+":"+point {
+	at := func(spec string) bool {
+		return spec != "" && (spec == r.phase.Name || spec == r.phase.Name+":"+string(point))
+	}
+	if at(r.o.PauseAt) {
+		r.o.log.Warn("pause point reached: stopping this process", "phase", r.phase.Name, "point", point)
+		r.o.PauseAt = "" // once: after SIGCONT the process carries on
+		syscall.Kill(os.Getpid(), syscall.SIGSTOP)
+	}
+	if at(r.o.CrashAt) {
 		r.o.log.Warn("crash point reached: killing this process", "phase", r.phase.Name, "point", point)
 		syscall.Kill(os.Getpid(), syscall.SIGKILL)
 		time.Sleep(time.Hour)
 	}
 }
 
-// Abort requests live under their own key: the running orchestrator owns
-// the job record and would overwrite a flag set in it.
-const abortPrefix = etcd.Prefix + "aborts/"
-
-func (r *run) abortRequested(ctx context.Context) (bool, error) {
-	resp, err := r.o.cli.Get(ctx, abortPrefix+r.job.ID)
-	if err != nil {
-		return false, err
-	}
-	return len(resp.Kvs) > 0, nil
-}
-
-// checkAbort returns ErrAborted when an abort was asked for before the ring
-// flipped; long waits call it so an abort does not wait for them.
-func (r *run) checkAbort(ctx context.Context) error {
-	if r.job.FlipDone() || time.Since(r.abortChecked) < time.Second {
-		return nil
-	}
-	r.abortChecked = time.Now()
-	if asked, err := r.abortRequested(ctx); err == nil && asked {
-		return ErrAborted
-	}
-	return nil
-}
-
 // pool returns a connection pool to a pnode's primary.
 func (r *run) pool(ctx context.Context, pnode string) (*pgxpool.Pool, error) {
+	primary, err := r.o.reg.Primary(ctx, pnode)
+	if err != nil {
+		return nil, err
+	}
+	return r.peerPool(ctx, pnode, primary)
+}
+
+// peerPool returns a pool to one peer, kept by pnode name. A transaction
+// left idle, as a paused orchestrator's would be, is ended by the server
+// within seconds, so it cannot hold a fence's lock against the successor.
+func (r *run) peerPool(ctx context.Context, pnode string, peer reshard.Peer) (*pgxpool.Pool, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if p := r.pools[pnode]; p != nil {
 		return p, nil
 	}
-	primary, err := r.o.reg.Primary(ctx, pnode)
+	cfg, err := pgxpool.ParseConfig(peer.DSN)
 	if err != nil {
-		return nil, err
-	}
-	cfg, err := pgxpool.ParseConfig(primary.DSN)
-	if err != nil {
-		return nil, fatal("pnode %s: invalid DSN %s", pnode, postgres.RedactDSN(primary.DSN))
+		return nil, fatal("pnode %s: invalid DSN %s", pnode, postgres.RedactDSN(peer.DSN))
 	}
 	cfg.MaxConns = 4
+	cfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = "10s"
 	p, err := pgxpool.NewWithConfig(context.WithoutCancel(ctx), cfg)
 	if err != nil {
 		return nil, err
@@ -348,6 +434,16 @@ func (r *run) closePools() {
 	}
 }
 
+// fenced runs fn on a pnode's primary in a transaction that the shard
+// lets through only while this run's token is the job's newest.
+func (r *run) fenced(ctx context.Context, pnode string, fn func(tx pgx.Tx) error) error {
+	db, err := r.pool(ctx, pnode)
+	if err != nil {
+		return err
+	}
+	return shard.Fenced(ctx, db, r.token, fn)
+}
+
 // primaryDSN is the DSN of a pnode's primary, for a subscription.
 func (r *run) primaryDSN(ctx context.Context, pnode string) (string, error) {
 	p, err := r.o.reg.Primary(ctx, pnode)
@@ -356,34 +452,6 @@ func (r *run) primaryDSN(ctx context.Context, pnode string) (string, error) {
 
 // holder is the job's name on the locks it takes.
 func (j *Job) holder() string { return "job:" + j.ID }
-
-// Abort asks a job to stop and undo itself. Before the ring flips it is
-// undone completely; after, abort is refused: the job must finish.
-func (o *Orchestrator) Abort(ctx context.Context, id string) error {
-	j, err := o.store.Get(ctx, id)
-	if err != nil {
-		return err
-	}
-	switch {
-	case j.State == Done || j.State == Aborted:
-		return fmt.Errorf("job %s is already %s", id, j.State)
-	case j.FlipDone():
-		return fmt.Errorf("job %s has flipped the ring (version %d); it can only finish: run 'reshard resume %s'", id, j.RingVersionAfter, id)
-	}
-	if _, err := o.cli.Put(ctx, abortPrefix+id, time.Now().UTC().Format(time.RFC3339)); err != nil {
-		return fmt.Errorf("request abort: %w", err)
-	}
-	// If no orchestrator runs the job, undo it here; if one does, it sees
-	// the request and undoes it, and this waits for it to finish.
-	err = o.Run(ctx, id)
-	if errors.Is(err, ErrAborted) {
-		return nil
-	}
-	if err == nil {
-		return fmt.Errorf("job %s finished before the abort took effect", id)
-	}
-	return err
-}
 
 // Jobs lists every job.
 func (o *Orchestrator) Jobs(ctx context.Context) ([]*Job, error) { return o.store.List(ctx) }
@@ -419,9 +487,7 @@ func (o *Orchestrator) Locks(ctx context.Context) (Locks, error) {
 				ro = append(ro, v)
 			}
 		}
-		l.ReadOnly = formatVnodes(ro)
+		l.ReadOnly = ring.FormatVnodeList(ro)
 	}
 	return l, nil
 }
-
-func formatVnodes(vs []uint32) string { return ring.FormatVnodeList(vs) }

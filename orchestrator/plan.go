@@ -25,11 +25,11 @@ type Request struct {
 	To        []string
 	SplitHalf bool
 	Vnodes    string // explicit list, e.g. "0, 106, 943, 689"
-	DCMode    string // single or triple
+	DCMode    DCMode
 	Servers   int
-	Strategy  string // logical (default) or physical
-	RateLimit int    // cleanup rows per second
-	LagBytes  int64  // catch-up threshold
+	Strategy  StrategyName // Logical when empty
+	RateLimit int          // cleanup rows per second
+	LagBytes  int64        // catch-up threshold
 	// Provisioner creates the new peers of the physical strategy, e.g.
 	// "lab:/tmp/lab"; see Orchestrator.Provisioners.
 	Provisioner string
@@ -44,24 +44,15 @@ type Request struct {
 	WaitDumpLock bool
 }
 
-// Strategies names the strategies and their phases.
-var Strategies = map[string][]string{
-	"logical": {"validate", "prepare", "replicate", "copy", "catchup", "dump-lock", "verify", "cutover",
-		"teardown", "release-dump-lock", "cleanup"},
-	// RFD 103's own method: new async peers of the origin become a new shard.
-	"physical": {"validate", "add-peers", "catchup", "dump-lock", "freeze", "wait-replay", "detach",
-		"register", "cutover", "release-dump-lock", "cleanup"},
-}
-
 func (r *Request) check() error {
 	if r.Strategy == "" {
-		r.Strategy = "logical"
+		r.Strategy = Logical
 	}
-	if _, ok := Strategies[r.Strategy]; !ok {
-		return fmt.Errorf("--strategy %q: use logical or physical", r.Strategy)
+	if _, err := strategyOf(r.Strategy); err != nil {
+		return err
 	}
-	if r.DCMode != "single" && r.DCMode != "triple" {
-		return fmt.Errorf("--dc-mode must be single or triple, got %q", r.DCMode)
+	if r.DCMode != SingleDC && r.DCMode != TripleDC {
+		return fmt.Errorf("--dc-mode must be %s or %s, got %q", SingleDC, TripleDC, r.DCMode)
 	}
 	if r.From == "" || len(r.To) == 0 {
 		return fmt.Errorf("--from and at least one --to are required")
@@ -98,7 +89,8 @@ func (o *Orchestrator) Plan(ctx context.Context, req Request) (*Job, error) {
 	if err != nil {
 		return nil, fmt.Errorf("origin: %w", err)
 	}
-	physical := req.Strategy == "physical"
+	strat, _ := strategyOf(req.Strategy)
+	creates := strat.CreatesDestinations
 	dests := make([]reshard.Pnode, len(req.To))
 	for i, t := range req.To {
 		if err := reshard.ValidatePnodeName(t); err != nil {
@@ -106,18 +98,15 @@ func (o *Orchestrator) Plan(ctx context.Context, req Request) (*Job, error) {
 		}
 		dests[i], err = o.reg.Pnode(ctx, t)
 		switch {
-		case physical && err == nil:
-			return nil, fmt.Errorf("destination %s is already registered; the physical strategy creates it from new peers of %s", t, req.From)
-		case physical && errors.Is(err, reshard.ErrNotFound):
+		case creates && err == nil:
+			return nil, fmt.Errorf("destination %s is already registered; the %s strategy creates it from new peers of %s", t, req.Strategy, req.From)
+		case creates && errors.Is(err, reshard.ErrNotFound):
 		case err != nil:
 			return nil, fmt.Errorf("destination: %w", err)
 		}
 	}
-	if physical {
-		if req.Provisioner == "" {
-			return nil, fmt.Errorf("the physical strategy needs a provisioner to create peers: give --lab DIR")
-		}
-		if _, err := o.provisioner(req.Provisioner); err != nil {
+	if strat.Check != nil {
+		if err := strat.Check(o, req); err != nil {
 			return nil, err
 		}
 	}
@@ -130,7 +119,7 @@ func (o *Orchestrator) Plan(ctx context.Context, req Request) (*Job, error) {
 			return nil, fmt.Errorf("pnode %s is in job %s; one job per pnode at a time", p, id)
 		}
 	}
-	if err := checkServers(req, dests); err != nil {
+	if err := checkServers(req, creates, dests); err != nil {
 		return nil, err
 	}
 	zkServers, zkPath, err := dumpZnodeConfig(req, append([]reshard.Pnode{origin}, dests...))
@@ -170,7 +159,7 @@ func (o *Orchestrator) Plan(ctx context.Context, req Request) (*Job, error) {
 		}
 	}
 	for _, d := range dests {
-		if physical {
+		if creates {
 			break
 		}
 		if err := checkEmpty(ctx, d); err != nil {
@@ -233,8 +222,8 @@ func (o *Orchestrator) Plan(ctx context.Context, req Request) (*Job, error) {
 	} else if n > 0 {
 		return nil, fmt.Errorf("the origin %s holds %d rows of vnodes it does not own in the moving ranges (an earlier move not cleaned up)", req.From, n)
 	}
-	for _, name := range Strategies[req.Strategy] {
-		job.Phases = append(job.Phases, Phase{Name: name, State: Pending})
+	for _, p := range strat.Phases {
+		job.Phases = append(job.Phases, Phase{Name: p.Name, State: Pending})
 	}
 	if err := o.checkZnode(ctx, job, req.WaitDumpLock); err != nil {
 		return nil, err
@@ -244,17 +233,15 @@ func (o *Orchestrator) Plan(ctx context.Context, req Request) (*Job, error) {
 
 // checkServers applies the RFD's rule: each destination pnode is 1 server in
 // single-DC mode and 3 (one per DC) in triple-DC mode.
-func checkServers(req Request, dests []reshard.Pnode) error {
-	per := 1
-	if req.DCMode == "triple" {
-		per = 3
-	}
+// When the strategy creates the destinations it makes exactly that many.
+func checkServers(req Request, creates bool, dests []reshard.Pnode) error {
+	per := req.DCMode.ServersPerPnode()
 	want := per * len(req.To)
 	if req.Servers != want {
 		return fmt.Errorf("--servers %d does not fit %d destination pnode(s) in %s-DC mode: expected %d", req.Servers, len(req.To), req.DCMode, want)
 	}
-	if req.Strategy == "physical" {
-		return nil // the job creates exactly that many peers
+	if creates {
+		return nil
 	}
 	got := 0
 	for _, d := range dests {

@@ -43,19 +43,19 @@ func TestDumpZnodeConfig(t *testing.T) {
 }
 
 func TestInsideDumpLock(t *testing.T) {
-	for _, strategy := range []string{"logical", "physical"} {
+	for _, strategy := range []StrategyName{Logical, Physical} {
 		j := &Job{}
-		for _, n := range Strategies[strategy] {
+		for _, n := range PhaseNames(strategy) {
 			j.Phases = append(j.Phases, Phase{Name: n, State: Pending})
 		}
-		for _, n := range Strategies[strategy] {
+		for _, n := range PhaseNames(strategy) {
 			if j.insideDumpLock(n) {
 				t.Errorf("%s: %s inside the lock before dump-lock is done", strategy, n)
 			}
 		}
 		j.phase("dump-lock").State = Done
 		in := false
-		for _, n := range Strategies[strategy] {
+		for _, n := range PhaseNames(strategy) {
 			switch n {
 			case "dump-lock":
 				in = true

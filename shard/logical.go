@@ -116,9 +116,26 @@ func DropPublication(ctx context.Context, q Querier, name string) error {
 	return err
 }
 
-// CreateSubscription subscribes the destination to the origin's publication;
-// its slot on the origin has the subscription's name. The conninfo holds the
-// origin's credentials: it goes into the statement only, never into an error.
+// CreateSlot creates on the origin the logical replication slot that the
+// subscription of the same name will stream from. Creating it apart from
+// the subscription lets both be made inside a transaction (a fenced one:
+// see fence.go), which CREATE SUBSCRIPTION refuses when it makes the slot.
+func CreateSlot(ctx context.Context, q Querier, name string) error {
+	if err := checkName(name); err != nil {
+		return err
+	}
+	_, err := q.Exec(ctx, `select pg_create_logical_replication_slot($1, 'pgoutput')
+		where not exists (select 1 from pg_replication_slots where slot_name = $1)`, name)
+	if err != nil {
+		return fmt.Errorf("create replication slot %s: %w", name, err)
+	}
+	return nil
+}
+
+// CreateSubscription subscribes the destination to the origin's publication
+// through the slot of the subscription's name, made first by CreateSlot.
+// The conninfo holds the origin's credentials: it goes into the statement
+// only, never into an error.
 func CreateSubscription(ctx context.Context, q Querier, name, conninfo, publication string) error {
 	if err := checkName(name); err != nil {
 		return err
@@ -134,8 +151,8 @@ func CreateSubscription(ctx context.Context, q Querier, name, conninfo, publicat
 		return nil
 	}
 	lit := "'" + strings.ReplaceAll(conninfo, "'", "''") + "'"
-	_, err := q.Exec(ctx, fmt.Sprintf("create subscription %s connection %s publication %s with (copy_data = true)",
-		quoteIdent(name), lit, quoteIdent(publication)))
+	_, err := q.Exec(ctx, fmt.Sprintf("create subscription %s connection %s publication %s with (copy_data = true, create_slot = false, slot_name = %s)",
+		quoteIdent(name), lit, quoteIdent(publication), quoteLiteral(name)))
 	if err != nil {
 		return fmt.Errorf("create subscription %s: %s", name, scrubConninfo(err, conninfo))
 	}
@@ -264,6 +281,19 @@ type Checksum struct {
 type BucketVnode struct {
 	Bucket string
 	Vnode  int32
+}
+
+// ChecksumsInSnapshot is Checksums over every bucket in one snapshot of
+// db, so rows that move between buckets meanwhile are counted once.
+func ChecksumsInSnapshot(ctx context.Context, db interface {
+	BeginTx(context.Context, pgx.TxOptions) (pgx.Tx, error)
+}, buckets []string, ranges []Range) (map[BucketVnode]Checksum, error) {
+	var out map[BucketVnode]Checksum
+	err := pgx.BeginTxFunc(ctx, db, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) (err error) {
+		out, err = Checksums(ctx, tx, buckets, ranges)
+		return err
+	})
+	return out, err
 }
 
 // Checksums computes the checksum of every vnode in ranges, per bucket.

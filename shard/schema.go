@@ -23,6 +23,9 @@ import (
 const (
 	CodeNotOwned = "RS001" // the shard does not own the vnode
 	CodeFrozen   = "RS002" // the shard owns it, but it is frozen for a move
+	// CodeStaleToken: a job's statement came from an orchestrator that
+	// another has since replaced (see fence.go).
+	CodeStaleToken = "RS003"
 )
 
 // IsFenced reports whether err is the fence refusing a vnode.
@@ -92,6 +95,43 @@ create table if not exists reshard_markers (
 	token text not null,
 	primary key (job, token)
 );
+-- Fencing tokens (see fence.go): per job, the highest token any of its
+-- orchestrators has claimed on this shard. Rows are never deleted: a
+-- stale orchestrator must find its successor's token here forever.
+create table if not exists reshard_job_tokens (
+	job text primary key,
+	token bigint not null
+);
+-- reshard_job_fence lets a job's statement through only if no newer
+-- orchestrator of the job has claimed this shard. It takes the job's
+-- advisory lock shared (no transaction id, so even a replication slot can
+-- be created after it), and a claim takes it exclusive: a claim waits for
+-- fenced transactions in flight, and every later one sees the new token.
+-- A standby takes no locks; it sees the tokens its primary recorded.
+create or replace function reshard_job_fence(j text, t bigint) returns void
+language plpgsql as $$
+declare cur bigint;
+begin
+	if not pg_is_in_recovery() then
+		perform pg_advisory_xact_lock_shared(hashtextextended('reshard job ' || j, 0));
+	end if;
+	select token into cur from reshard_job_tokens where job = j;
+	if cur > t then
+		raise exception 'job %: token % is stale; an orchestrator with token % took the job over', j, t, cur using errcode = 'RS003';
+	end if;
+end $$;
+create or replace function reshard_job_claim(j text, t bigint) returns void
+language plpgsql as $$
+declare cur bigint;
+begin
+	perform pg_advisory_xact_lock(hashtextextended('reshard job ' || j, 0));
+	insert into reshard_job_tokens as k (job, token) values (j, t)
+		on conflict (job) do update set token = greatest(k.token, excluded.token)
+		returning token into cur;
+	if cur > t then
+		raise exception 'job %: token % is stale; an orchestrator with token % took the job over', j, t, cur using errcode = 'RS003';
+	end if;
+end $$;
 -- Moray's own bucket registry, with pg-setup's DDL: a shard Moray wrote
 -- already has it, and Moray reads what reshard writes here.
 create table if not exists buckets_config (

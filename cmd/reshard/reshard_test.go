@@ -168,12 +168,7 @@ func TestKillAndResumeEveryPhase(t *testing.T) {
 func killAndResume(t *testing.T, strategy string) {
 	l := labUp(t, "--shards", "2", "--peers", "1", "--routers", "2", "--vnodes", "4096")
 	ledger := filepath.Join(t.TempDir(), "ledger.jsonl")
-	points := append([]string{}, orchestrator.Strategies[strategy]...)
-	if strategy == "logical" {
-		points = append(points, "cutover:disowned", "cutover:writable", "cutover:flipped")
-	} else {
-		points = append(points, "cutover:writable", "cutover:flipped")
-	}
+	points := orchestrator.FaultPoints(orchestrator.StrategyName(strategy))
 	wait := startLoad(t, l, ledger, fmt.Sprintf("%ds", 6*len(points)+10))
 	waitLedger(t, ledger, 300)
 	for i, point := range points {

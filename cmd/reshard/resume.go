@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"os"
 	"time"
 
 	"github.com/reshard/reshard/orchestrator"
@@ -10,7 +9,7 @@ import (
 )
 
 func newResumeCmd(g *globals) *cobra.Command {
-	var crashAt string
+	var faults faultFlags
 	var leaseTTL time.Duration
 	cmd := &cobra.Command{
 		Use:   "resume JOB",
@@ -22,12 +21,11 @@ holds the job, this waits for it.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withOrchestrator(cmd, g, func(ctx context.Context, o *orchestrator.Orchestrator) error {
 				o.SessionTTL = leaseTTL
-				return runJob(ctx, cmd, g, o, args[0], crashAt)
+				return runJob(ctx, cmd, g, o, args[0], faults)
 			})
 		},
 	}
 	cmd.Flags().DurationVar(&leaseTTL, "lease-ttl", 5*time.Second, "lease holding the job and the dump lock; a dead orchestrator's job can be resumed after it")
-	cmd.Flags().StringVar(&crashAt, "crash-at", os.Getenv("RESHARD_CRASH_AT"), "fault injection for tests")
-	cmd.Flags().MarkHidden("crash-at")
+	faults.register(cmd.Flags())
 	return cmd
 }

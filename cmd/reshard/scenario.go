@@ -120,8 +120,8 @@ func runScenario(ctx context.Context, g *globals, sc scenario) (*scenarioResult,
 		return nil, err
 	}
 	defer done()
-	sreq := orchestrator.Request{From: "1.moray", To: []string{"3.moray"}, SplitHalf: true, Strategy: sc.Strategy,
-		DCMode: "single", Servers: 1, RateLimit: 50000}
+	sreq := orchestrator.Request{From: "1.moray", To: []string{"3.moray"}, SplitHalf: true, Strategy: orchestrator.StrategyName(sc.Strategy),
+		DCMode: orchestrator.SingleDC, Servers: 1, RateLimit: 50000}
 	if sc.Strategy == "logical" {
 		step("lab add-shard: an empty 3.moray, the destination")
 		if _, err := lab.AddShard(ctx, dir, "3.moray", sc.Peers, w); err != nil {
@@ -129,7 +129,7 @@ func runScenario(ctx context.Context, g *globals, sc scenario) (*scenarioResult,
 		}
 	} else {
 		step("the physical strategy will create 3.moray from 3 new peers of 1.moray (triple-DC mode)")
-		sreq.DCMode, sreq.Servers, sreq.Provisioner = "triple", 3, "lab:"+dir
+		sreq.DCMode, sreq.Servers, sreq.Provisioner = orchestrator.TripleDC, 3, "lab:"+dir
 	}
 
 	step("load: traffic through both routers while 1.moray is split")

@@ -14,13 +14,14 @@ import (
 	"github.com/reshard/reshard/orchestrator"
 	"github.com/reshard/reshard/zookeeper"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 func newStartCmd(g *globals) *cobra.Command {
 	req := orchestrator.Request{}
 	var dryRun, detach bool
 	var labDir string
-	var crashAt string
+	var faults faultFlags
 	var leaseTTL time.Duration
 	var zkServers string
 	cmd := &cobra.Command{
@@ -91,7 +92,7 @@ waits while another holder has it, and deletes it at release-dump-lock
 					return nil
 				}
 				o.SessionTTL = leaseTTL
-				return runJob(ctx, cmd, g, o, j.ID, crashAt)
+				return runJob(ctx, cmd, g, o, j.ID, faults)
 			})
 		},
 	}
@@ -100,9 +101,9 @@ waits while another holder has it, and deletes it at release-dump-lock
 	f.StringArrayVar(&req.To, "to", nil, "destination pnode (repeatable)")
 	f.BoolVar(&req.SplitHalf, "split-half", false, "move about half the origin's rows")
 	f.StringVar(&req.Vnodes, "vnodes", "", "move these vnodes, e.g. '0, 106, 943, 689' or '0-99'")
-	f.StringVar(&req.DCMode, "dc-mode", "single", "single (lab) or triple (production) DC mode")
+	f.StringVar((*string)(&req.DCMode), "dc-mode", string(orchestrator.SingleDC), "single (lab) or triple (production) DC mode")
 	f.IntVar(&req.Servers, "servers", 0, "destination servers: 1 per destination pnode in single-DC mode, 3 in triple")
-	f.StringVar(&req.Strategy, "strategy", "logical", "logical (row-filtered logical replication into existing pnodes) or physical (RFD 103: new async peers of the origin become the new pnodes)")
+	f.StringVar((*string)(&req.Strategy), "strategy", string(orchestrator.Logical), "logical (row-filtered logical replication into existing pnodes) or physical (RFD 103: new async peers of the origin become the new pnodes)")
 	f.StringVar(&labDir, "lab", "", "physical strategy: create the new peers in the lab in DIR")
 	f.IntVar(&req.RateLimit, "rate-limit", 20000, "rows per second deleted from the origin in cleanup")
 	f.Int64Var(&req.LagBytes, "lag-threshold", 1<<20, "catch-up ends when replication is fewer bytes behind than this")
@@ -112,8 +113,7 @@ waits while another holder has it, and deletes it at release-dump-lock
 	f.BoolVar(&dryRun, "dry-run", false, "print the plan and change nothing")
 	f.BoolVar(&detach, "detach", false, "record the job for a 'reshard run' service and return")
 	f.DurationVar(&leaseTTL, "lease-ttl", 5*time.Second, "lease holding the job and the dump lock; a dead orchestrator's job can be resumed after it")
-	f.StringVar(&crashAt, "crash-at", os.Getenv("RESHARD_CRASH_AT"), "fault injection for tests: SIGKILL this process at PHASE[:POINT]")
-	f.MarkHidden("crash-at")
+	faults.register(f)
 	return cmd
 }
 
@@ -138,10 +138,21 @@ func printPlan(w io.Writer, j *orchestrator.Job) {
 	fmt.Fprintln(w)
 }
 
+// faultFlags are the hidden fault injection flags of the commands that run
+// a job: how the tests kill or pause the orchestrator at a named point.
+type faultFlags struct{ crashAt, pauseAt string }
+
+func (f *faultFlags) register(fs *pflag.FlagSet) {
+	fs.StringVar(&f.crashAt, "crash-at", os.Getenv("RESHARD_CRASH_AT"), "fault injection for tests: SIGKILL this process at PHASE[:POINT]")
+	fs.StringVar(&f.pauseAt, "pause-at", os.Getenv("RESHARD_PAUSE_AT"), "fault injection for tests: SIGSTOP this process at PHASE[:POINT], once")
+	fs.MarkHidden("crash-at")
+	fs.MarkHidden("pause-at")
+}
+
 // runJob runs a job in the foreground, showing its phases as they go: a
 // live view on a terminal, one line per phase change otherwise.
-func runJob(ctx context.Context, cmd *cobra.Command, g *globals, o *orchestrator.Orchestrator, id, crashAt string) error {
-	o.CrashAt = crashAt
+func runJob(ctx context.Context, cmd *cobra.Command, g *globals, o *orchestrator.Orchestrator, id string, faults faultFlags) error {
+	o.CrashAt, o.PauseAt = faults.crashAt, faults.pauseAt
 	out := cmd.ErrOrStderr()
 	tty := isTerminal(out)
 	o.OnUpdate = liveView(out, tty)

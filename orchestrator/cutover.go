@@ -1,0 +1,195 @@
+package orchestrator
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/reshard/reshard/etcd"
+	"github.com/reshard/reshard/ring"
+	"github.com/reshard/reshard/shard"
+)
+
+// The cutover is where the moving vnodes change hands. Each step is
+// recorded in job.Cutover as it finishes, so a resumed cutover never
+// repeats a step whose effect a later one built on, and every step that
+// changes a shard is fenced. Strategies compose it: freeze, their own
+// catch-up steps, then handOver.
+const (
+	stepFreeze = iota + 1
+	stepCaughtUp
+	stepVerified
+	stepSequences
+	stepDisowned
+	stepWritable
+	stepRing
+	stepRouters
+)
+
+// stepNames name the cutover steps in CutoverMS and status.
+var stepNames = map[int]string{stepFreeze: "freeze", stepCaughtUp: "caught-up", stepVerified: "recheck",
+	stepSequences: "sequences", stepDisowned: "disown", stepWritable: "writable", stepRing: "ring", stepRouters: "routers"}
+
+// step runs cutover step n unless a previous run finished it, and records
+// it with the time its work took (the save that records it aside).
+func (r *run) step(ctx context.Context, n int, fn func() error) error {
+	if r.job.Cutover >= n {
+		return nil
+	}
+	start := time.Now()
+	if err := fn(); err != nil {
+		return err
+	}
+	r.job.Cutover = n
+	if r.job.CutoverMS == nil {
+		r.job.CutoverMS = map[string]float64{}
+	}
+	r.job.CutoverMS[stepNames[n]] = float64(time.Since(start).Microseconds()) / 1000
+	return r.save(ctx)
+}
+
+// freeze stops writes to the moving vnodes on the origin. The statement
+// waits for writers already inside the fence, so once it commits no write
+// to them can commit: the write block starts here.
+func (r *run) freeze(ctx context.Context) error {
+	if err := r.step(ctx, stepFreeze, func() error {
+		if err := r.markFrozen(ctx); err != nil {
+			return err
+		}
+		return r.fenced(ctx, r.job.From, func(tx pgx.Tx) error {
+			_, err := shard.SetWritableRanges(ctx, tx, r.job.AllRanges(), false, r.job.RingVersionBefore)
+			return err
+		})
+	}); err != nil {
+		return err
+	}
+	r.crash(PointFrozen)
+	return nil
+}
+
+// markFrozen records the start of the write block before the freeze, so
+// that a crash during the freeze cannot make the block look shorter than
+// it was: the time measured is never less than the time writes waited.
+func (r *run) markFrozen(ctx context.Context) error {
+	if r.job.Frozen {
+		return nil
+	}
+	r.job.Frozen, r.job.FrozenAt = true, time.Now().UTC()
+	return r.save(ctx)
+}
+
+// handOver ends every strategy's cutover. The origin stops serving the
+// moving vnodes, reads included, before any destination takes a write, so
+// no reader can see the old copy after a new write; then the destinations
+// take writes (the write block ends), the ring flips and the routers follow.
+func (r *run) handOver(ctx context.Context) error {
+	j := r.job
+	if err := r.step(ctx, stepDisowned, func() error {
+		return r.fenced(ctx, j.From, func(tx pgx.Tx) error { return shard.DisownRanges(ctx, tx, j.AllRanges()) })
+	}); err != nil {
+		return err
+	}
+	r.crash(PointDisowned)
+	if err := r.step(ctx, stepWritable, func() error {
+		if err := r.eachMove(ctx, func(_ int, m Move, _ *pgxpool.Pool) error {
+			return r.fenced(ctx, m.To, func(tx pgx.Tx) error {
+				_, err := shard.SetWritableRanges(ctx, tx, m.Ranges, true, j.RingVersionBefore)
+				return err
+			})
+		}); err != nil {
+			return err
+		}
+		j.WriteBlockMS = float64(time.Since(j.FrozenAt).Microseconds()) / 1000
+		return nil
+	}); err != nil {
+		return err
+	}
+	r.crash(PointWritable)
+	if err := r.step(ctx, stepRing, func() error { return r.flipRing(ctx) }); err != nil {
+		return err
+	}
+	r.crash(PointFlipped)
+	return r.step(ctx, stepRouters, func() error { return r.waitRouters(ctx) })
+}
+
+// flipRing publishes the ring with the moved vnodes on their new pnodes,
+// fenced like every etcd write of the job. It is idempotent: a ring that
+// already maps them there is left alone.
+func (r *run) flipRing(ctx context.Context) error {
+	j := r.job
+	rg, rv, err := r.o.rings.Current(ctx)
+	if err != nil {
+		return err
+	}
+	done := true
+	for _, m := range j.Moves {
+		vs, _ := ring.ParseVnodeList(m.Vnodes, int(rg.Vnodes()))
+		for _, v := range vs {
+			p, _, err := rg.Vnode(v)
+			if err != nil {
+				return fatal("%v", err)
+			}
+			if p != m.To {
+				done = false
+			}
+			if p != m.To && p != j.From {
+				return fatal("vnode %d moved to %s outside this job", v, p)
+			}
+		}
+	}
+	if done {
+		j.RingVersionAfter = rv.Version
+		return nil
+	}
+	nv, err := r.o.rings.UpdateFrom(ctx, rg, rv, "reshard "+j.ID, func(next *ring.Ring) error {
+		for _, m := range j.Moves {
+			vs, _ := ring.ParseVnodeList(m.Vnodes, int(next.Vnodes()))
+			var left []uint32
+			for _, v := range vs {
+				if p, _, _ := next.Vnode(v); p != m.To {
+					left = append(left, v)
+				}
+			}
+			if len(left) > 0 {
+				if err := next.Remap(left, m.To); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	j.RingVersionAfter = nv.Version
+	return nil
+}
+
+// waitRouters waits until every registered router serves the new ring. A
+// router that does not is still safe (the fence refuses its writes); after
+// RouterWait the job goes on and records a warning.
+func (r *run) waitRouters(ctx context.Context) error {
+	deadline := time.Now().Add(r.o.RouterWait)
+	return r.waitFor(ctx, 20*time.Millisecond, 0, "routers", func() (bool, error) {
+		rs, err := etcd.Routers(ctx, r.o.cli)
+		if err != nil {
+			return false, err
+		}
+		var behind []string
+		for _, rt := range rs {
+			if rt.RingVersion < r.job.RingVersionAfter {
+				behind = append(behind, rt.Name)
+			}
+		}
+		if len(behind) == 0 {
+			return true, nil
+		}
+		if time.Now().After(deadline) {
+			r.job.Warnings = append(r.job.Warnings, fmt.Sprintf("routers %v did not report ring version %d within %s", behind, r.job.RingVersionAfter, r.o.RouterWait))
+			return true, nil
+		}
+		return false, r.progress(ctx, Progress{Done: int64(len(rs) - len(behind)), Total: int64(len(rs)), Unit: "routers"})
+	})
+}

@@ -1,0 +1,141 @@
+package orchestrator
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sort"
+)
+
+// StrategyName names a strategy.
+type StrategyName string
+
+const (
+	// Logical copies the moving vnodes' rows into existing pnodes with
+	// row-filtered logical replication.
+	Logical StrategyName = "logical"
+	// Physical is RFD 103's own method: new peers of the origin, streamed
+	// by physical replication, are split off as the new pnodes.
+	Physical StrategyName = "physical"
+)
+
+// A Strategy is one way to move vnodes: its phases in order, what it needs
+// from a request, and how it undoes a job that has not flipped the ring.
+// Each strategy is one file that registers itself; the orchestrator knows
+// nothing else about it.
+type Strategy struct {
+	Name StrategyName
+	// Phases run in this order. Each is safe to run twice, to kill at any
+	// line and to resume, and acts on shards only through fenced steps.
+	Phases []PhaseFunc
+	// CreatesDestinations says the strategy makes the destination pnodes
+	// itself, so they must not be registered when the job is planned and
+	// are not reachable before the strategy registers them.
+	CreatesDestinations bool
+	// Check refuses a request the strategy cannot carry out, before
+	// anything is recorded.
+	Check func(o *Orchestrator, req Request) error
+	// Undo removes the job's work from every side once the origin owns
+	// and serves its vnodes again (an abort before the flip).
+	Undo func(ctx context.Context, r *run) error
+}
+
+// PhaseFunc is one named phase of a strategy. Points names the crash
+// points it passes through (see Point), for fault injection and tests.
+type PhaseFunc struct {
+	Name   string
+	Run    func(ctx context.Context, r *run) error
+	Points []Point
+}
+
+var strategies = map[StrategyName]*Strategy{}
+
+// register adds a strategy; each strategy's file calls it from init.
+func register(s *Strategy) {
+	if _, dup := strategies[s.Name]; dup {
+		panic("strategy registered twice: " + s.Name)
+	}
+	strategies[s.Name] = s
+}
+
+// strategyOf returns a registered strategy.
+func strategyOf(name StrategyName) (*Strategy, error) {
+	s, ok := strategies[name]
+	if !ok {
+		return nil, fmt.Errorf("--strategy %q: use %s", name, StrategyNames())
+	}
+	return s, nil
+}
+
+// StrategyNames lists the registered strategies for help and errors.
+func StrategyNames() string {
+	names := make([]string, 0, len(strategies))
+	for n := range strategies {
+		names = append(names, string(n))
+	}
+	sort.Strings(names)
+	out := ""
+	for i, n := range names {
+		switch {
+		case i == 0:
+		case i == len(names)-1:
+			out += " or "
+		default:
+			out += ", "
+		}
+		out += n
+	}
+	return out
+}
+
+// PhaseNames lists a strategy's phases in order.
+func PhaseNames(name StrategyName) []string {
+	s, ok := strategies[name]
+	if !ok {
+		return nil
+	}
+	out := make([]string, len(s.Phases))
+	for i, p := range s.Phases {
+		out[i] = p.Name
+	}
+	return out
+}
+
+// phase returns the strategy's phase called name.
+func (s *Strategy) phase(name string) (PhaseFunc, bool) {
+	i := slices.IndexFunc(s.Phases, func(p PhaseFunc) bool { return p.Name == name })
+	if i < 0 {
+		return PhaseFunc{}, false
+	}
+	return s.Phases[i], true
+}
+
+// Point is a named place inside a phase where fault injection can kill or
+// pause the orchestrator: just after the step it names took effect.
+type Point string
+
+const (
+	// PointMid is inside a phase, after its first change.
+	PointMid Point = "mid"
+	// The cutover's points, after each step that hands the vnodes over.
+	PointFrozen   Point = "frozen"
+	PointDisowned Point = "disowned"
+	PointWritable Point = "writable"
+	PointFlipped  Point = "flipped"
+)
+
+// FaultPoints lists every "PHASE:POINT" of a strategy, in the order a job
+// passes them: where the kill-and-resume and pause tests strike.
+func FaultPoints(name StrategyName) []string {
+	s, ok := strategies[name]
+	if !ok {
+		return nil
+	}
+	var out []string
+	for _, p := range s.Phases {
+		for _, pt := range p.Points {
+			out = append(out, p.Name+":"+string(pt))
+		}
+	}
+	return out
+}
