@@ -17,7 +17,7 @@ func newJobsCmd(g *globals) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := cmdContext(cmd, 30*time.Second)
 			defer cancel()
-			o, done, err := connectOrchestrator(ctx, g)
+			o, done, err := connectOrchestrator(ctx, g, orchestratorSettings{})
 			if err != nil {
 				return err
 			}

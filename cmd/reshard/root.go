@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"io"
 	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/reshard/reshard/etcd"
@@ -68,4 +70,11 @@ func withEtcd(cmd *cobra.Command, g *globals, d time.Duration, fn func(context.C
 	}
 	defer cli.Close()
 	return fn(ctx, cli)
+}
+
+// withSignals runs fn in a context that Ctrl-C or SIGTERM cancels.
+func withSignals(cmd *cobra.Command, fn func(context.Context) error) error {
+	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return fn(ctx)
 }
