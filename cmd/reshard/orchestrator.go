@@ -65,6 +65,14 @@ func withOrchestrator(cmd *cobra.Command, g *globals, s orchestratorSettings, fn
 	})
 }
 
+// withOrchestratorWithin runs fn with an orchestrator within d
+// (cmdContext), for the subcommands that only read jobs.
+func withOrchestratorWithin(cmd *cobra.Command, g *globals, d time.Duration, fn func(context.Context, *orchestrator.Orchestrator) error) error {
+	return withEtcd(cmd, g, d, func(ctx context.Context, cli *clientv3.Client) error {
+		return fn(ctx, newOrchestrator(cli, orchestratorSettings{}))
+	})
+}
+
 // provisioner resolves a job's provisioner. The lab's is the one built:
 // "lab:DIR" creates peers in the lab in DIR.
 func provisioner(spec string) (reshard.Provisioner, error) {

@@ -28,22 +28,17 @@ state (dump lock, pnodes held by jobs, frozen and read-only vnodes), and
 the measured write block. Without JOB, the newest job.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := cmdContext(cmd, 30*time.Second)
-			defer cancel()
-			o, done, err := connectOrchestrator(ctx, g, orchestratorSettings{})
-			if err != nil {
-				return err
-			}
-			defer done()
-			v, err := loadStatus(ctx, o, args)
-			if err != nil {
-				return err
-			}
-			if g.json {
-				return printJSON(cmd.OutOrStdout(), v)
-			}
-			renderStatus(cmd.OutOrStdout(), v)
-			return nil
+			return withOrchestratorWithin(cmd, g, 30*time.Second, func(ctx context.Context, o *orchestrator.Orchestrator) error {
+				v, err := loadStatus(ctx, o, args)
+				if err != nil {
+					return err
+				}
+				if g.json {
+					return printJSON(cmd.OutOrStdout(), v)
+				}
+				renderStatus(cmd.OutOrStdout(), v)
+				return nil
+			})
 		},
 	}
 }
