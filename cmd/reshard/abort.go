@@ -18,7 +18,7 @@ destination's copied rows and ownership rows, and the locks are removed.
 After the flip abort is refused: the job must finish ('reshard resume').`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return withOrchestrator(cmd, g, func(ctx context.Context, o *orchestrator.Orchestrator) error {
+			return withOrchestrator(cmd, g, orchestratorSettings{}, func(ctx context.Context, o *orchestrator.Orchestrator) error {
 				if err := o.Abort(ctx, args[0]); err != nil {
 					return err
 				}

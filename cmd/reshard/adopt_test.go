@@ -202,11 +202,7 @@ func TestAdoptMantaShardAndHandBack(t *testing.T) {
 	if n := count(`select count(*) from pg_trigger where tgname = 'reshard_fence'`); n != len(libmantaBuckets) {
 		t.Fatalf("%d bucket tables carry the fence, want %d", n, len(libmantaBuckets))
 	}
-	cli, err := etcd.Connect(ctx, l.Etcd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
+	cli := l.etcdClient(t)
 	var dlOpts, mOpts shard.BucketOptions
 	if err := etcd.NewBuckets(cli).Get(ctx, "manta_delete_log", &dlOpts); err != nil || !dlOpts.ShardLocal {
 		t.Fatalf("manta_delete_log in etcd: %+v %v", dlOpts, err)

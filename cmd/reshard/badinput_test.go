@@ -6,8 +6,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/reshard/reshard/etcd"
 )
 
 // Every command refuses bad input with one clear line and changes nothing:
@@ -17,11 +15,7 @@ func TestBadInputEveryCommand(t *testing.T) {
 	l := labUp(t, "--shards", "1", "--peers", "1", "--routers", "1", "--vnodes", "64")
 	httpDo(t, "PUT", l.Routers[0]+"/buckets/manta", `{}`)
 	ctx := context.Background()
-	cli, err := etcd.Connect(ctx, l.Etcd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
+	cli := l.etcdClient(t)
 	tmp := t.TempDir()
 	file := filepath.Join(tmp, "afile")
 	os.WriteFile(file, []byte("x"), 0o644)

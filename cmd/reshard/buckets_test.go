@@ -73,11 +73,7 @@ func TestBucketChangesAroundAJob(t *testing.T) {
 		}
 		conn.Close(ctx)
 	}
-	cli, err := etcd.Connect(ctx, l.Etcd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
+	cli := l.etcdClient(t)
 	if err := etcd.NewBuckets(cli).Put(ctx, "late", shard.BucketOptions{}); err != nil {
 		t.Fatal(err)
 	}

@@ -38,11 +38,7 @@ func TestDumpAndTheDumpLock(t *testing.T) {
 	}
 
 	ctx := context.Background()
-	cli, err := etcd.Connect(ctx, l.Etcd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
+	cli := l.etcdClient(t)
 	lease, err := cli.Grant(ctx, 30)
 	if err != nil {
 		t.Fatal(err)

@@ -96,14 +96,7 @@ func runFaultCase(t *testing.T, c faultCase, strategy string) faultRow {
 	row := faultRow{Case: c.name, Strategy: strategy}
 	if c.rows > 0 {
 		httpDo(t, "PUT", l.Routers[0]+"/buckets/manta", `{}`)
-		ctx := context.Background()
-		cli, err := etcd.Connect(ctx, l.Etcd)
-		if err != nil {
-			t.Fatal(err)
-		}
-		err = load.Fill(ctx, cli, "manta", c.rows, io.Discard, nil)
-		cli.Close()
-		if err != nil {
+		if err := load.Fill(context.Background(), l.etcdClient(t), "manta", c.rows, io.Discard, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -322,11 +315,7 @@ func faultCases(full bool) []faultCase {
 		}},
 		{name: "dump lock held by a dead process", inject: nil, crash: func(f *faultCtx) string {
 			ctx := context.Background()
-			cli, err := etcd.Connect(ctx, f.l.Etcd)
-			if err != nil {
-				f.t.Fatal(err)
-			}
-			defer cli.Close()
+			cli := f.l.etcdClient(f.t)
 			lease, err := cli.Grant(ctx, 4)
 			if err != nil {
 				f.t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/reshard/reshard/etcd"
 	"github.com/reshard/reshard/postgres"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -73,6 +74,17 @@ func (l *labInfo) addShard(t testing.TB, name string, peers string) string {
 	}
 	t.Fatalf("add-shard: %s not in %s", name, out)
 	return ""
+}
+
+// etcdClient connects to the lab's etcd for the rest of the test.
+func (l *labInfo) etcdClient(t testing.TB) *clientv3.Client {
+	t.Helper()
+	cli, err := etcd.Connect(context.Background(), l.Etcd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return cli
 }
 
 func sleep(ms int) { time.Sleep(time.Duration(ms) * time.Millisecond) }

@@ -4,9 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -95,14 +92,6 @@ func printLab(w io.Writer, g *globals, st *lab.State) error {
 	return nil
 }
 
-// interruptible cancels the command's context on Ctrl-C, so a half-built lab
-// is torn down instead of left running.
-func interruptible(cmd *cobra.Command) (func(), *cobra.Command) {
-	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-	cmd.SetContext(ctx)
-	return stop, cmd
-}
-
 func newLabUpCmd(g *globals) *cobra.Command {
 	cfg := lab.Config{}
 	cmd := &cobra.Command{
@@ -112,16 +101,17 @@ func newLabUpCmd(g *globals) *cobra.Command {
   reshard lab up --dir /tmp/lab --json | jq .shards[0].peers[0].dsn`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			stop, cmd := interruptible(cmd)
-			defer stop()
-			cfg.Progress = cmd.ErrOrStderr()
-			start := time.Now()
-			st, err := lab.Up(cmd.Context(), cfg)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.ErrOrStderr(), "lab up in %.1fs\n", time.Since(start).Seconds())
-			return printLab(cmd.OutOrStdout(), g, st)
+			// Ctrl-C tears a half-built lab down instead of leaving it running.
+			return withSignals(cmd, func(ctx context.Context) error {
+				cfg.Progress = cmd.ErrOrStderr()
+				start := time.Now()
+				st, err := lab.Up(ctx, cfg)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "lab up in %.1fs\n", time.Since(start).Seconds())
+				return printLab(cmd.OutOrStdout(), g, st)
+			})
 		},
 	}
 	cmd.Flags().StringVar(&cfg.Dir, "dir", "", "directory for the lab's state and logs (required)")
@@ -167,13 +157,14 @@ func newLabAddShardCmd(g *globals) *cobra.Command {
 		Example: `  reshard lab add-shard --dir /tmp/lab --name 3.moray --peers 3`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			stop, cmd := interruptible(cmd)
-			defer stop()
-			st, err := lab.AddShard(cmd.Context(), dir, name, peers, cmd.ErrOrStderr())
-			if err != nil {
-				return err
-			}
-			return printLab(cmd.OutOrStdout(), g, st)
+			// Ctrl-C stops adding the shard (cancels lab.AddShard).
+			return withSignals(cmd, func(ctx context.Context) error {
+				st, err := lab.AddShard(ctx, dir, name, peers, cmd.ErrOrStderr())
+				if err != nil {
+					return err
+				}
+				return printLab(cmd.OutOrStdout(), g, st)
+			})
 		},
 	}
 	cmd.Flags().StringVar(&dir, "dir", "", "the lab's directory (required)")

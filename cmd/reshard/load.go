@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/signal"
@@ -9,9 +10,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/reshard/reshard/etcd"
 	"github.com/reshard/reshard/load"
 	"github.com/spf13/cobra"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 func newLoadCmd(g *globals) *cobra.Command {
@@ -113,32 +114,27 @@ misplaced.`,
 			if err != nil {
 				return err
 			}
-			ctx, cancel := cmdContext(cmd, 30*time.Minute)
-			defer cancel()
-			cli, err := etcd.Connect(ctx, g.etcd)
-			if err != nil {
-				return err
-			}
-			defer cli.Close()
-			rep, err := load.Verify(ctx, cli, entries)
-			if err != nil {
-				return err
-			}
-			if g.json {
-				if err := printJSON(cmd.OutOrStdout(), rep); err != nil {
+			return withEtcd(cmd, g, 30*time.Minute, func(ctx context.Context, cli *clientv3.Client) error {
+				rep, err := load.Verify(ctx, cli, entries)
+				if err != nil {
 					return err
 				}
-			} else {
-				fmt.Fprintf(cmd.OutOrStdout(), "ring version %d: %d keys checked: %d missing, %d stale, %d misplaced, %d ambiguous\n",
-					rep.RingVersion, rep.Checked, rep.Missing, rep.Stale, rep.Misplaced, rep.Ambiguous)
-				for _, e := range rep.Examples {
-					fmt.Fprintln(cmd.OutOrStdout(), "  "+e)
+				if g.json {
+					if err := printJSON(cmd.OutOrStdout(), rep); err != nil {
+						return err
+					}
+				} else {
+					fmt.Fprintf(cmd.OutOrStdout(), "ring version %d: %d keys checked: %d missing, %d stale, %d misplaced, %d ambiguous\n",
+						rep.RingVersion, rep.Checked, rep.Missing, rep.Stale, rep.Misplaced, rep.Ambiguous)
+					for _, e := range rep.Examples {
+						fmt.Fprintln(cmd.OutOrStdout(), "  "+e)
+					}
 				}
-			}
-			if !rep.OK() {
-				return fmt.Errorf("verify failed: %d missing, %d stale, %d misplaced", rep.Missing, rep.Stale, rep.Misplaced)
-			}
-			return nil
+				if !rep.OK() {
+					return fmt.Errorf("verify failed: %d missing, %d stale, %d misplaced", rep.Missing, rep.Stale, rep.Misplaced)
+				}
+				return nil
+			})
 		},
 	}
 	cmd.Flags().StringVar(&ledger, "ledger", "", "ledger written by 'reshard load' (required)")

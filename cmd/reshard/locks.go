@@ -19,7 +19,7 @@ ZooKeeper ensemble, its znode there (who holds it, as Manatee's dump job
 sees it), running dumps, pnodes held by jobs, frozen and read-only vnodes.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return withOrchestrator(cmd, g, func(ctx context.Context, o *orchestrator.Orchestrator) error {
+			return withOrchestrator(cmd, g, orchestratorSettings{}, func(ctx context.Context, o *orchestrator.Orchestrator) error {
 				ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 				defer cancel()
 				l, err := o.Locks(ctx)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"text/tabwriter"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/reshard/reshard/postgres"
 	"github.com/reshard/reshard/zookeeper"
 	"github.com/spf13/cobra"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 func newPnodeCmd(g *globals) *cobra.Command {
@@ -71,21 +73,16 @@ too, unless 'reshard start --zookeeper' says otherwise.`,
 			if err := p.Validate(); err != nil {
 				return err
 			}
-			ctx, cancel := cmdContext(cmd, 15*time.Second)
-			defer cancel()
-			cli, err := etcd.Connect(ctx, g.etcd)
-			if err != nil {
-				return err
-			}
-			defer cli.Close()
-			if err := etcd.NewRegistry(cli).AddPnode(ctx, p); err != nil {
-				return err
-			}
-			if g.json {
-				return printJSON(cmd.OutOrStdout(), redactPnode(p))
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "registered pnode %s with %d peers\n", p.Name, len(p.Peers))
-			return nil
+			return withEtcd(cmd, g, 15*time.Second, func(ctx context.Context, cli *clientv3.Client) error {
+				if err := etcd.NewRegistry(cli).AddPnode(ctx, p); err != nil {
+					return err
+				}
+				if g.json {
+					return printJSON(cmd.OutOrStdout(), redactPnode(p))
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "registered pnode %s with %d peers\n", p.Name, len(p.Peers))
+				return nil
+			})
 		},
 	}
 	cmd.Flags().StringVar(&primary, "primary", "", "DSN of the primary")
@@ -100,31 +97,26 @@ func newPnodeListCmd(g *globals) *cobra.Command {
 		Short: "List registered pnodes (passwords are never shown)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := cmdContext(cmd, 15*time.Second)
-			defer cancel()
-			cli, err := etcd.Connect(ctx, g.etcd)
-			if err != nil {
-				return err
-			}
-			defer cli.Close()
-			ps, err := etcd.NewRegistry(cli).Pnodes(ctx)
-			if err != nil {
-				return err
-			}
-			for i := range ps {
-				ps[i] = redactPnode(ps[i])
-			}
-			if g.json {
-				return printJSON(cmd.OutOrStdout(), ps)
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "PNODE\tROLE\tPEER\tDSN")
-			for _, p := range ps {
-				for _, peer := range p.Peers {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", p.Name, peer.Role, peer.Name, peer.DSN)
+			return withEtcd(cmd, g, 15*time.Second, func(ctx context.Context, cli *clientv3.Client) error {
+				ps, err := etcd.NewRegistry(cli).Pnodes(ctx)
+				if err != nil {
+					return err
 				}
-			}
-			return tw.Flush()
+				for i := range ps {
+					ps[i] = redactPnode(ps[i])
+				}
+				if g.json {
+					return printJSON(cmd.OutOrStdout(), ps)
+				}
+				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "PNODE\tROLE\tPEER\tDSN")
+				for _, p := range ps {
+					for _, peer := range p.Peers {
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", p.Name, peer.Role, peer.Name, peer.DSN)
+					}
+				}
+				return tw.Flush()
+			})
 		},
 	}
 }
@@ -135,22 +127,17 @@ func newPnodeRemoveCmd(g *globals) *cobra.Command {
 		Short: "Unregister a pnode (refused while the ring maps vnodes to it)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := cmdContext(cmd, 15*time.Second)
-			defer cancel()
-			cli, err := etcd.Connect(ctx, g.etcd)
-			if err != nil {
-				return err
-			}
-			defer cli.Close()
-			reg := etcd.NewRegistry(cli)
-			if err := reg.RemovePnode(ctx, args[0]); err != nil {
-				return err
-			}
-			if g.json {
-				return printJSON(cmd.OutOrStdout(), map[string]string{"removed": args[0]})
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "removed pnode %s\n", args[0])
-			return nil
+			return withEtcd(cmd, g, 15*time.Second, func(ctx context.Context, cli *clientv3.Client) error {
+				reg := etcd.NewRegistry(cli)
+				if err := reg.RemovePnode(ctx, args[0]); err != nil {
+					return err
+				}
+				if g.json {
+					return printJSON(cmd.OutOrStdout(), map[string]string{"removed": args[0]})
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "removed pnode %s\n", args[0])
+				return nil
+			})
 		},
 	}
 }

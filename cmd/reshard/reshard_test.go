@@ -54,7 +54,7 @@ func ringOf(t *testing.T, l *labInfo) *ring.Ring {
 	if _, stderr, ok := run(t, l.env(), "ring", "export-fash", "--out", f); !ok {
 		t.Fatalf("export ring: %s", stderr)
 	}
-	r, _, err := readRingFile(f)
+	r, _, err := ring.Load(f)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"time"
 
 	"github.com/reshard/reshard/orchestrator"
 	"github.com/spf13/cobra"
@@ -10,7 +9,7 @@ import (
 
 func newResumeCmd(g *globals) *cobra.Command {
 	var faults faultFlags
-	var leaseTTL time.Duration
+	var orch orchestratorSettings
 	cmd := &cobra.Command{
 		Use:   "resume JOB",
 		Short: "Continue a job where it stopped (after a crash, a kill or a failed phase)",
@@ -19,13 +18,12 @@ orchestrator died continues from its current phase. If another orchestrator
 holds the job, this waits for it.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return withOrchestrator(cmd, g, func(ctx context.Context, o *orchestrator.Orchestrator) error {
-				o.SessionTTL = leaseTTL
+			return withOrchestrator(cmd, g, orch, func(ctx context.Context, o *orchestrator.Orchestrator) error {
 				return runJob(ctx, cmd, g, o, args[0], faults)
 			})
 		},
 	}
-	cmd.Flags().DurationVar(&leaseTTL, "lease-ttl", 5*time.Second, "lease holding the job and the dump lock; a dead orchestrator's job can be resumed after it")
+	orch.leaseTTLFlag(cmd)
 	faults.register(cmd.Flags())
 	return cmd
 }

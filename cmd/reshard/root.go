@@ -5,9 +5,13 @@ import (
 	"encoding/json"
 	"io"
 	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
+	"github.com/reshard/reshard/etcd"
 	"github.com/spf13/cobra"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // globals are the flags every subcommand shares.
@@ -53,4 +57,24 @@ func printJSON(w io.Writer, v any) error {
 // cmdContext bounds a short command so a dead etcd fails it instead of hanging.
 func cmdContext(cmd *cobra.Command, d time.Duration) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(cmd.Context(), d)
+}
+
+// withEtcd runs fn with a client of --etcd, within d (cmdContext), and
+// closes the client after.
+func withEtcd(cmd *cobra.Command, g *globals, d time.Duration, fn func(context.Context, *clientv3.Client) error) error {
+	ctx, cancel := cmdContext(cmd, d)
+	defer cancel()
+	cli, err := etcd.Connect(ctx, g.etcd)
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	return fn(ctx, cli)
+}
+
+// withSignals runs fn in a context that Ctrl-C or SIGTERM cancels.
+func withSignals(cmd *cobra.Command, fn func(context.Context) error) error {
+	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return fn(ctx)
 }

@@ -21,7 +21,7 @@ time; a job another orchestrator holds is waited for. Failed jobs wait for
 an operator: 'reshard resume JOB' or 'reshard abort JOB'.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return withOrchestrator(cmd, g, func(ctx context.Context, o *orchestrator.Orchestrator) error {
+			return withOrchestrator(cmd, g, orchestratorSettings{}, func(ctx context.Context, o *orchestrator.Orchestrator) error {
 				log := slog.New(slog.NewJSONHandler(cmd.ErrOrStderr(), nil))
 				for ctx.Err() == nil {
 					jobs, err := o.Jobs(ctx)

@@ -115,7 +115,7 @@ func runScenario(ctx context.Context, g *globals, sc scenario) (*scenarioResult,
 		}
 	}
 
-	o, done, err := connectOrchestrator(ctx, g)
+	o, done, err := connectOrchestrator(ctx, g, orchestratorSettings{})
 	if err != nil {
 		return nil, err
 	}

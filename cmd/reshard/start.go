@@ -22,7 +22,7 @@ func newStartCmd(g *globals) *cobra.Command {
 	var dryRun, detach bool
 	var labDir string
 	var faults faultFlags
-	var leaseTTL time.Duration
+	var orch orchestratorSettings
 	var zkServers string
 	cmd := &cobra.Command{
 		Use:   "start --from PNODE --to PNODE... (--split-half | --vnodes LIST) --dc-mode single|triple --servers N",
@@ -53,7 +53,7 @@ waits while another holder has it, and deletes it at release-dump-lock
   reshard start --from 1.moray --to 3.moray --split-half --dc-mode triple --servers 3 --zookeeper zk1:2181,zk2:2181,zk3:2181`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return withOrchestrator(cmd, g, func(ctx context.Context, o *orchestrator.Orchestrator) error {
+			return withOrchestrator(cmd, g, orch, func(ctx context.Context, o *orchestrator.Orchestrator) error {
 				if labDir != "" {
 					abs, err := filepath.Abs(labDir)
 					if err != nil {
@@ -91,7 +91,6 @@ waits while another holder has it, and deletes it at release-dump-lock
 					fmt.Fprintln(cmd.OutOrStdout(), j.ID)
 					return nil
 				}
-				o.SessionTTL = leaseTTL
 				return runJob(ctx, cmd, g, o, j.ID, faults)
 			})
 		},
@@ -112,7 +111,7 @@ waits while another holder has it, and deletes it at release-dump-lock
 	f.BoolVar(&req.WaitDumpLock, "wait-dump-lock", false, "start even if another holder has the dump lock znode now, and wait for it at the dump-lock phase")
 	f.BoolVar(&dryRun, "dry-run", false, "print the plan and change nothing")
 	f.BoolVar(&detach, "detach", false, "record the job for a 'reshard run' service and return")
-	f.DurationVar(&leaseTTL, "lease-ttl", 5*time.Second, "lease holding the job and the dump lock; a dead orchestrator's job can be resumed after it")
+	orch.leaseTTLFlag(cmd)
 	faults.register(f)
 	return cmd
 }

@@ -32,11 +32,7 @@ func TestStartBadInputChangesNothing(t *testing.T) {
 	query[int](t, owning, `insert into reshard_vnode_chunks values (0, B'1'::bit(1024), B'1'::bit(1024), 1)`) // owns vnode 0
 
 	ctx := context.Background()
-	cli, err := etcd.Connect(ctx, l.Etcd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
+	cli := l.etcdClient(t)
 	snapshot := func() string {
 		_, rv, err := etcd.NewRingStore(cli).Current(ctx)
 		if err != nil {

@@ -4,16 +4,10 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
-	"github.com/reshard/reshard"
-	"github.com/reshard/reshard/etcd"
-	"github.com/reshard/reshard/lab"
 	"github.com/reshard/reshard/orchestrator"
 	"github.com/spf13/cobra"
 )
@@ -34,22 +28,17 @@ state (dump lock, pnodes held by jobs, frozen and read-only vnodes), and
 the measured write block. Without JOB, the newest job.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := cmdContext(cmd, 30*time.Second)
-			defer cancel()
-			o, done, err := connectOrchestrator(ctx, g)
-			if err != nil {
-				return err
-			}
-			defer done()
-			v, err := loadStatus(ctx, o, args)
-			if err != nil {
-				return err
-			}
-			if g.json {
-				return printJSON(cmd.OutOrStdout(), v)
-			}
-			renderStatus(cmd.OutOrStdout(), v)
-			return nil
+			return withOrchestratorWithin(cmd, g, 30*time.Second, func(ctx context.Context, o *orchestrator.Orchestrator) error {
+				v, err := loadStatus(ctx, o, args)
+				if err != nil {
+					return err
+				}
+				if g.json {
+					return printJSON(cmd.OutOrStdout(), v)
+				}
+				renderStatus(cmd.OutOrStdout(), v)
+				return nil
+			})
 		},
 	}
 }
@@ -84,7 +73,7 @@ func newWatchCmd(g *globals) *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			o, done, err := connectOrchestrator(ctx, g)
+			o, done, err := connectOrchestrator(ctx, g, orchestratorSettings{})
 			if err != nil {
 				return err
 			}
@@ -109,50 +98,6 @@ func newWatchCmd(g *globals) *cobra.Command {
 			}
 		},
 	}
-}
-
-// withOrchestrator runs fn with an orchestrator, in a context that Ctrl-C
-// or SIGTERM cancels, so a job stops between steps rather than mid-write.
-func withOrchestrator(cmd *cobra.Command, g *globals, fn func(context.Context, *orchestrator.Orchestrator) error) error {
-	return withSignals(cmd, func(ctx context.Context) error {
-		o, done, err := connectOrchestrator(ctx, g)
-		if err != nil {
-			return err
-		}
-		defer done()
-		return fn(ctx, o)
-	})
-}
-
-// withSignals runs fn in a context that Ctrl-C or SIGTERM cancels.
-func withSignals(cmd *cobra.Command, fn func(context.Context) error) error {
-	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	return fn(ctx)
-}
-
-func connectOrchestrator(ctx context.Context, g *globals) (*orchestrator.Orchestrator, func(), error) {
-	cli, err := etcd.Connect(ctx, g.etcd)
-	if err != nil {
-		return nil, nil, err
-	}
-	o := orchestrator.New(cli, nil)
-	o.Provisioners = provisioner
-	o.DumpZnodes = dialDumpZnode
-	return o, func() { cli.Close() }, nil
-}
-
-// provisioner resolves a job's provisioner. The lab's is the one built:
-// "lab:DIR" creates peers in the lab in DIR.
-func provisioner(spec string) (reshard.Provisioner, error) {
-	dir, ok := strings.CutPrefix(spec, "lab:")
-	if !ok {
-		return nil, fmt.Errorf("unknown provisioner %q (use --lab DIR)", spec)
-	}
-	if _, err := lab.Load(dir); err != nil {
-		return nil, err
-	}
-	return lab.Provisioner{Dir: dir}, nil
 }
 
 // renderStatus prints a job for people.

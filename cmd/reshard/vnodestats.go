@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"text/tabwriter"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"github.com/reshard/reshard/postgres"
 	"github.com/reshard/reshard/shard"
 	"github.com/spf13/cobra"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 func newVnodeStatsCmd(g *globals) *cobra.Command {
@@ -32,54 +34,49 @@ per bucket, not one per vnode.`,
 			if top < 0 {
 				return fmt.Errorf("--top must be 0 (all) or more, got %d", top)
 			}
-			ctx, cancel := cmdContext(cmd, 30*time.Minute)
-			defer cancel()
-			cli, err := etcd.Connect(ctx, g.etcd)
-			if err != nil {
-				return err
-			}
-			defer cli.Close()
-			primary, err := etcd.NewRegistry(cli).Primary(ctx, pnode)
-			if err != nil {
-				return err
-			}
-			conn, err := postgres.Connect(ctx, primary.DSN)
-			if err != nil {
-				return err
-			}
-			defer conn.Close(ctx)
-			var buckets []string
-			if bucket != "" {
-				buckets = []string{bucket}
-			}
-			stats, err := shard.VnodeStats(ctx, conn, buckets...)
-			if err != nil {
-				return err
-			}
-			var rest shard.VnodeStat // what --top leaves out, summed
-			if top > 0 && len(stats) > top {
-				for _, s := range stats[top:] {
-					rest.Vnode++
-					rest.Rows += s.Rows
-					rest.Bytes += s.Bytes
+			return withEtcd(cmd, g, 30*time.Minute, func(ctx context.Context, cli *clientv3.Client) error {
+				primary, err := etcd.NewRegistry(cli).Primary(ctx, pnode)
+				if err != nil {
+					return err
 				}
-				stats = stats[:top]
-			}
-			if g.json {
-				return printJSON(cmd.OutOrStdout(), stats)
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', tabwriter.AlignRight)
-			fmt.Fprintln(tw, "VNODE\tROWS\tBYTES\t")
-			for _, s := range stats {
-				fmt.Fprintf(tw, "%d\t%d\t%d\t\n", s.Vnode, s.Rows, s.Bytes)
-			}
-			if err := tw.Flush(); err != nil {
-				return err
-			}
-			if rest.Vnode > 0 {
-				fmt.Fprintf(cmd.OutOrStdout(), "... and %d more vnodes holding %d rows (%d bytes); --top 0 lists them all\n", rest.Vnode, rest.Rows, rest.Bytes)
-			}
-			return nil
+				conn, err := postgres.Connect(ctx, primary.DSN)
+				if err != nil {
+					return err
+				}
+				defer conn.Close(ctx)
+				var buckets []string
+				if bucket != "" {
+					buckets = []string{bucket}
+				}
+				stats, err := shard.VnodeStats(ctx, conn, buckets...)
+				if err != nil {
+					return err
+				}
+				var rest shard.VnodeStat // what --top leaves out, summed
+				if top > 0 && len(stats) > top {
+					for _, s := range stats[top:] {
+						rest.Vnode++
+						rest.Rows += s.Rows
+						rest.Bytes += s.Bytes
+					}
+					stats = stats[:top]
+				}
+				if g.json {
+					return printJSON(cmd.OutOrStdout(), stats)
+				}
+				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', tabwriter.AlignRight)
+				fmt.Fprintln(tw, "VNODE\tROWS\tBYTES\t")
+				for _, s := range stats {
+					fmt.Fprintf(tw, "%d\t%d\t%d\t\n", s.Vnode, s.Rows, s.Bytes)
+				}
+				if err := tw.Flush(); err != nil {
+					return err
+				}
+				if rest.Vnode > 0 {
+					fmt.Fprintf(cmd.OutOrStdout(), "... and %d more vnodes holding %d rows (%d bytes); --top 0 lists them all\n", rest.Vnode, rest.Rows, rest.Bytes)
+				}
+				return nil
+			})
 		},
 	}
 	cmd.Flags().StringVar(&pnode, "pnode", "", "registered pnode to read (required)")

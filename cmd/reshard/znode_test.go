@@ -105,11 +105,7 @@ func TestZooKeeperDumpLockDuringSplit(t *testing.T) {
 	l.addShard(t, "3.moray", "1")
 	conn := zktest.Client(t, zkAddr)
 	ctx := context.Background()
-	cli, err := etcd.Connect(ctx, l.Etcd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
+	cli := l.etcdClient(t)
 	lease, err := cli.Grant(ctx, 60)
 	if err != nil {
 		t.Fatal(err)
