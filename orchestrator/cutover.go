@@ -111,7 +111,11 @@ func (r *run) handOver(ctx context.Context) error {
 		return err
 	}
 	r.crash(PointFlipped)
-	return r.step(ctx, stepRouters, func() error { return r.waitRouters(ctx) })
+	if err := r.step(ctx, stepRouters, func() error { return r.waitRouters(ctx) }); err != nil {
+		return err
+	}
+	r.crash(PointRouted)
+	return nil
 }
 
 // flipRing publishes the ring with the moved vnodes on their new pnodes,

@@ -10,6 +10,10 @@ import (
 	"github.com/reshard/reshard/shard"
 )
 
+// Logical copies the moving vnodes' rows into existing pnodes with
+// row-filtered logical replication.
+const Logical StrategyName = "logical"
+
 // The logical strategy copies the moving vnodes' rows into existing,
 // empty pnodes with row-filtered logical replication: one publication per
 // destination on the origin, filtered to its ranges, and a subscription on
@@ -25,7 +29,8 @@ func init() {
 			{Name: "catchup", Run: logicalCatchup, Points: []Point{PointMid}},
 			dumpLockPhase,
 			{Name: "verify", Run: verify, Points: []Point{PointMid}},
-			{Name: "cutover", Run: logicalCutover, Points: []Point{PointFrozen, PointDisowned, PointWritable, PointFlipped}},
+			{Name: "cutover", Run: logicalCutover, Points: []Point{PointFrozen, PointCaughtUp, PointRechecked, PointSequences,
+				PointDisowned, PointWritable, PointFlipped, PointRouted}},
 			{Name: "teardown", Run: teardown, Points: []Point{PointMid}},
 			releaseDumpLockPhase,
 			{Name: "cleanup", Run: cleanupOrigin, Points: []Point{PointMid}},
@@ -264,9 +269,11 @@ func logicalCutover(ctx context.Context, r *run) error {
 	if err := r.step(ctx, stepCaughtUp, func() error { return r.markerReached(ctx, "cutover", j.Moves...) }); err != nil {
 		return err
 	}
+	r.crash(PointCaughtUp)
 	if err := r.step(ctx, stepVerified, func() error { return r.recheck(ctx) }); err != nil {
 		return err
 	}
+	r.crash(PointRechecked)
 	if err := r.step(ctx, stepSequences, func() error {
 		origin, err := r.pool(ctx, j.From)
 		if err != nil {
@@ -278,6 +285,7 @@ func logicalCutover(ctx context.Context, r *run) error {
 	}); err != nil {
 		return err
 	}
+	r.crash(PointSequences)
 	return r.handOver(ctx)
 }
 

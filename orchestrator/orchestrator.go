@@ -38,7 +38,9 @@ type Orchestrator struct {
 	// (its first point) or "PHASE:POINT", or at an arbitrary line after a
 	// delay, "after:DURATION": how the tests kill it inside every phase.
 	// PauseAt makes it SIGSTOP itself at a point instead, as a process
-	// paused past its lease would be. Never set in production.
+	// paused past its lease would be; such a run also ignores the end of
+	// its session, as a process whose check comes too late would, so that
+	// only the fence stops it. Never set in production.
 	CrashAt, PauseAt string
 	// RouterWait bounds the wait for routers to serve a new ring.
 	RouterWait time.Duration
@@ -114,6 +116,7 @@ type run struct {
 	// fenced step with a lower one, and the run's context carries the etcd
 	// side of it (etcd.WithFence).
 	token   reshard.FencingToken
+	deaf    bool // fault injection: ignore the session's end (PauseAt)
 	phase   *Phase
 	mu      sync.Mutex
 	pools   map[string]*pgxpool.Pool
@@ -147,13 +150,16 @@ func (o *Orchestrator) Run(ctx context.Context, id string) error {
 	// Correctness does not depend on noticing in time; the fence does that.
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
-	go func() {
-		select {
-		case <-session.Done():
-			stop()
-		case <-ctx.Done():
-		}
-	}()
+	deaf := o.PauseAt != ""
+	if !deaf {
+		go func() {
+			select {
+			case <-session.Done():
+				stop()
+			case <-ctx.Done():
+			}
+		}()
+	}
 	if d, ok := strings.CutPrefix(o.CrashAt, "after:"); ok {
 		if delay, err := time.ParseDuration(d); err == nil {
 			time.AfterFunc(delay, func() {
@@ -170,7 +176,7 @@ func (o *Orchestrator) Run(ctx context.Context, id string) error {
 	if err != nil {
 		return fatal("job %s: %v", id, err)
 	}
-	r := &run{o: o, job: j, strat: strat, session: session, pools: map[string]*pgxpool.Pool{},
+	r := &run{o: o, job: j, strat: strat, session: session, deaf: deaf, pools: map[string]*pgxpool.Pool{},
 		token: reshard.FencingToken{Job: id, Token: fence.Token}}
 	defer r.closePools()
 	defer r.closeZnode()
@@ -211,7 +217,7 @@ func (o *Orchestrator) Run(ctx context.Context, id string) error {
 			if errors.Is(err, ErrAborted) {
 				return r.stopped(r.abort(ctx))
 			}
-			if lostJob(err) {
+			if lostJob(err) || r.sessionEnded() {
 				return r.stopped(err)
 			}
 			j.State, j.Error = Failed, err.Error()
@@ -226,10 +232,25 @@ func (o *Orchestrator) Run(ctx context.Context, id string) error {
 	return r.stopped(o.store.ReleasePnodes(ctx, j))
 }
 
-// stopped turns a fence's refusal into ErrLostJob, logged once: the
-// process stops working on the job without another write.
+// sessionEnded reports whether this run's etcd session (its lease) is
+// gone: another orchestrator may hold the job now.
+func (r *run) sessionEnded() bool {
+	if r.deaf {
+		return false
+	}
+	select {
+	case <-r.session.Done():
+		return true
+	default:
+		return false
+	}
+}
+
+// stopped turns a fence's refusal, or the end of the session, into
+// ErrLostJob, logged once: the process stops working on the job without
+// another write (a "failed" record would be false: the job goes on).
 func (r *run) stopped(err error) error {
-	if err != nil && lostJob(err) {
+	if err != nil && (lostJob(err) || r.sessionEnded()) {
 		r.o.log.Warn("stopping: another orchestrator took the job over", "job", r.job.ID, "token", r.token.Token, "err", err)
 		return fmt.Errorf("job %s: %w (%v)", r.job.ID, ErrLostJob, err)
 	}

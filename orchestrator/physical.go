@@ -11,6 +11,10 @@ import (
 	"github.com/reshard/reshard/shard"
 )
 
+// Physical is RFD 103's own method: new peers of the origin, streamed by
+// physical replication, are split off as the new pnodes.
+const Physical StrategyName = "physical"
+
 // The physical strategy is RFD 103's own method: new peers of the origin
 // catch up by streaming replication, the moving vnodes are frozen, the first
 // new peer replays past the freeze and is promoted, the others follow it,
@@ -28,7 +32,7 @@ func init() {
 			{Name: "wait-replay", Run: waitReplay, Points: []Point{PointMid}},
 			{Name: "detach", Run: detach, Points: []Point{PointMid}},
 			{Name: "register", Run: registerPnodes, Points: []Point{PointMid}},
-			{Name: "cutover", Run: physicalCutover, Points: []Point{PointDisowned, PointWritable, PointFlipped}},
+			{Name: "cutover", Run: physicalCutover, Points: []Point{PointDisowned, PointWritable, PointFlipped, PointRouted}},
 			releaseDumpLockPhase,
 			{Name: "cleanup", Run: cleanupSplit, Points: []Point{PointMid}},
 		},

@@ -10,15 +10,6 @@ import (
 // StrategyName names a strategy.
 type StrategyName string
 
-const (
-	// Logical copies the moving vnodes' rows into existing pnodes with
-	// row-filtered logical replication.
-	Logical StrategyName = "logical"
-	// Physical is RFD 103's own method: new peers of the origin, streamed
-	// by physical replication, are split off as the new pnodes.
-	Physical StrategyName = "physical"
-)
-
 // A Strategy is one way to move vnodes: its phases in order, what it needs
 // from a request, and how it undoes a job that has not flipped the ring.
 // Each strategy is one file that registers itself; the orchestrator knows
@@ -88,6 +79,13 @@ func StrategyNames() string {
 	return out
 }
 
+// CreatesDestinations reports whether the named strategy makes the
+// destination pnodes itself (false for an unknown one).
+func CreatesDestinations(name StrategyName) bool {
+	s, ok := strategies[name]
+	return ok && s.CreatesDestinations
+}
+
 // PhaseNames lists a strategy's phases in order.
 func PhaseNames(name StrategyName) []string {
 	s, ok := strategies[name]
@@ -117,11 +115,15 @@ type Point string
 const (
 	// PointMid is inside a phase, after its first change.
 	PointMid Point = "mid"
-	// The cutover's points, after each step that hands the vnodes over.
-	PointFrozen   Point = "frozen"
-	PointDisowned Point = "disowned"
-	PointWritable Point = "writable"
-	PointFlipped  Point = "flipped"
+	// The cutover's points, one after each of its steps.
+	PointFrozen    Point = "frozen"
+	PointCaughtUp  Point = "caught-up"
+	PointRechecked Point = "rechecked"
+	PointSequences Point = "sequences"
+	PointDisowned  Point = "disowned"
+	PointWritable  Point = "writable"
+	PointFlipped   Point = "flipped"
+	PointRouted    Point = "routed"
 )
 
 // FaultPoints lists every "PHASE:POINT" of a strategy, in the order a job

@@ -7,6 +7,7 @@ import (
 
 	"github.com/reshard/reshard/lab"
 	"github.com/reshard/reshard/load"
+	"github.com/reshard/reshard/orchestrator"
 	"github.com/spf13/cobra"
 )
 
@@ -54,8 +55,8 @@ or misplaced.`,
   reshard demo --vnodes 1000000 --rows 1000000     # a production-size ring`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if strategy != "logical" && strategy != "physical" {
-				return fmt.Errorf("--strategy must be logical or physical, got %q", strategy)
+			if orchestrator.PhaseNames(orchestrator.StrategyName(strategy)) == nil {
+				return fmt.Errorf("--strategy must be %s, got %q", orchestrator.StrategyNames(), strategy)
 			}
 			if rows < 0 || rows > 50_000_000 {
 				return fmt.Errorf("--rows must be between 0 and 50000000, got %d", rows)

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -82,8 +83,10 @@ func (f *faultCtx) waitPhase(phases ...string) string {
 }
 
 type faultCase struct {
-	name   string
-	rows   int
+	name string
+	// strategies the case applies to; nil: every strategy.
+	strategies []orchestrator.StrategyName
+	rows       int
 	resume bool // the fault kills the orchestrator: resume until done
 	crash  func(f *faultCtx) string
 	inject func(f *faultCtx)
@@ -327,14 +330,24 @@ func faultCases(full bool) []faultCase {
 			return ""
 		}},
 	}
-	dest := faultCase{name: "destination primary restart during catch-up", rows: 100000, inject: func(f *faultCtx) {
-		p := f.waitPhase("catchup", "verify", "dump-lock")
-		if _, stderr, ok := run(f.t, nil, "lab", "restart", "--dir", f.l.Dir, "--peer", "3.moray-1", "--down", "1s"); !ok {
-			f.t.Fatalf("restart: %s", stderr)
-		}
-		f.note("3.moray-1 down 1s in %s", p)
-	}}
-	cases = append(cases, dest)
+	cases = append(cases, faultCase{name: "destination primary restart during catch-up", rows: 100000,
+		strategies: []orchestrator.StrategyName{orchestrator.Logical}, inject: func(f *faultCtx) {
+			p := f.waitPhase("catchup", "verify", "dump-lock")
+			if _, stderr, ok := run(f.t, nil, "lab", "restart", "--dir", f.l.Dir, "--peer", "3.moray-1", "--down", "1s"); !ok {
+				f.t.Fatalf("restart: %s", stderr)
+			}
+			f.note("3.moray-1 down 1s in %s", p)
+		}},
+		// The physical strategy's destination does not exist until after
+		// catch-up: its new peer is restarted instead.
+		faultCase{name: "new peer restart during catch-up", rows: 100000,
+			strategies: []orchestrator.StrategyName{orchestrator.Physical}, inject: func(f *faultCtx) {
+				p := f.waitPhase("catchup", "dump-lock", "freeze")
+				if _, stderr, ok := run(f.t, nil, "lab", "restart", "--dir", f.l.Dir, "--peer", "3.moray-1", "--down", "1s"); !ok {
+					f.t.Fatalf("restart: %s", stderr)
+				}
+				f.note("new peer 3.moray-1 down 1s in %s", p)
+			}})
 	if full {
 		for i := 0; i < 4; i++ {
 			cases = append(cases, cases[0])
@@ -362,16 +375,8 @@ func TestFaults(t *testing.T) {
 	var rows []faultRow
 	for _, strategy := range strategies {
 		for _, c := range faultCases(full) {
-			if strategy == "physical" && c.name == "destination primary restart during catch-up" {
-				// The physical strategy's destination does not exist
-				// until after catch-up; its new peer is restarted instead.
-				c.inject = func(f *faultCtx) {
-					p := f.waitPhase("catchup", "dump-lock", "freeze")
-					if _, stderr, ok := run(f.t, nil, "lab", "restart", "--dir", f.l.Dir, "--peer", "3.moray-1", "--down", "1s"); !ok {
-						f.t.Fatalf("restart: %s", stderr)
-					}
-					f.note("new peer 3.moray-1 down 1s in %s", p)
-				}
+			if c.strategies != nil && !slices.Contains(c.strategies, orchestrator.StrategyName(strategy)) {
+				continue
 			}
 			t.Run(strategy+"/"+c.name, func(t *testing.T) {
 				r := runFaultCase(t, c, strategy)

@@ -122,13 +122,13 @@ func runScenario(ctx context.Context, g *globals, sc scenario) (*scenarioResult,
 	defer done()
 	sreq := orchestrator.Request{From: "1.moray", To: []string{"3.moray"}, SplitHalf: true, Strategy: orchestrator.StrategyName(sc.Strategy),
 		DCMode: orchestrator.SingleDC, Servers: 1, RateLimit: 50000}
-	if sc.Strategy == "logical" {
+	if !orchestrator.CreatesDestinations(sreq.Strategy) {
 		step("lab add-shard: an empty 3.moray, the destination")
 		if _, err := lab.AddShard(ctx, dir, "3.moray", sc.Peers, w); err != nil {
 			return nil, err
 		}
 	} else {
-		step("the physical strategy will create 3.moray from 3 new peers of 1.moray (triple-DC mode)")
+		step("the %s strategy will create 3.moray from 3 new peers of 1.moray (triple-DC mode)", sc.Strategy)
 		sreq.DCMode, sreq.Servers, sreq.Provisioner = orchestrator.TripleDC, 3, "lab:"+dir
 	}
 
