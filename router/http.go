@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/reshard/reshard"
+	"github.com/reshard/reshard/postgres"
 	"github.com/reshard/reshard/shard"
 	"github.com/reshard/reshard/trigger"
 	"golang.org/x/sync/errgroup"
@@ -430,7 +431,7 @@ func (r *Router) fail(w *statusWriter, err error) {
 		apiError(w, http.StatusBadRequest, "InvalidBucketConfig", bce.Message)
 	case errors.Is(err, shard.ErrBadValue):
 		apiError(w, http.StatusBadRequest, "BadBody", "the object value must be a JSON object: "+err.Error())
-	case errors.As(err, &pe) && pe.Code == "23505":
+	case errors.As(err, &pe) && pe.Code == postgres.UniqueViolation:
 		apiError(w, http.StatusConflict, "UniqueAttribute", uniqueError(pe).Message)
 	case errors.As(err, &pe) && refusedValue(pe):
 		// PostgreSQL's own text names its internals; say what was wrong.

@@ -18,6 +18,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/reshard/reshard/fast"
+	"github.com/reshard/reshard/postgres"
 )
 
 // MorayVersion is the Moray API version the version RPC reports; the npm
@@ -384,10 +385,11 @@ func toMorayError(err error) *MorayError {
 // constraint violation), and 54000 (program limit exceeded: an index row
 // over its size limit).
 func refusedValue(pe *pgconn.PgError) bool {
-	return strings.HasPrefix(pe.Code, "22") || strings.HasPrefix(pe.Code, "23") || pe.Code == "54000" ||
+	return postgres.InClass(pe.Code, postgres.ClassDataException) || postgres.InClass(pe.Code, postgres.ClassIntegrityConstraintViolation) ||
+		pe.Code == postgres.ProgramLimitExceeded ||
 		// datatype_mismatch: an updateBucket changed a field's type, which,
 		// as in Moray, leaves its column's type as it was.
-		pe.Code == "42804"
+		pe.Code == postgres.DatatypeMismatch
 }
 
 // uniqueKey reads the column and value from PostgreSQL's detail of a

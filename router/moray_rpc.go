@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/reshard/reshard"
+	"github.com/reshard/reshard/postgres"
 	"github.com/reshard/reshard/shard"
 )
 
@@ -644,15 +645,15 @@ func findError(bucket, filter string, err error) error {
 		return &MorayError{Name: "InvalidQueryError", Message: fmt.Sprintf("%s is an invalid filter: %s", filter, strings.TrimPrefix(err.Error(), "invalid query: "))}
 	}
 	var pe *pgconn.PgError
-	if errors.As(err, &pe) && (pe.Code == "42P01") {
+	if errors.As(err, &pe) && (pe.Code == postgres.UndefinedTable) {
 		return bucketNotFound(bucket)
 	}
-	if errors.As(err, &pe) && pe.Code == "22021" {
+	if errors.As(err, &pe) && pe.Code == postgres.CharacterNotInRepertoire {
 		// A NUL in a filter's value for a column: Moray sends it, and
 		// passes PostgreSQL's refusal on (lib/pg.js pgError).
 		return &MorayError{Name: "error", Message: pe.Message}
 	}
-	if errors.As(err, &pe) && (pe.Code[:2] == "22" || pe.Code[:2] == "42") {
+	if errors.As(err, &pe) && (postgres.InClass(pe.Code, postgres.ClassDataException) || postgres.InClass(pe.Code, postgres.ClassSyntaxErrorOrAccessRuleViolation)) {
 		// Moray's message, without PostgreSQL's words for what it refused.
 		return &MorayError{Name: "InvalidQueryError", Message: fmt.Sprintf("%s is an invalid filter", filter)}
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/reshard/reshard/etcd"
+	"github.com/reshard/reshard/postgres"
 	"github.com/reshard/reshard/shard"
 )
 
@@ -124,9 +125,9 @@ func morayPGError(stmt string, err error) error {
 		return nil
 	case errors.Is(err, shard.ErrSQLTimeout):
 		return &MorayError{Name: "QueryTimeoutError", Message: "query timeout: " + shard.MorayStatement(stmt)}
-	case errors.As(err, &pe) && pe.Code == "23505":
+	case errors.As(err, &pe) && pe.Code == postgres.UniqueViolation:
 		return uniqueError(pe)
-	case errors.As(err, &pe) && (pe.Code == "42601" || pe.Code == "42701"):
+	case errors.As(err, &pe) && (pe.Code == postgres.SyntaxError || pe.Code == postgres.DuplicateColumn):
 		return &MorayError{Name: "InternalError", Message: "Invalid SQL: " + pe.Message}
 	case errors.As(err, &pe):
 		return &MorayError{Name: "error", Message: pe.Message}

@@ -434,8 +434,7 @@ func isConnectError(err error) bool {
 // isShutdown: the server is shutting down, restarting, or refusing
 // connections for now (SQLSTATE class 57P).
 func isShutdown(err error) bool {
-	var pe *pgconn.PgError
-	return errors.As(err, &pe) && strings.HasPrefix(pe.Code, "57P")
+	return postgres.IsShutdown(err)
 }
 
 func isPgError(err error) bool {
