@@ -30,8 +30,8 @@ const (
 
 // IsFenced reports whether err is the fence refusing a vnode.
 func IsFenced(err error) bool {
-	var pe *pgconn.PgError
-	return errors.As(err, &pe) && (pe.Code == CodeNotOwned || pe.Code == CodeFrozen)
+	code := postgres.Code(err)
+	return code == CodeNotOwned || code == CodeFrozen
 }
 
 // Querier is what the schema functions need: a connection, pool or tx.
