@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/reshard/reshard"
 	"github.com/reshard/reshard/postgres"
@@ -158,16 +159,16 @@ func (pr Provisioner) Promote(ctx context.Context, peer reshard.Peer) error {
 			return err
 		}
 		defer conn.Close(ctx)
-		var standby bool
-		if err := conn.QueryRow(ctx, `select pg_is_in_recovery()`).Scan(&standby); err != nil {
+		standby, err := postgres.InRecovery(ctx, conn)
+		if err != nil {
 			return err
 		}
 		if standby {
-			var ok bool
-			if err := conn.QueryRow(ctx, `select pg_promote(true, 60)`).Scan(&ok); err != nil {
+			done, err := postgres.Promote(ctx, conn, 60*time.Second)
+			if err != nil {
 				return err
 			}
-			if !ok {
+			if !done {
 				return fmt.Errorf("%s did not finish promotion in 60s", p.Name)
 			}
 		}
