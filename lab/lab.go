@@ -358,7 +358,7 @@ func createDatabase(ctx context.Context, p Peer) error {
 	if err != nil {
 		return err
 	}
-	_, err = conn.Exec(ctx, "create database moray")
+	err = postgres.CreateDatabase(ctx, conn, "moray")
 	conn.Close(ctx)
 	if err != nil {
 		return err
@@ -376,8 +376,7 @@ func reload(ctx context.Context, p Peer) error {
 		return err
 	}
 	defer conn.Close(ctx)
-	_, err = conn.Exec(ctx, "select pg_reload_conf()")
-	return err
+	return postgres.ReloadConf(ctx, conn)
 }
 
 // startSupervisor runs the long-lived process that hosts etcd (and later the

@@ -181,13 +181,11 @@ func waitStreaming(ctx context.Context, upstream Peer, name string, sync bool) e
 	defer conn.Close(ctx)
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		var n int
-		if err := conn.QueryRow(ctx, `select count(*) from pg_stat_replication
-			where application_name = $1 and state = 'streaming' and (not $2 or sync_state = 'sync')`,
-			name, sync).Scan(&n); err != nil {
+		streaming, err := postgres.IsStreaming(ctx, conn, name, sync)
+		if err != nil {
 			return err
 		}
-		if n > 0 {
+		if streaming {
 			return nil
 		}
 		if time.Now().After(deadline) {

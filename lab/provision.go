@@ -159,16 +159,16 @@ func (pr Provisioner) Promote(ctx context.Context, peer reshard.Peer, token resh
 			return err
 		}
 		defer conn.Close(ctx)
-		var standby bool
-		if err := conn.QueryRow(ctx, `select pg_is_in_recovery()`).Scan(&standby); err != nil {
+		standby, err := postgres.InRecovery(ctx, conn)
+		if err != nil {
 			return err
 		}
 		if standby {
-			ok, err := shard.PromoteStandby(ctx, conn, token)
+			done, err := shard.PromoteStandby(ctx, conn, token)
 			if err != nil {
 				return err
 			}
-			if !ok {
+			if !done {
 				return fmt.Errorf("%s did not finish promotion in 60s", p.Name)
 			}
 		}

@@ -72,7 +72,7 @@ func Fill(ctx context.Context, cli *clientv3.Client, bucket string, rows int, le
 				}
 				conns[pnode] = conn
 			}
-			if _, err := conn.CopyFrom(ctx, pgx.Identifier{bucket}, cols, pgx.CopyFromRows(rs)); err != nil {
+			if _, err := shard.CopyRows(ctx, conn, bucket, cols, rs); err != nil {
 				return fmt.Errorf("fill %s on %s: %w", bucket, pnode, err)
 			}
 		}
@@ -81,7 +81,7 @@ func Fill(ctx context.Context, cli *clientv3.Client, bucket string, rows int, le
 		}
 	}
 	for _, c := range conns {
-		if _, err := c.Exec(ctx, "analyze "+pgx.Identifier{bucket}.Sanitize()); err != nil {
+		if err := shard.Analyze(ctx, c, bucket); err != nil {
 			return err
 		}
 	}

@@ -138,24 +138,9 @@ func Verify(ctx context.Context, cli *clientv3.Client, entries []Entry) (Report,
 			for _, ks := range g.keys[start:end] {
 				names = append(names, ks.key)
 			}
-			rows, err := c.Query(ctx, fmt.Sprintf(`select _key, _vnode, _etag from %s where _key = any($1)`,
-				quote(g.bucket)), names)
+			found, err := shard.Etags(ctx, c, g.bucket, names)
 			if err != nil {
 				return rep, fmt.Errorf("%s on %s: %w", g.bucket, g.pnode, err)
-			}
-			found := map[string]string{}
-			for rows.Next() {
-				var k, etag string
-				var v *int64
-				if err := rows.Scan(&k, &v, &etag); err != nil {
-					rows.Close()
-					return rep, err
-				}
-				found[k] = etag
-			}
-			rows.Close()
-			if err := rows.Err(); err != nil {
-				return rep, err
 			}
 			for i, ks := range g.keys[start:end] {
 				rep.Checked++
@@ -236,5 +221,3 @@ func misplaced(ctx context.Context, reg reshard.Registry, rg *ring.Ring, conn fu
 }
 
 type pgxConn = pgx.Conn
-
-func quote(s string) string { return pgx.Identifier{s}.Sanitize() }

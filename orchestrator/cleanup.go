@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/reshard/reshard/postgres"
 	"github.com/reshard/reshard/shard"
 )
 
@@ -118,7 +119,7 @@ func (r *run) deleteAll(ctx context.Context, pnode, bucket string, ranges []shar
 			n, err = shard.DeleteAll(ctx, tx, bucket, ranges, 5000)
 			return err
 		})
-		if isUndefinedTable(err) {
+		if postgres.IsUndefinedTable(err) {
 			return nil
 		}
 		if err != nil || n == 0 {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/reshard/reshard/postgres"
 	"github.com/reshard/reshard/shard"
 )
 
@@ -371,7 +372,7 @@ func undoLogical(ctx context.Context, r *run) error {
 		if err != nil {
 			return err
 		}
-		if err := r.fenced(ctx, m.To, func(tx pgx.Tx) error { return shard.Disown(ctx, tx, vs) }); err != nil && !isUndefinedTable(err) {
+		if err := r.fenced(ctx, m.To, func(tx pgx.Tx) error { return shard.Disown(ctx, tx, vs) }); err != nil && !postgres.IsUndefinedTable(err) {
 			return err
 		}
 		for _, b := range j.Buckets {
@@ -379,7 +380,7 @@ func undoLogical(ctx context.Context, r *run) error {
 				return err
 			}
 		}
-		if err := shard.DropMarkers(ctx, dst, j.ID); err != nil && !isUndefinedTable(err) {
+		if err := shard.DropMarkers(ctx, dst, j.ID); err != nil && !postgres.IsUndefinedTable(err) {
 			return err
 		}
 		return nil

@@ -106,11 +106,11 @@ func replayLag(ctx context.Context, origin shard.Querier, peer reshard.Peer) (in
 		return 0, 0, err
 	}
 	defer conn.Close(ctx)
-	replayed, err := postgres.ReplayLSN(ctx, conn)
+	replayed, err := postgres.ReplayedWAL(ctx, conn)
 	if err != nil {
 		return 0, 0, err
 	}
-	lag, err := postgres.BytesBehind(ctx, origin, replayed)
+	lag, err := postgres.WALBytesAfter(ctx, origin, replayed)
 	return lag, replayed, err
 }
 
@@ -151,7 +151,7 @@ func physicalFreeze(ctx context.Context, r *run) error {
 	if err != nil {
 		return err
 	}
-	lsn, err := postgres.CurrentLSN(ctx, origin)
+	lsn, err := postgres.CurrentWAL(ctx, origin)
 	if err != nil {
 		return err
 	}

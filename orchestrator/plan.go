@@ -265,14 +265,14 @@ func checkEmpty(ctx context.Context, p reshard.Pnode) error {
 	}
 	defer conn.Close(ctx)
 	owned, err := shard.OwnedCount(ctx, conn)
-	if err != nil && !isUndefinedTable(err) {
+	if err != nil && !postgres.IsUndefinedTable(err) {
 		return fmt.Errorf("destination %s: %w", p.Name, err)
 	}
 	if owned > 0 {
 		return fmt.Errorf("destination %s already owns %d vnodes", p.Name, owned)
 	}
 	bs, err := shard.Buckets(ctx, conn)
-	if err != nil && !isUndefinedTable(err) {
+	if err != nil && !postgres.IsUndefinedTable(err) {
 		return fmt.Errorf("destination %s: %w", p.Name, err)
 	}
 	for b := range bs {
@@ -285,11 +285,6 @@ func checkEmpty(ctx context.Context, p reshard.Pnode) error {
 		}
 	}
 	return nil
-}
-
-func isUndefinedTable(err error) bool {
-	var pe interface{ SQLState() string }
-	return errors.As(err, &pe) && pe.SQLState() == "42P01"
 }
 
 func connectPrimary(ctx context.Context, p reshard.Pnode) (*pgx.Conn, error) {

@@ -15,7 +15,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/reshard/reshard"
@@ -402,8 +401,8 @@ func (r *Router) fail(w *statusWriter, err error) {
 	w.errMsg = err.Error()
 	var te *trigger.Error
 	var ite *shard.IndexTypeError
-	var pe *pgconn.PgError
 	var bce *shard.BucketConfigError
+	de, isDB := shard.AsDBError(err)
 	switch {
 	case errors.Is(err, shard.ErrObjectNotFound):
 		apiError(w, http.StatusNotFound, "ObjectNotFound", "no such object")
@@ -430,9 +429,9 @@ func (r *Router) fail(w *statusWriter, err error) {
 		apiError(w, http.StatusBadRequest, "InvalidBucketConfig", bce.Message)
 	case errors.Is(err, shard.ErrBadValue):
 		apiError(w, http.StatusBadRequest, "BadBody", "the object value must be a JSON object: "+err.Error())
-	case errors.As(err, &pe) && pe.Code == "23505":
-		apiError(w, http.StatusConflict, "UniqueAttribute", uniqueError(pe).Message)
-	case errors.As(err, &pe) && refusedValue(pe):
+	case isDB && de.UniqueViolation():
+		apiError(w, http.StatusConflict, "UniqueAttribute", uniqueError(de).Message)
+	case isDB && de.RefusedValue():
 		// PostgreSQL's own text names its internals; say what was wrong.
 		apiError(w, http.StatusBadRequest, "InvalidValue", "a field of the object cannot be stored in its index column: "+
 			"it holds a NUL character, a value out of the range of the column's type, or one too long to index")

@@ -10,13 +10,11 @@ import (
 	"github.com/reshard/reshard/trigger"
 	"io"
 	"net"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/reshard/reshard/fast"
 )
 
@@ -323,10 +321,10 @@ func invocation(rpc, format string, a ...any) error {
 func toMorayError(err error) *MorayError {
 	var me *MorayError
 	var se ShardErrors
-	var pe *pgconn.PgError
 	var ite *shard.IndexTypeError
 	var te *trigger.Error
 	var bce *shard.BucketConfigError
+	de, isDB := shard.AsDBError(err)
 	switch {
 	case errors.As(err, &se):
 		// First: ShardErrors unwraps to its parts, each named here.
@@ -353,13 +351,10 @@ func toMorayError(err error) *MorayError {
 		return &MorayError{Name: "InternalError", Message: err.Error()}
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		return &MorayError{Name: "QueryTimeoutError", Message: "the request timed out"}
-	case errors.As(err, &pe):
+	case isDB:
 		// As Moray's pgError: a unique violation, "Invalid SQL", or
 		// PostgreSQL's error passed through as node-postgres names it.
-		var me *MorayError
-		if errors.As(morayPGError("", pe), &me) {
-			return me
-		}
+		return morayDBError(de)
 	case errors.As(err, &te):
 		// A trigger's error, named as the trigger named it.
 		return &MorayError{Name: te.Name, Message: te.Message}
@@ -377,29 +372,12 @@ func toMorayError(err error) *MorayError {
 	return &MorayError{Name: "InternalError", Message: err.Error()}
 }
 
-// refusedValue reports whether PostgreSQL refused a value the client sent
-// (a NUL, a number out of a column's range, text a column type cannot
-// read, a value too long to index), rather than failing for reasons of
-// its own: SQLSTATE classes 22 (data exception) and 23 (integrity
-// constraint violation), and 54000 (program limit exceeded: an index row
-// over its size limit).
-func refusedValue(pe *pgconn.PgError) bool {
-	return strings.HasPrefix(pe.Code, "22") || strings.HasPrefix(pe.Code, "23") || pe.Code == "54000" ||
-		// datatype_mismatch: an updateBucket changed a field's type, which,
-		// as in Moray, leaves its column's type as it was.
-		pe.Code == "42804"
-}
-
-// uniqueKey reads the column and value from PostgreSQL's detail of a
-// unique violation: Key (col)=(value) already exists.
-var uniqueKey = regexp.MustCompile(`^Key \((.*)\)=\((.*)\) already exists\.$`)
-
 // uniqueError is Moray's UniqueAttributeError for a unique violation.
-func uniqueError(pe *pgconn.PgError) *MorayError {
-	if m := uniqueKey.FindStringSubmatch(pe.Detail); m != nil {
-		return &MorayError{Name: "UniqueAttributeError", Message: fmt.Sprintf("%q is a unique attribute; value %q already exists", m[1], m[2])}
+func uniqueError(de *shard.DBError) *MorayError {
+	if column, value, ok := de.DuplicateKey(); ok {
+		return &MorayError{Name: "UniqueAttributeError", Message: fmt.Sprintf("%q is a unique attribute; value %q already exists", column, value)}
 	}
-	return &MorayError{Name: "UniqueAttributeError", Message: fmt.Sprintf("a unique attribute's value already exists (%s)", pe.ConstraintName)}
+	return &MorayError{Name: "UniqueAttributeError", Message: fmt.Sprintf("a unique attribute's value already exists (%s)", de.Constraint)}
 }
 
 // rpcArgs reads an RPC's positional arguments, with errors that say which

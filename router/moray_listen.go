@@ -5,12 +5,11 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"sync"
 	"sync/atomic"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/reshard/reshard/shard"
 )
 
 // listen and unlisten are Moray 2.6.1's LISTEN/NOTIFY passthrough
@@ -125,8 +124,7 @@ func listenErr(l *listener, stmt string, err error) error {
 	if l.stopped.Load() {
 		return nil
 	}
-	var pe *pgconn.PgError
-	if errors.As(err, &pe) {
+	if _, ok := shard.AsDBError(err); ok {
 		return morayPGError(stmt, err)
 	}
 	return err

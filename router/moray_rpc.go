@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/reshard/reshard"
 	"github.com/reshard/reshard/shard"
@@ -643,16 +642,16 @@ func findError(bucket, filter string, err error) error {
 	if errors.Is(err, shard.ErrInvalidQuery) {
 		return &MorayError{Name: "InvalidQueryError", Message: fmt.Sprintf("%s is an invalid filter: %s", filter, strings.TrimPrefix(err.Error(), "invalid query: "))}
 	}
-	var pe *pgconn.PgError
-	if errors.As(err, &pe) && (pe.Code == "42P01") {
+	de, ok := shard.AsDBError(err)
+	if ok && de.UndefinedTable() {
 		return bucketNotFound(bucket)
 	}
-	if errors.As(err, &pe) && pe.Code == "22021" {
+	if ok && de.NulInText() {
 		// A NUL in a filter's value for a column: Moray sends it, and
 		// passes PostgreSQL's refusal on (lib/pg.js pgError).
-		return &MorayError{Name: "error", Message: pe.Message}
+		return &MorayError{Name: "error", Message: de.Message}
 	}
-	if errors.As(err, &pe) && (pe.Code[:2] == "22" || pe.Code[:2] == "42") {
+	if ok && de.RefusedQuery() {
 		// Moray's message, without PostgreSQL's words for what it refused.
 		return &MorayError{Name: "InvalidQueryError", Message: fmt.Sprintf("%s is an invalid filter", filter)}
 	}

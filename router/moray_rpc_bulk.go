@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/reshard/reshard/etcd"
 	"github.com/reshard/reshard/shard"
@@ -118,18 +117,25 @@ func jsonString(raw json.RawMessage) string {
 // InternalError "Invalid SQL", and any other PostgreSQL error keeps
 // node-postgres's name, "error".
 func morayPGError(stmt string, err error) error {
-	var pe *pgconn.PgError
-	switch {
-	case err == nil:
+	if err == nil {
 		return nil
-	case errors.Is(err, shard.ErrSQLTimeout):
+	}
+	if errors.Is(err, shard.ErrSQLTimeout) {
 		return &MorayError{Name: "QueryTimeoutError", Message: "query timeout: " + shard.MorayStatement(stmt)}
-	case errors.As(err, &pe) && pe.Code == "23505":
-		return uniqueError(pe)
-	case errors.As(err, &pe) && (pe.Code == "42601" || pe.Code == "42701"):
-		return &MorayError{Name: "InternalError", Message: "Invalid SQL: " + pe.Message}
-	case errors.As(err, &pe):
-		return &MorayError{Name: "error", Message: pe.Message}
+	}
+	if de, ok := shard.AsDBError(err); ok {
+		return morayDBError(de)
 	}
 	return err
+}
+
+// morayDBError is PostgreSQL's refusal as Moray's pgError names it.
+func morayDBError(de *shard.DBError) *MorayError {
+	switch {
+	case de.UniqueViolation():
+		return uniqueError(de)
+	case de.InvalidSQL():
+		return &MorayError{Name: "InternalError", Message: "Invalid SQL: " + de.Message}
+	}
+	return &MorayError{Name: "error", Message: de.Message}
 }

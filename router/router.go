@@ -15,7 +15,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/reshard/reshard/etcd"
 	"github.com/reshard/reshard/postgres"
@@ -410,14 +409,11 @@ func retryReason(err error) string {
 		return ""
 	case errors.Is(err, errReadOnly):
 		return "read_only"
+	case shard.IsFrozen(err):
+		return "frozen"
 	case shard.IsFenced(err):
-		var pe *pgconn.PgError
-		errors.As(err, &pe)
-		if pe.Code == shard.CodeFrozen {
-			return "frozen"
-		}
 		return "not_owned"
-	case pgconn.SafeToRetry(err) || isConnectError(err):
+	case postgres.NotSent(err):
 		return "connect" // the request never reached the server
 	case isShutdown(err):
 		return "shutdown" // a read on a server that is restarting
@@ -425,22 +421,14 @@ func retryReason(err error) string {
 	return ""
 }
 
-// isConnectError: no connection was made, so nothing was sent.
-func isConnectError(err error) bool {
-	var ce *pgconn.ConnectError
-	return errors.As(err, &ce)
-}
-
 // isShutdown: the server is shutting down, restarting, or refusing
 // connections for now (SQLSTATE class 57P).
 func isShutdown(err error) bool {
-	var pe *pgconn.PgError
-	return errors.As(err, &pe) && strings.HasPrefix(pe.Code, "57P")
+	return postgres.IsShutdown(err)
 }
 
 func isPgError(err error) bool {
-	var pe *pgconn.PgError
-	return errors.As(err, &pe)
+	return postgres.IsServerError(err)
 }
 
 // isDomain: answers the shard gave, not failures.

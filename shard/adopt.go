@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/reshard/reshard/postgres"
 )
 
 // Adopting a shard that Moray wrote: its tables stay as they are. What a
@@ -73,8 +73,7 @@ func withLockRetry(ctx context.Context, db Beginner, tries int, fn func(pgx.Tx) 
 			}
 			return fn(tx)
 		})
-		var pe *pgconn.PgError
-		if !errors.As(err, &pe) || pe.Code != "55P03" {
+		if !postgres.IsLockNotAvailable(err) {
 			return err
 		}
 		select {

@@ -16,10 +16,13 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/reshard/reshard/postgres"
 )
 
 // SQLSTATEs the fence raises. A router that sees either knows the write did
-// not happen and may retry on the shard the next ring names.
+// not happen and may retry on the shard the next ring names. They are
+// shard's own (class RS is no PostgreSQL class); PostgreSQL's codes are
+// named in package postgres.
 const (
 	CodeNotOwned = "RS001" // the shard does not own the vnode
 	CodeFrozen   = "RS002" // the shard owns it, but it is frozen for a move
@@ -30,8 +33,8 @@ const (
 
 // IsFenced reports whether err is the fence refusing a vnode.
 func IsFenced(err error) bool {
-	var pe *pgconn.PgError
-	return errors.As(err, &pe) && (pe.Code == CodeNotOwned || pe.Code == CodeFrozen)
+	code := postgres.Code(err)
+	return code == CodeNotOwned || code == CodeFrozen
 }
 
 // Querier is what the schema functions need: a connection, pool or tx.
@@ -394,14 +397,10 @@ func (e *BucketConfigError) Error() string { return e.Message }
 // passes PostgreSQL's error on; the names are the client's choice, so
 // here they are a bad config, said without PostgreSQL's text.
 func nameClash(bucket string, err error) error {
-	var pe *pgconn.PgError
-	if !errors.As(err, &pe) {
-		return err
-	}
-	switch pe.Code {
-	case "42701": // duplicate_column
+	switch postgres.Code(err) {
+	case postgres.DuplicateColumn:
 		return &BucketConfigError{"two index names of bucket " + bucket + " are one column: PostgreSQL reads them in lower case"}
-	case "42P07", "42710": // duplicate_table, duplicate_object
+	case postgres.DuplicateTable, postgres.DuplicateObject:
 		return &BucketConfigError{"bucket " + bucket + " and its index names are too long: PostgreSQL cuts names to 63 bytes, " +
 			"which would give two of the bucket's tables, sequences or indexes one name"}
 	}

@@ -180,8 +180,7 @@ func runScaleCase(ctx context.Context, g *globals, c scaleCase, rate float64, pr
 			}
 			origin = conn
 		}
-		var n int64
-		if err := origin.QueryRow(ctx, `select coalesce(sum(total_txns), 0)::bigint from pg_stat_replication_slots`).Scan(&n); err == nil {
+		if n, err := postgres.DecodedTransactions(ctx, origin); err == nil {
 			mu.Lock()
 			samples = append(samples, sample{time.Now(), n})
 			mu.Unlock()

@@ -103,18 +103,7 @@ func runBenchAdopt(ctx context.Context, g *globals, rows, vnodes int, rate float
 		defer conn.Close(ctx)
 		// Back to what Moray alone leaves: no fence, no ownership, Moray's
 		// replica identity, and a tenth of the rows without a vnode.
-		for _, sql := range []string{
-			`drop trigger reshard_fence on manta`,
-			`delete from reshard_vnode_chunks`,
-			`alter table manta replica identity default`,
-			`update manta set _vnode = null where _id % 10 = 0`,
-			`vacuum analyze manta`,
-		} {
-			if _, err := conn.Exec(ctx, sql); err != nil {
-				return fmt.Errorf("%s: %w", sql, err)
-			}
-		}
-		if err := conn.QueryRow(ctx, `select count(*) from manta where _vnode is null`).Scan(&row.NoVnodeRows); err != nil {
+		if row.NoVnodeRows, err = shard.UndoAdoption(ctx, conn, "manta", 10); err != nil {
 			return err
 		}
 		fmt.Fprintf(progress, "\n== pnode init 1.moray --fix: %d rows, %d without a vnode\n", rows, row.NoVnodeRows)

@@ -243,7 +243,7 @@ func adoptPnode(ctx context.Context, cli *clientv3.Client, name string, o adoptO
 		default:
 			br.Source = "etcd"
 		}
-		fenced, err := bucketFenced(ctx, pool, b)
+		fenced, err := shard.HasFence(ctx, pool, b)
 		if err != nil {
 			return rep, err
 		}
@@ -313,11 +313,4 @@ func adoptPnode(ctx context.Context, cli *clientv3.Client, name string, o adoptO
 	}
 	rep.Seconds = time.Since(start).Seconds()
 	return rep, nil
-}
-
-func bucketFenced(ctx context.Context, pool *pgxpool.Pool, bucket string) (bool, error) {
-	var fenced bool
-	err := pool.QueryRow(ctx, `select exists (select 1 from pg_trigger where tgname = 'reshard_fence'
-		and tgrelid = to_regclass($1))`, bucket).Scan(&fenced)
-	return fenced, err
 }

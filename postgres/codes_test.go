@@ -1,0 +1,54 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+func TestCodes(t *testing.T) {
+	wrapped := func(code string) error {
+		return fmt.Errorf("put: %w", &pgconn.PgError{Code: code, Message: "m"})
+	}
+	if got := Code(wrapped(UniqueViolation)); got != UniqueViolation {
+		t.Errorf("Code = %q", got)
+	}
+	if got := Code(errors.New("no server error")); got != "" {
+		t.Errorf("Code of a plain error = %q", got)
+	}
+	if !IsServerError(wrapped("XX000")) || IsServerError(context.Canceled) {
+		t.Error("IsServerError")
+	}
+	for _, c := range []struct {
+		name string
+		is   func(error) bool
+		code string
+	}{
+		{"IsUniqueViolation", IsUniqueViolation, UniqueViolation},
+		{"IsUndefinedTable", IsUndefinedTable, UndefinedTable},
+		{"IsLockNotAvailable", IsLockNotAvailable, LockNotAvailable},
+		{"IsShutdown", IsShutdown, "57P01"},
+		{"IsShutdown", IsShutdown, "57P03"},
+	} {
+		if !c.is(wrapped(c.code)) {
+			t.Errorf("%s(%s) = false", c.name, c.code)
+		}
+		if c.is(wrapped("XX000")) || c.is(nil) {
+			t.Errorf("%s of another code or nil = true", c.name)
+		}
+	}
+	// query_canceled is class 57 but no shutdown.
+	if IsShutdown(wrapped("57014")) {
+		t.Error("IsShutdown(57014)")
+	}
+	if !InClass(CharacterNotInRepertoire, ClassDataException) || InClass(DatatypeMismatch, ClassDataException) ||
+		!InClass(UniqueViolation, ClassIntegrityConstraintViolation) || !InClass(SyntaxError, ClassSyntaxErrorOrAccessRuleViolation) {
+		t.Error("InClass")
+	}
+	if NotSent(wrapped(UniqueViolation)) || !NotSent(&pgconn.ConnectError{}) {
+		t.Error("NotSent")
+	}
+}
