@@ -87,10 +87,10 @@ type faultCase struct {
 	// strategies the case applies to; nil: every strategy.
 	strategies []orchestrator.StrategyName
 	rows       int
-	resume bool // the fault kills the orchestrator: resume until done
-	crash  func(f *faultCtx) string
-	inject func(f *faultCtx)
-	extra  func(f *faultCtx) (routers []string, cleanup func())
+	resume     bool // the fault kills the orchestrator: resume until done
+	crash      func(f *faultCtx) string
+	inject     func(f *faultCtx)
+	extra      func(f *faultCtx) (routers []string, cleanup func())
 }
 
 func runFaultCase(t *testing.T, c faultCase, strategy string) faultRow {

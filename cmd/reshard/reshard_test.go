@@ -165,6 +165,27 @@ func TestKillAndResumeEveryPhase(t *testing.T) {
 	}
 }
 
+// nextSplit prepares a test's i-th split: of whichever pnode holds the most
+// vnodes onto a new one, which the lab adds unless the strategy creates it.
+// extra are the start flags the strategy needs.
+func nextSplit(t *testing.T, l *labInfo, i int, strategy orchestrator.StrategyName) (from, to string, extra []string) {
+	t.Helper()
+	rg := ringOf(t, l)
+	for _, p := range rg.Pnodes() {
+		if from == "" || rg.PnodeVnodeCount(p) > rg.PnodeVnodeCount(from) {
+			from = p
+		}
+	}
+	to = fmt.Sprintf("%d.moray", i+3)
+	extra = []string{"--strategy", string(strategy)}
+	if orchestrator.CreatesDestinations(strategy) {
+		extra = append(extra, "--lab", l.Dir)
+	} else {
+		l.addShard(t, to, "1")
+	}
+	return from, to, extra
+}
+
 func killAndResume(t *testing.T, strategy string) {
 	l := labUp(t, "--shards", "2", "--peers", "1", "--routers", "2", "--vnodes", "4096")
 	ledger := filepath.Join(t.TempDir(), "ledger.jsonl")
@@ -172,21 +193,7 @@ func killAndResume(t *testing.T, strategy string) {
 	wait := startLoad(t, l, ledger, fmt.Sprintf("%ds", 6*len(points)+10))
 	waitLedger(t, ledger, 300)
 	for i, point := range points {
-		// Split whichever pnode holds the most vnodes onto a new one.
-		rg := ringOf(t, l)
-		from := ""
-		for _, p := range rg.Pnodes() {
-			if from == "" || rg.PnodeVnodeCount(p) > rg.PnodeVnodeCount(from) {
-				from = p
-			}
-		}
-		to := fmt.Sprintf("%d.moray", i+3)
-		extra := []string{"--strategy", strategy}
-		if strategy == "logical" {
-			l.addShard(t, to, "1")
-		} else {
-			extra = append(extra, "--lab", l.Dir)
-		}
+		from, to, extra := nextSplit(t, l, i, orchestrator.StrategyName(strategy))
 		_, stderr, ok := run(t, l.env(), append([]string{"start", "--from", from, "--to", to, "--split-half",
 			"--dc-mode", "single", "--servers", "1", "--crash-at", point, "--lease-ttl", "2s"}, extra...)...)
 		if ok {
@@ -209,7 +216,7 @@ func killAndResume(t *testing.T, strategy string) {
 		if !ok || json.Unmarshal([]byte(out), &j) != nil || j.State != orchestrator.Done {
 			t.Fatalf("%s: resume: %s %s", point, out, stderr)
 		}
-		rg = ringOf(t, l)
+		rg := ringOf(t, l)
 		moved, _ := ring.ParseVnodeList(j.Moves[0].Vnodes, 0)
 		for _, v := range moved {
 			if p, _, _ := rg.Vnode(v); p != to {
