@@ -276,11 +276,11 @@ func checkEmpty(ctx context.Context, p reshard.Pnode) error {
 		return fmt.Errorf("destination %s: %w", p.Name, err)
 	}
 	for b := range bs {
-		var any bool
-		if err := conn.QueryRow(ctx, fmt.Sprintf(`select exists (select 1 from %s)`, pgx.Identifier{b}.Sanitize())).Scan(&any); err != nil {
+		full, err := shard.HasRows(ctx, conn, b)
+		if err != nil {
 			return fmt.Errorf("destination %s: %w", p.Name, err)
 		}
-		if any {
+		if full {
 			return fmt.Errorf("destination %s already holds rows in bucket %s", p.Name, b)
 		}
 	}

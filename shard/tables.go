@@ -95,3 +95,13 @@ func UndoAdoption(ctx context.Context, q Querier, bucket string, clearEvery int6
 	err := q.QueryRow(ctx, `select count(*) from `+bucket+` where _vnode is null`).Scan(&noVnode)
 	return noVnode, err
 }
+
+// HasRows reports whether bucket's table holds any row.
+func HasRows(ctx context.Context, q Querier, bucket string) (bool, error) {
+	if err := ValidateBucket(bucket); err != nil {
+		return false, err
+	}
+	var any bool
+	err := q.QueryRow(ctx, fmt.Sprintf(`select exists (select 1 from %s)`, quoteIdent(bucket))).Scan(&any)
+	return any, err
+}
