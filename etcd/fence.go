@@ -72,3 +72,10 @@ func do(ctx context.Context, cli *clientv3.Client, ops ...clientv3.Op) error {
 	_, _, err := txn(ctx, cli, nil, ops, nil)
 	return err
 }
+
+// CheckFence reports ErrFenced when ctx's fence no longer holds: for a
+// caller that has just acted outside etcd (ZooKeeper) and must undo that
+// act if it was already stale.
+func CheckFence(ctx context.Context, cli *clientv3.Client) error {
+	return do(ctx, cli)
+}

@@ -2,12 +2,14 @@ package orchestrator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/reshard/reshard"
+	"github.com/reshard/reshard/etcd"
 )
 
 // DefaultZnodePath is where Manatee's dump job looks for the dump lock.
@@ -145,7 +147,40 @@ func (r *run) holdDumpZnode(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return z.Acquire(ctx, r.job.znodeHolder())
+	if err := z.Acquire(ctx, r.job.znodeHolder()); err != nil {
+		return err
+	}
+	// ZooKeeper knows nothing of the fence. A stale run may just have
+	// made the znode again after its successor finished and released it;
+	// left there, it would keep Manatee's dumps off for good.
+	if err := etcd.CheckFence(ctx, r.o.cli); err != nil {
+		if errors.Is(err, etcd.ErrFenced) {
+			r.dropStaleZnode(ctx, z)
+		}
+		return err
+	}
+	return nil
+}
+
+// dropStaleZnode releases the znode a stale run took, unless the job's
+// record says its current holder is inside the dump lock's span and so
+// holds the znode itself (the record only moves forward: once it is past
+// the span, no holder needs the znode again).
+func (r *run) dropStaleZnode(ctx context.Context, z DumpZnode) {
+	ctx = context.WithoutCancel(ctx)
+	cur, err := r.o.store.Get(ctx, r.job.ID)
+	if err != nil {
+		return
+	}
+	lock, release := cur.phase("dump-lock"), cur.phase("release-dump-lock")
+	inside := lock != nil && lock.State != Pending && release != nil && release.State != Done &&
+		cur.State != Aborted && cur.State != Done
+	if inside {
+		return
+	}
+	if _, err := z.Release(ctx, r.job.znodeHolder()); err == nil {
+		r.o.log.Warn("released the dump lock znode this stale run had taken again", "job", r.job.ID)
+	}
 }
 
 // releaseDumpZnode deletes the znode if it is still the job's. Only a job
