@@ -32,29 +32,33 @@ const (
 var stepNames = map[int]string{stepFreeze: "freeze", stepCaughtUp: "caught-up", stepVerified: "recheck",
 	stepSequences: "sequences", stepDisowned: "disown", stepWritable: "writable", stepRing: "ring", stepRouters: "routers"}
 
-// step runs cutover step n unless a previous run finished it, and records
-// it with the time its work took (the save that records it aside).
-func (r *run) step(ctx context.Context, n int, fn func() error) error {
-	if r.job.Cutover >= n {
-		return nil
+// step runs cutover step n unless a previous run finished it, records it
+// with the time its work took (the save that records it aside), and then
+// passes the fault point after it.
+func (r *run) step(ctx context.Context, n int, after Point, fn func() error) error {
+	if r.job.Cutover < n {
+		start := time.Now()
+		if err := fn(); err != nil {
+			return err
+		}
+		r.job.Cutover = n
+		if r.job.CutoverMS == nil {
+			r.job.CutoverMS = map[string]float64{}
+		}
+		r.job.CutoverMS[stepNames[n]] = float64(time.Since(start).Microseconds()) / 1000
+		if err := r.save(ctx); err != nil {
+			return err
+		}
 	}
-	start := time.Now()
-	if err := fn(); err != nil {
-		return err
-	}
-	r.job.Cutover = n
-	if r.job.CutoverMS == nil {
-		r.job.CutoverMS = map[string]float64{}
-	}
-	r.job.CutoverMS[stepNames[n]] = float64(time.Since(start).Microseconds()) / 1000
-	return r.save(ctx)
+	r.crash(after)
+	return nil
 }
 
 // freeze stops writes to the moving vnodes on the origin. The statement
 // waits for writers already inside the fence, so once it commits no write
 // to them can commit: the write block starts here.
 func (r *run) freeze(ctx context.Context) error {
-	if err := r.step(ctx, stepFreeze, func() error {
+	return r.step(ctx, stepFreeze, PointFrozen, func() error {
 		if err := r.markFrozen(ctx); err != nil {
 			return err
 		}
@@ -62,11 +66,7 @@ func (r *run) freeze(ctx context.Context) error {
 			_, err := shard.SetWritableRanges(ctx, tx, r.job.AllRanges(), false, r.job.RingVersionBefore)
 			return err
 		})
-	}); err != nil {
-		return err
-	}
-	r.crash(PointFrozen)
-	return nil
+	})
 }
 
 // markFrozen records the start of the write block before the freeze, so
@@ -86,13 +86,12 @@ func (r *run) markFrozen(ctx context.Context) error {
 // take writes (the write block ends), the ring flips and the routers follow.
 func (r *run) handOver(ctx context.Context) error {
 	j := r.job
-	if err := r.step(ctx, stepDisowned, func() error {
+	if err := r.step(ctx, stepDisowned, PointDisowned, func() error {
 		return r.fenced(ctx, j.From, func(tx pgx.Tx) error { return shard.DisownRanges(ctx, tx, j.AllRanges()) })
 	}); err != nil {
 		return err
 	}
-	r.crash(PointDisowned)
-	if err := r.step(ctx, stepWritable, func() error {
+	if err := r.step(ctx, stepWritable, PointWritable, func() error {
 		if err := r.eachMove(ctx, func(_ int, m Move, _ *pgxpool.Pool) error {
 			return r.fenced(ctx, m.To, func(tx pgx.Tx) error {
 				_, err := shard.SetWritableRanges(ctx, tx, m.Ranges, true, j.RingVersionBefore)
@@ -106,16 +105,10 @@ func (r *run) handOver(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
-	r.crash(PointWritable)
-	if err := r.step(ctx, stepRing, func() error { return r.flipRing(ctx) }); err != nil {
+	if err := r.step(ctx, stepRing, PointFlipped, func() error { return r.flipRing(ctx) }); err != nil {
 		return err
 	}
-	r.crash(PointFlipped)
-	if err := r.step(ctx, stepRouters, func() error { return r.waitRouters(ctx) }); err != nil {
-		return err
-	}
-	r.crash(PointRouted)
-	return nil
+	return r.step(ctx, stepRouters, PointRouted, func() error { return r.waitRouters(ctx) })
 }
 
 // flipRing publishes the ring with the moved vnodes on their new pnodes,

@@ -165,37 +165,31 @@ func copyRows(ctx context.Context, r *run) error {
 // logicalCatchup waits until every slot's unconfirmed WAL is under the
 // threshold.
 func logicalCatchup(ctx context.Context, r *run) error {
-	j := r.job
-	origin, err := r.pool(ctx, j.From)
+	return r.catchUp(ctx, fmt.Sprintf("waiting for lag under %d bytes", r.job.LagBytes), len(r.job.Moves),
+		func(origin *pgxpool.Pool, i int) (int64, error) { return shard.SlotLag(ctx, origin, pubName(r.job, i)) })
+}
+
+// catchUp waits until the worst of n replication lags, each measured
+// against the origin, is within the job's threshold, showing it as progress.
+func (r *run) catchUp(ctx context.Context, note string, n int, lag func(origin *pgxpool.Pool, i int) (int64, error)) error {
+	origin, err := r.pool(ctx, r.job.From)
 	if err != nil {
 		return err
 	}
 	r.crash(PointMid)
-	return r.waitLag(ctx, fmt.Sprintf("waiting for lag under %d bytes", j.LagBytes), func() (int64, error) {
-		var worst int64
-		for i := range j.Moves {
-			lag, err := shard.SlotLag(ctx, origin, pubName(j, i))
-			if err != nil {
-				return 0, err
-			}
-			worst = max(worst, lag)
-		}
-		return worst, nil
-	})
-}
-
-// waitLag polls the worst replication lag until it is within the job's
-// threshold, showing it as progress.
-func (r *run) waitLag(ctx context.Context, note string, worst func() (int64, error)) error {
 	return r.waitFor(ctx, 100*time.Millisecond, 0, "catch-up", func() (bool, error) {
-		w, err := worst()
-		if err != nil {
+		var worst int64
+		for i := range n {
+			l, err := lag(origin, i)
+			if err != nil {
+				return false, err
+			}
+			worst = max(worst, l)
+		}
+		if err := r.progress(ctx, Progress{Done: worst, Total: r.job.LagBytes, Unit: "bytes behind", Note: note}); err != nil {
 			return false, err
 		}
-		if err := r.progress(ctx, Progress{Done: w, Total: r.job.LagBytes, Unit: "bytes behind", Note: note}); err != nil {
-			return false, err
-		}
-		return w <= r.job.LagBytes, nil
+		return worst <= r.job.LagBytes, nil
 	})
 }
 
@@ -267,15 +261,13 @@ func logicalCutover(ctx context.Context, r *run) error {
 	if err := r.freeze(ctx); err != nil {
 		return err
 	}
-	if err := r.step(ctx, stepCaughtUp, func() error { return r.markerReached(ctx, "cutover", j.Moves...) }); err != nil {
+	if err := r.step(ctx, stepCaughtUp, PointCaughtUp, func() error { return r.markerReached(ctx, "cutover", j.Moves...) }); err != nil {
 		return err
 	}
-	r.crash(PointCaughtUp)
-	if err := r.step(ctx, stepVerified, func() error { return r.recheck(ctx) }); err != nil {
+	if err := r.step(ctx, stepVerified, PointRechecked, func() error { return r.recheck(ctx) }); err != nil {
 		return err
 	}
-	r.crash(PointRechecked)
-	if err := r.step(ctx, stepSequences, func() error {
+	if err := r.step(ctx, stepSequences, PointSequences, func() error {
 		origin, err := r.pool(ctx, j.From)
 		if err != nil {
 			return err
@@ -286,7 +278,6 @@ func logicalCutover(ctx context.Context, r *run) error {
 	}); err != nil {
 		return err
 	}
-	r.crash(PointSequences)
 	return r.handOver(ctx)
 }
 

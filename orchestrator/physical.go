@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/reshard/reshard"
 	"github.com/reshard/reshard/postgres"
 	"github.com/reshard/reshard/shard"
@@ -118,22 +119,11 @@ func replayLag(ctx context.Context, origin shard.Querier, peer reshard.Peer) (in
 // threshold of the origin's WAL: the RFD's "first 4 digits" rule, exact.
 func physicalCatchup(ctx context.Context, r *run) error {
 	j := r.job
-	origin, err := r.pool(ctx, j.From)
-	if err != nil {
-		return err
-	}
-	r.crash(PointMid)
-	return r.waitLag(ctx, fmt.Sprintf("waiting for replay within %d bytes of the origin", j.LagBytes), func() (int64, error) {
-		var worst int64
-		for _, to := range j.To {
-			lag, _, err := replayLag(ctx, origin, j.NewPeers[to][0])
-			if err != nil {
-				return 0, err
-			}
-			worst = max(worst, lag)
-		}
-		return worst, nil
-	})
+	return r.catchUp(ctx, fmt.Sprintf("waiting for replay within %d bytes of the origin", j.LagBytes), len(j.To),
+		func(origin *pgxpool.Pool, i int) (int64, error) {
+			lag, _, err := replayLag(ctx, origin, j.NewPeers[j.To[i]][0])
+			return lag, err
+		})
 }
 
 // physicalFreeze freezes the moving vnodes on the origin and records the

@@ -131,16 +131,7 @@ func tierSnapshot(t *testing.T, l *labInfo, cli *clientv3.Client, id string) map
 			snap["etcd "+string(kv.Key)] = fmt.Sprintf("rev %d %s", kv.ModRevision, kv.Value)
 		}
 	}
-	out, stderr, ok := run(t, l.env(), "pnode", "list", "--json")
-	if !ok {
-		t.Fatalf("pnode list: %s", stderr)
-	}
-	var pnodes []struct {
-		Name  string
-		Peers []struct{ Role, DSN string }
-	}
-	json.Unmarshal([]byte(out), &pnodes)
-	for _, p := range pnodes {
+	for _, p := range registeredPnodes(t, l) {
 		conn, err := postgres.Connect(ctx, p.Peers[0].DSN)
 		if err != nil {
 			t.Fatal(err)

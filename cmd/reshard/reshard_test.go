@@ -237,18 +237,30 @@ func killAndResume(t *testing.T, strategy string) {
 	verifyLedger(t, l, ledger)
 }
 
-// pnodePrimary reads a pnode's primary DSN from the registry.
-func pnodePrimary(t testing.TB, l *labInfo, name string) string {
+// registeredPnode is a pnode as `pnode list --json` shows it.
+type registeredPnode struct {
+	Name  string
+	Peers []struct{ Role, DSN string }
+}
+
+// registeredPnodes reads the registry through the CLI.
+func registeredPnodes(t testing.TB, l *labInfo) []registeredPnode {
 	t.Helper()
 	out, stderr, ok := run(t, l.env(), "pnode", "list", "--json")
 	if !ok {
 		t.Fatalf("pnode list: %s", stderr)
 	}
-	var pnodes []struct {
-		Name  string
-		Peers []struct{ Role, DSN string }
+	var pnodes []registeredPnode
+	if err := json.Unmarshal([]byte(out), &pnodes); err != nil {
+		t.Fatalf("pnode list printed %q: %v", out, err)
 	}
-	json.Unmarshal([]byte(out), &pnodes)
+	return pnodes
+}
+
+// pnodePrimary reads a pnode's primary DSN from the registry.
+func pnodePrimary(t testing.TB, l *labInfo, name string) string {
+	t.Helper()
+	pnodes := registeredPnodes(t, l)
 	for _, p := range pnodes {
 		if p.Name == name {
 			for _, peer := range p.Peers {
