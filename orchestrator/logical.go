@@ -21,7 +21,8 @@ const Logical StrategyName = "logical"
 // the destination. After the cutover the origin deletes what it gave away.
 func init() {
 	register(&Strategy{
-		Name: Logical,
+		Name:    Logical,
+		Summary: "row-filtered logical replication into existing pnodes",
 		Phases: []PhaseFunc{
 			validatePhase,
 			{Name: "prepare", Run: prepare, Points: []Point{PointMid}},

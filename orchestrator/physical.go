@@ -23,7 +23,8 @@ const Physical StrategyName = "physical"
 // it no longer owns.
 func init() {
 	register(&Strategy{
-		Name: Physical,
+		Name:    Physical,
+		Summary: "RFD 103: new async peers of the origin become the new pnodes",
 		Phases: []PhaseFunc{
 			validatePhase,
 			{Name: "add-peers", Run: addPeers, Points: []Point{PointMid}},

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 )
 
 // StrategyName names a strategy.
@@ -16,6 +17,8 @@ type StrategyName string
 // nothing else about it.
 type Strategy struct {
 	Name StrategyName
+	// Summary says in a few words how rows reach the destination, for help.
+	Summary string
 	// Phases run in this order. Each is safe to run twice, to kill at any
 	// line and to resume, and acts on shards only through fenced steps.
 	Phases []PhaseFunc
@@ -79,6 +82,22 @@ func StrategyNames() string {
 	return out
 }
 
+// StrategyHelp describes every strategy in one line for --strategy's help.
+func StrategyHelp() string {
+	names := make([]string, 0, len(strategies))
+	for n := range strategies {
+		names = append(names, string(n))
+	}
+	slices.Sort(names)
+	for i, n := range names {
+		names[i] = n + " (" + strategies[StrategyName(n)].Summary + ")"
+	}
+	return strings.Join(names, " or ")
+}
+
+// FaultPoint names a fault point as --crash-at and --pause-at take it.
+func FaultPoint(phase string, p Point) string { return phase + ":" + string(p) }
+
 // CreatesDestinations reports whether the named strategy makes the
 // destination pnodes itself (false for an unknown one).
 func CreatesDestinations(name StrategyName) bool {
@@ -136,7 +155,7 @@ func FaultPoints(name StrategyName) []string {
 	var out []string
 	for _, p := range s.Phases {
 		for _, pt := range p.Points {
-			out = append(out, p.Name+":"+string(pt))
+			out = append(out, FaultPoint(p.Name, pt))
 		}
 	}
 	return out

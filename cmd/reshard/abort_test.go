@@ -28,7 +28,7 @@ func TestAbort(t *testing.T) {
 	// Killed while frozen, after the copy: the destination holds rows, the
 	// origin's vnodes are frozen, replication objects exist.
 	_, stderr, _ = run(t, l.env(), "start", "--from", "1.moray", "--to", "3.moray", "--split-half", "--servers", "1",
-		"--crash-at", "cutover:frozen", "--lease-ttl", "2s")
+		"--crash-at", orchestrator.FaultPoint("cutover", orchestrator.PointFrozen), "--lease-ttl", "2s")
 	id := regexp.MustCompile(`job (\S+) created`).FindStringSubmatch(stderr)[1]
 	if n := query[int64](t, dst, `select count(*) from load_0`); n == 0 {
 		t.Fatal("nothing was copied before the kill")

@@ -33,8 +33,10 @@ import (
 // faults) runs every point.
 func TestPausePastLease(t *testing.T) {
 	short := map[orchestrator.StrategyName][]string{
-		orchestrator.Logical:  {"replicate:mid", "cutover:frozen", "cutover:sequences", "cleanup:mid"},
-		orchestrator.Physical: {"register:mid"},
+		orchestrator.Logical: {orchestrator.FaultPoint("replicate", orchestrator.PointMid),
+			orchestrator.FaultPoint("cutover", orchestrator.PointFrozen), orchestrator.FaultPoint("cutover", orchestrator.PointSequences),
+			orchestrator.FaultPoint("cleanup", orchestrator.PointMid)},
+		orchestrator.Physical: {orchestrator.FaultPoint("register", orchestrator.PointMid)},
 	}
 	for _, strategy := range []orchestrator.StrategyName{orchestrator.Logical, orchestrator.Physical} {
 		t.Run(string(strategy), func(t *testing.T) {

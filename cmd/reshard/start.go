@@ -102,7 +102,7 @@ waits while another holder has it, and deletes it at release-dump-lock
 	f.StringVar(&req.Vnodes, "vnodes", "", "move these vnodes, e.g. '0, 106, 943, 689' or '0-99'")
 	f.StringVar((*string)(&req.DCMode), "dc-mode", string(orchestrator.SingleDC), "single (lab) or triple (production) DC mode")
 	f.IntVar(&req.Servers, "servers", 0, "destination servers: 1 per destination pnode in single-DC mode, 3 in triple")
-	f.StringVar((*string)(&req.Strategy), "strategy", string(orchestrator.Logical), "logical (row-filtered logical replication into existing pnodes) or physical (RFD 103: new async peers of the origin become the new pnodes)")
+	f.StringVar((*string)(&req.Strategy), "strategy", string(orchestrator.Logical), orchestrator.StrategyHelp())
 	f.StringVar(&labDir, "lab", "", "physical strategy: create the new peers in the lab in DIR")
 	f.IntVar(&req.RateLimit, "rate-limit", 20000, "rows per second deleted from the origin in cleanup")
 	f.Int64Var(&req.LagBytes, "lag-threshold", 1<<20, "catch-up ends when replication is fewer bytes behind than this")
