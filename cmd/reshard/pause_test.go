@@ -30,8 +30,7 @@ import (
 // as the second one left them. Clients see no errors and lose nothing.
 //
 // make test runs two points of the logical strategy and one of the
-// physical; RESHARD_FAULTS=full (make
-// faults) runs every point.
+// physical; RESHARD_FAULTS=full (make faults) runs every point.
 func TestPausePastLease(t *testing.T) {
 	short := map[orchestrator.StrategyName][]string{
 		// The slot and subscription, then ownership and sequences.
