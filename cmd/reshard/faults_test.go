@@ -86,11 +86,13 @@ type faultCase struct {
 	name string
 	// strategies the case applies to; nil: every strategy.
 	strategies []orchestrator.StrategyName
-	rows       int
-	resume     bool // the fault kills the orchestrator: resume until done
-	crash      func(f *faultCtx) string
-	inject     func(f *faultCtx)
-	extra      func(f *faultCtx) (routers []string, cleanup func())
+	// fullOnly: only with make faults; make test covers it elsewhere.
+	fullOnly bool
+	rows     int
+	resume   bool // the fault kills the orchestrator: resume until done
+	crash    func(f *faultCtx) string
+	inject   func(f *faultCtx)
+	extra    func(f *faultCtx) (routers []string, cleanup func())
 }
 
 func runFaultCase(t *testing.T, c faultCase, strategy string) faultRow {
@@ -253,7 +255,8 @@ func (p *tcpProxy) heal(t testing.TB) {
 
 func faultCases(full bool) []faultCase {
 	cases := []faultCase{
-		{name: "orchestrator SIGKILL at a random point", resume: true, crash: func(f *faultCtx) string {
+		// make test kills at every named point (TestKillAndResumeEveryPhase).
+		{name: "orchestrator SIGKILL at a random point", fullOnly: true, resume: true, crash: func(f *faultCtx) string {
 			d := time.Duration(30+rand.IntN(450)) * time.Millisecond
 			f.note("kill timer %s", d)
 			return "after:" + d.String()
@@ -316,7 +319,7 @@ func faultCases(full bool) []faultCase {
 			}
 			f.note("1.moray-1 down 1s in %s", p)
 		}},
-		{name: "dump lock held by a dead process", inject: nil, crash: func(f *faultCtx) string {
+		{name: "dump lock held by a dead process", crash: func(f *faultCtx) string {
 			ctx := context.Background()
 			cli := f.l.etcdClient(f.t)
 			lease, err := cli.Grant(ctx, 4)
@@ -375,7 +378,7 @@ func TestFaults(t *testing.T) {
 	var rows []faultRow
 	for _, strategy := range strategies {
 		for _, c := range faultCases(full) {
-			if c.strategies != nil && !slices.Contains(c.strategies, orchestrator.StrategyName(strategy)) {
+			if c.strategies != nil && !slices.Contains(c.strategies, orchestrator.StrategyName(strategy)) || c.fullOnly && !full {
 				continue
 			}
 			t.Run(strategy+"/"+c.name, func(t *testing.T) {
