@@ -24,7 +24,7 @@ func (o *Orchestrator) Abort(ctx context.Context, id string) error {
 	case j.FlipDone():
 		return fmt.Errorf("job %s has flipped the ring (version %d); it can only finish: run 'reshard resume %s'", id, j.RingVersionAfter, id)
 	}
-	if err := o.jobs.RequestAbort(ctx, id); err != nil {
+	if err := o.store.jobs.RequestAbort(ctx, id); err != nil {
 		return err
 	}
 	// If no orchestrator runs the job, undo it here; if one does, it sees
@@ -46,7 +46,7 @@ func (r *run) checkAbort(ctx context.Context) error {
 		return nil
 	}
 	r.abortChecked = time.Now()
-	if asked, err := r.o.jobs.AbortRequested(ctx, r.job.ID); err == nil && asked {
+	if asked, err := r.o.store.jobs.AbortRequested(ctx, r.job.ID); err == nil && asked {
 		return ErrAborted
 	}
 	return nil
@@ -99,7 +99,7 @@ func (r *run) finishAbort(ctx context.Context) error {
 	if err := r.o.store.ReleasePnodes(ctx, j); err != nil {
 		return err
 	}
-	if err := r.o.jobs.ClearAbort(ctx, j.ID); err != nil {
+	if err := r.o.store.jobs.ClearAbort(ctx, j.ID); err != nil {
 		return err
 	}
 	return ErrAborted

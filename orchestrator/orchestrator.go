@@ -26,7 +26,6 @@ import (
 type Orchestrator struct {
 	cli     *clientv3.Client
 	store   *Store
-	jobs    *etcd.Jobs
 	reg     *etcd.Registry
 	rings   *etcd.RingStore
 	buckets *etcd.Buckets
@@ -59,7 +58,7 @@ func New(cli *clientv3.Client, log *slog.Logger) *Orchestrator {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Orchestrator{cli: cli, store: NewStore(cli), jobs: etcd.NewJobs(cli), reg: etcd.NewRegistry(cli),
+	return &Orchestrator{cli: cli, store: NewStore(cli), reg: etcd.NewRegistry(cli),
 		rings: etcd.NewRingStore(cli), buckets: etcd.NewBuckets(cli), log: log,
 		RouterWait: 30 * time.Second, SessionTTL: 5 * time.Second}
 }
@@ -137,7 +136,7 @@ func (o *Orchestrator) Run(ctx context.Context, id string) error {
 		return fmt.Errorf("etcd session: %w", err)
 	}
 	defer session.Close()
-	fence, unlock, err := o.jobs.Hold(ctx, session, id, func() {
+	fence, unlock, err := o.store.jobs.Hold(ctx, session, id, func() {
 		o.log.Info("another orchestrator holds the job; waiting", "job", id)
 	})
 	if err != nil {
@@ -189,14 +188,14 @@ func (o *Orchestrator) Run(ctx context.Context, id string) error {
 	if err := r.claimShards(ctx); err != nil {
 		return r.stopped(err)
 	}
-	if asked, err := o.jobs.AbortRequested(ctx, id); err != nil {
+	if asked, err := o.store.jobs.AbortRequested(ctx, id); err != nil {
 		return err
 	} else if asked {
 		if !j.FlipDone() {
 			return r.stopped(r.abort(ctx))
 		}
 		o.log.Warn("abort ignored: the ring has flipped; finishing the job", "job", id)
-		if err := o.jobs.ClearAbort(ctx, id); err != nil {
+		if err := o.store.jobs.ClearAbort(ctx, id); err != nil {
 			return r.stopped(err)
 		}
 	}
@@ -309,7 +308,7 @@ func (r *run) retry(ctx context.Context, what string, fn func() error) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if aborted, _ := r.o.jobs.AbortRequested(ctx, r.job.ID); aborted && !r.job.FlipDone() {
+		if aborted, _ := r.o.store.jobs.AbortRequested(ctx, r.job.ID); aborted && !r.job.FlipDone() {
 			return ErrAborted
 		}
 		var p permanent
