@@ -53,7 +53,14 @@ func pausePastLease(t *testing.T, strategy orchestrator.StrategyName, points []s
 	l := labUp(t, "--shards", "2", "--peers", "1", "--routers", "2", "--vnodes", "4096")
 	cli := l.etcdClient(t)
 	ledger := t.TempDir() + "/ledger.jsonl"
-	ld := startProcess(t, l.env(), append([]string{"load", "--duration", fmt.Sprintf("%ds", 25*len(points)+20), "--rate", "300",
+	// Load for about as long as the splits take here (a physical split
+	// makes new peers); the splits after it ends run without load.
+	perPoint := 12 * time.Second
+	if orchestrator.CreatesDestinations(strategy) {
+		perPoint = 28 * time.Second
+	}
+	loadFor := perPoint*time.Duration(len(points)) + 20*time.Second
+	ld := startProcess(t, l.env(), append([]string{"load", "--duration", loadFor.String(), "--rate", "300",
 		"--keys", "1000", "--ledger", ledger, "--json"}, l.routerArgs()...)...)
 	waitLedger(t, ledger, 300)
 	for i, point := range points {
@@ -105,7 +112,7 @@ func pausePastLease(t *testing.T, strategy orchestrator.StrategyName, points []s
 		t.Logf("paused at %s past its lease: its successor finished the job (write block %.0f ms); it stopped with nothing changed (%d items compared)",
 			point, j.WriteBlockMS, len(before))
 	}
-	code, out := ld.waitStdout(5 * time.Minute)
+	code, out := ld.waitStdout(loadFor + 2*time.Minute)
 	var sum load.Summary
 	if code != 0 || json.Unmarshal([]byte(out), &sum) != nil {
 		t.Fatalf("load: %s %s", out, ld.stderr())
