@@ -22,7 +22,9 @@ func Health(ctx context.Context, cli *clientv3.Client, clientURLs []string) []Me
 	out := make([]MemberHealth, len(clientURLs))
 	for i, u := range clientURLs {
 		out[i].ClientURL = u
-		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		// The client retries a member that is down until the deadline, so
+		// the deadline is how long a down member takes to show as down.
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
 		st, err := cli.Status(cctx, u)
 		cancel()
 		if err != nil {
