@@ -124,19 +124,20 @@ func RunEtcdMember(dir, name string) error {
 
 // startEtcdMember runs a member as its own process, detached from this one
 // so that it outlives the command that started it, and records its pid.
-func startEtcdMember(dir string, m EtcdMember) error {
+// exited reports how the process ended, if it ends while this one lives.
+func startEtcdMember(dir string, m EtcdMember) (exited <-chan error, err error) {
 	exe, err := os.Executable()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	for _, d := range []string{filepath.Join(dir, "run"), filepath.Join(dir, "etcd")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	logf, err := os.OpenFile(filepath.Join(dir, "logs", m.Name+".log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer logf.Close()
 	cmd := exec.Command(exe, "lab", "etcd-member", "--dir", dir, "--name", m.Name)
@@ -144,10 +145,11 @@ func startEtcdMember(dir string, m EtcdMember) error {
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start etcd member %s: %w", m.Name, err)
+		return nil, fmt.Errorf("start etcd member %s: %w", m.Name, err)
 	}
-	go cmd.Wait() // reap it if it dies while this process lives
-	return os.WriteFile(EtcdMemberPIDFile(dir, m.Name), []byte(strconv.Itoa(cmd.Process.Pid)), 0o644)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }() // reap it if it dies while this process lives
+	return done, os.WriteFile(EtcdMemberPIDFile(dir, m.Name), []byte(strconv.Itoa(cmd.Process.Pid)), 0o644)
 }
 
 // etcdMemberPID is the running member's pid, or 0. The command line is
@@ -168,20 +170,28 @@ func etcdMemberPID(dir, name string) int {
 	return pid
 }
 
+func pidFileText(dir, name string) string {
+	b, _ := os.ReadFile(EtcdMemberPIDFile(dir, name))
+	return strings.TrimSpace(string(b))
+}
+
 // ensureEtcdMembers starts every member that is not running and waits until
 // each answers. All start before any is waited for: none serves without a
 // quorum.
 func ensureEtcdMembers(ctx context.Context, dir string, st *State) error {
+	exited := map[string]<-chan error{}
 	for _, m := range st.EtcdMembers {
 		if etcdMemberPID(dir, m.Name) != 0 {
 			continue
 		}
-		if err := startEtcdMember(dir, m); err != nil {
+		done, err := startEtcdMember(dir, m)
+		if err != nil {
 			return err
 		}
+		exited[m.Name] = done
 	}
 	for _, m := range st.EtcdMembers {
-		if err := waitEtcdMember(ctx, dir, m, 60*time.Second); err != nil {
+		if err := waitEtcdMember(ctx, dir, m, exited[m.Name], 60*time.Second); err != nil {
 			return err
 		}
 	}
@@ -189,12 +199,22 @@ func ensureEtcdMembers(ctx context.Context, dir string, st *State) error {
 }
 
 // waitEtcdMember waits until the member answers on its own client URL.
-func waitEtcdMember(ctx context.Context, dir string, m EtcdMember, d time.Duration) error {
+// exited, if this process started the member, says how it ended.
+func waitEtcdMember(ctx context.Context, dir string, m EtcdMember, exited <-chan error, d time.Duration) error {
 	deadline := time.Now().Add(d)
 	for {
-		if etcdMemberPID(dir, m.Name) == 0 {
+		var gone error
+		select {
+		case err := <-exited:
+			gone = fmt.Errorf("%v", err)
+		default:
+			if etcdMemberPID(dir, m.Name) == 0 {
+				gone = fmt.Errorf("pid %s is not running", pidFileText(dir, m.Name))
+			}
+		}
+		if gone != nil {
 			b, _ := os.ReadFile(filepath.Join(dir, "logs", m.Name+".log"))
-			return fmt.Errorf("etcd member %s exited: %s", m.Name, lastLines(string(b), 3))
+			return fmt.Errorf("etcd member %s exited (%v): %s", m.Name, gone, lastLines(string(b), 3))
 		}
 		cli, err := etcd.Connect(ctx, m.ClientURL())
 		if err == nil {
@@ -299,12 +319,16 @@ func RestartEtcdMember(ctx context.Context, dir, name string, down time.Duration
 	for i := 0; i < 200 && alive(pid); i++ {
 		time.Sleep(25 * time.Millisecond)
 	}
+	if alive(pid) {
+		return fmt.Errorf("etcd member %s (pid %d) still runs 5s after SIGKILL", name, pid)
+	}
 	select {
 	case <-ctx.Done():
 	case <-time.After(down):
 	}
-	if err := startEtcdMember(dir, *m); err != nil {
+	exited, err := startEtcdMember(dir, *m)
+	if err != nil {
 		return err
 	}
-	return waitEtcdMember(ctx, dir, *m, 60*time.Second)
+	return waitEtcdMember(ctx, dir, *m, exited, 60*time.Second)
 }
