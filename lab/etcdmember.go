@@ -153,7 +153,9 @@ func startEtcdMember(dir string, m EtcdMember) (exited <-chan error, err error) 
 }
 
 // etcdMemberPID is the running member's pid, or 0. The command line is
-// checked so that a reused pid is never signalled.
+// checked so that a reused pid is never signalled. It reads empty for a
+// moment after exec, before the kernel has set up the new program's
+// arguments, and then the pid is taken as the member's.
 func etcdMemberPID(dir, name string) int {
 	b, err := os.ReadFile(EtcdMemberPIDFile(dir, name))
 	if err != nil {
@@ -164,7 +166,10 @@ func etcdMemberPID(dir, name string) int {
 		return 0
 	}
 	cl, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil || !strings.Contains(string(cl), "\x00etcd-member\x00") || !strings.Contains(string(cl), "\x00"+name+"\x00") {
+	if err != nil {
+		return 0
+	}
+	if len(cl) > 0 && (!strings.Contains(string(cl), "\x00etcd-member\x00") || !strings.Contains(string(cl), "\x00"+name+"\x00")) {
 		return 0
 	}
 	return pid
@@ -204,13 +209,15 @@ func waitEtcdMember(ctx context.Context, dir string, m EtcdMember, exited <-chan
 	deadline := time.Now().Add(d)
 	for {
 		var gone error
-		select {
-		case err := <-exited:
-			gone = fmt.Errorf("%v", err)
-		default:
-			if etcdMemberPID(dir, m.Name) == 0 {
-				gone = fmt.Errorf("pid %s is not running", pidFileText(dir, m.Name))
+		if exited != nil {
+			// This process started it: its exit is the word on it.
+			select {
+			case err := <-exited:
+				gone = fmt.Errorf("%v", err)
+			default:
 			}
+		} else if etcdMemberPID(dir, m.Name) == 0 {
+			gone = fmt.Errorf("pid %s is not running", pidFileText(dir, m.Name))
 		}
 		if gone != nil {
 			b, _ := os.ReadFile(filepath.Join(dir, "logs", m.Name+".log"))
