@@ -40,13 +40,28 @@ func Connect(ctx context.Context, endpoints string) (*clientv3.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("etcd %s: %w", strings.Join(eps, ","), err)
 	}
+	// One member that answers is enough: the client fails over to it, and
+	// a cluster with one member down still serves.
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if _, err := cli.Status(cctx, eps[0]); err != nil {
-		cli.Close()
-		return nil, fmt.Errorf("etcd %s is not reachable: %w", strings.Join(eps, ","), err)
+	for i, ep := range eps {
+		actx := cctx
+		if len(eps) > 1 {
+			// Leave time for the next endpoints if this one hangs.
+			var c context.CancelFunc
+			actx, c = context.WithTimeout(cctx, 5*time.Second/time.Duration(len(eps)))
+			defer c()
+		}
+		_, err = cli.Status(actx, ep)
+		if err == nil {
+			return cli, nil
+		}
+		if i == len(eps)-1 {
+			break
+		}
 	}
-	return cli, nil
+	cli.Close()
+	return nil, fmt.Errorf("etcd %s is not reachable: %w", strings.Join(eps, ","), err)
 }
 
 func splitEndpoints(s string) []string {

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -29,6 +30,9 @@ type Config struct {
 	Routers  int
 	Vnodes   int // ring size; 0 means DefaultVnodes
 	BasePort int // 0: let the kernel pick free ports
+	// EtcdMembers is how many etcd members run: 0 or 1 is one embedded in
+	// the supervisor, more are each their own process.
+	EtcdMembers int
 	// CrossShardFind is the routers' --cross-shard-find ("": theirs).
 	CrossShardFind string
 	// Progress receives one line per step; nil discards them.
@@ -54,6 +58,10 @@ func (c Config) Validate() error {
 	}
 	if c.Vnodes < 0 || c.Vnodes > 10_000_000 {
 		return fmt.Errorf("--vnodes must be between 1 and 10000000, got %d", c.Vnodes)
+	}
+	if c.EtcdMembers != 0 && (c.EtcdMembers < 1 || c.EtcdMembers > 7 || c.EtcdMembers%2 == 0) {
+		// An even count tolerates no more failures than the odd one below it.
+		return fmt.Errorf("--etcd-members must be odd, 1 to 7, got %d", c.EtcdMembers)
 	}
 	if c.CrossShardFind != "" && c.CrossShardFind != "refuse" && c.CrossShardFind != "gather" {
 		return fmt.Errorf("--cross-shard-find must be refuse or gather, not %q", c.CrossShardFind)
@@ -151,11 +159,24 @@ func Up(ctx context.Context, cfg Config) (st *State, err error) {
 	// Every port is chosen and checked before anything starts.
 	pp := &ports{next: cfg.BasePort, used: map[int]bool{}}
 	st = &State{Dir: dir, CrossShardFind: cfg.CrossShardFind}
-	if st.EtcdClientPort, err = pp.take(); err != nil {
-		return nil, err
-	}
-	if st.EtcdPeerPort, err = pp.take(); err != nil {
-		return nil, err
+	if cfg.EtcdMembers > 1 {
+		for i := 1; i <= cfg.EtcdMembers; i++ {
+			m := EtcdMember{Name: etcdMemberName(i)}
+			if m.ClientPort, err = pp.take(); err != nil {
+				return nil, err
+			}
+			if m.PeerPort, err = pp.take(); err != nil {
+				return nil, err
+			}
+			st.EtcdMembers = append(st.EtcdMembers, m)
+		}
+	} else {
+		if st.EtcdClientPort, err = pp.take(); err != nil {
+			return nil, err
+		}
+		if st.EtcdPeerPort, err = pp.take(); err != nil {
+			return nil, err
+		}
 	}
 	for i := 0; i < cfg.Routers; i++ {
 		port, err := pp.take()
@@ -213,7 +234,11 @@ func Up(ctx context.Context, cfg Config) (st *State, err error) {
 		}
 	}()
 
-	cfg.progress("starting supervisor with embedded etcd on 127.0.0.1:%d", st.EtcdClientPort)
+	if len(st.EtcdMembers) > 0 {
+		cfg.progress("starting supervisor and %d etcd members on %s", len(st.EtcdMembers), strings.Join(st.etcdClientURLs(), ","))
+	} else {
+		cfg.progress("starting supervisor with embedded etcd on 127.0.0.1:%d", st.EtcdClientPort)
+	}
 	if err := startSupervisor(ctx, cfg, st); err != nil {
 		return st, err
 	}
@@ -458,7 +483,8 @@ func Down(dir string) error {
 }
 
 // teardown stops peers (standbys first, so none logs its upstream's
-// disappearance), then the supervisor, then removes the data.
+// disappearance), then the supervisor, then the etcd members it started,
+// then removes the data.
 func teardown(st *State, g *pg) {
 	for _, sh := range st.Shards {
 		for i := len(sh.Peers) - 1; i >= 0; i-- {
@@ -468,6 +494,7 @@ func teardown(st *State, g *pg) {
 	if st.SupervisorPID != 0 {
 		stopPID(st.SupervisorPID, syscall.SIGTERM, 20*time.Second)
 	}
+	stopEtcdMembers(st)
 	// Routers outlive a supervisor that was killed; stop them by pid.
 	for i := range st.RouterPorts {
 		if b, err := os.ReadFile(RouterPIDFile(st.Dir, i)); err == nil {

@@ -15,8 +15,16 @@ import (
 	"github.com/reshard/reshard/postgres"
 )
 
-// The test binary stands in for `reshard lab supervise`.
+// The test binary stands in for `reshard lab supervise` and
+// `reshard lab etcd-member`.
 func TestMain(m *testing.M) {
+	if dir, name, ok := EtcdMemberFromEnv(); ok {
+		if err := RunEtcdMember(dir, name); err != nil {
+			os.Stderr.WriteString(err.Error() + "\n")
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	if dir := os.Getenv(SupervisorEnv); dir != "" {
 		if err := Supervise(dir); err != nil {
 			os.Stderr.WriteString(err.Error() + "\n")
@@ -200,6 +208,9 @@ func TestUpBadInputStartsNothing(t *testing.T) {
 		{"occupied port", func(c *Config) { c.BasePort = busyPort }, "in use"},
 		{"negative routers", func(c *Config) { c.Routers = -1 }, "--routers"},
 		{"too many vnodes", func(c *Config) { c.Vnodes = 20_000_000 }, "--vnodes"},
+		{"even etcd members", func(c *Config) { c.EtcdMembers = 2 }, "--etcd-members"},
+		{"too many etcd members", func(c *Config) { c.EtcdMembers = 9 }, "--etcd-members"},
+		{"negative etcd members", func(c *Config) { c.EtcdMembers = -1 }, "--etcd-members"},
 		// Fails after the data root exists: everything must be undone.
 		{"supervisor dies", func(c *Config) { c.Supervisor = []string{"/bin/false"} }, "supervisor exited"},
 	}

@@ -103,7 +103,10 @@ func (pr Provisioner) CreateStandby(ctx context.Context, pnode, name string, ups
 			g.stop(*p)
 			os.RemoveAll(p.DataDir)
 		} else {
-			pp := &ports{used: map[int]bool{st.EtcdClientPort: true, st.EtcdPeerPort: true}}
+			pp := &ports{used: map[int]bool{}}
+			for _, port := range st.etcdPorts() {
+				pp.used[port] = true
+			}
 			for _, sh := range st.Shards {
 				for _, q := range sh.Peers {
 					pp.used[q.Port] = true

@@ -51,6 +51,9 @@ func RestartEtcd(ctx context.Context, dir string) error {
 	if err != nil {
 		return err
 	}
+	if len(st.EtcdMembers) > 0 {
+		return fmt.Errorf("the lab in %s runs %d etcd members; restart one with --etcd-member NAME|leader", dir, len(st.EtcdMembers))
+	}
 	if !alive(st.SupervisorPID) {
 		return fmt.Errorf("the lab in %s is not running", dir)
 	}

@@ -58,7 +58,9 @@ func AddShard(ctx context.Context, dir, name string, peers int, progress io.Writ
 			pp.used[p.Port] = true
 		}
 	}
-	pp.used[st.EtcdClientPort], pp.used[st.EtcdPeerPort] = true, true
+	for _, port := range st.etcdPorts() {
+		pp.used[port] = true
+	}
 	portList := make([]int, peers)
 	for i := range portList {
 		if portList[i], err = pp.take(); err != nil {

@@ -18,7 +18,7 @@ type State struct {
 	DataRoot       string   `json:"data_root"`
 	EtcdClientPort int      `json:"etcd_client_port"`
 	EtcdPeerPort   int      `json:"etcd_peer_port"`
-	EtcdURL        string   `json:"etcd"`
+	EtcdURL        string   `json:"etcd"` // client URLs, comma-separated
 	SupervisorPID  int      `json:"supervisor_pid"`
 	Routers        []string `json:"routers"`
 	RouterPorts    []int    `json:"router_ports"`
@@ -28,6 +28,11 @@ type State struct {
 	RingVersion    int64    `json:"ring_version"`
 	Shards         []Shard  `json:"shards"`
 	Ready          bool     `json:"ready"`
+
+	// EtcdMembers is empty when the supervisor embeds the lab's one etcd
+	// member (EtcdClientPort, EtcdPeerPort), else the members that run each
+	// as its own process; EtcdURL then lists all their client URLs.
+	EtcdMembers []EtcdMember `json:"etcd_members,omitempty"`
 }
 
 // Shard is one lab pnode: a chain of peers, primary first.

@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -30,7 +31,10 @@ func RouterPIDFile(dir string, i int) string {
 
 // Supervise runs the lab's long-lived services until SIGTERM or SIGINT: the
 // embedded etcd, and the routers as child processes that it restarts if
-// they die. `lab up` starts it; `lab down` stops it.
+// they die. `lab up` starts it; `lab down` stops it. A lab of several etcd
+// members runs each as its own process instead: the supervisor starts those
+// that are not running and leaves them running when it stops, as the
+// PostgreSQL peers are, for `lab restart` and `lab down` to act on.
 func Supervise(dir string) error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	st, err := Load(dir)
@@ -43,16 +47,25 @@ func Supervise(dir string) error {
 		return etcd.StartEmbedded(filepath.Join(dir, "etcd"), st.EtcdClientPort, st.EtcdPeerPort,
 			filepath.Join(dir, "logs", "etcd.log"))
 	}
-	m, err := startEtcd()
-	if err != nil {
-		return err
+	var m *etcd.Embedded
+	var etcdURL string
+	if len(st.EtcdMembers) > 0 {
+		if err := ensureEtcdMembers(ctx, dir, st); err != nil {
+			return err
+		}
+		etcdURL = strings.Join(st.etcdClientURLs(), ",")
+	} else {
+		if m, err = startEtcd(); err != nil {
+			return err
+		}
+		etcdURL = m.ClientURL
 	}
 	defer func() {
 		if m != nil {
 			m.Close()
 		}
 	}()
-	log.Info("etcd ready", "url", m.ClientURL)
+	log.Info("etcd ready", "url", etcdURL)
 	exe, err := os.Executable()
 	if err != nil {
 		return err
@@ -69,10 +82,10 @@ func Supervise(dir string) error {
 			if i < len(st.MorayPorts) {
 				moray = st.MorayPorts[i]
 			}
-			keepRouter(ctx, log, dir, exe, m.ClientURL, i, port, moray, st.CrossShardFind)
+			keepRouter(ctx, log, dir, exe, etcdURL, i, port, moray, st.CrossShardFind)
 		}()
 	}
-	if err := os.WriteFile(readyPath(dir), []byte(m.ClientURL), 0o644); err != nil {
+	if err := os.WriteFile(readyPath(dir), []byte(etcdURL), 0o644); err != nil {
 		return err
 	}
 	// SIGHUP restarts etcd on the same ports and data: a fault test's
@@ -87,6 +100,10 @@ loop:
 			log.Info("stopping")
 			break loop
 		case <-hup:
+			if m == nil {
+				log.Warn("SIGHUP ignored: the etcd members are their own processes")
+				continue
+			}
 			log.Info("restarting etcd")
 			m.Close()
 			if m, err = startEtcd(); err != nil {
@@ -95,7 +112,7 @@ loop:
 				break loop
 			}
 			log.Info("etcd restarted")
-		case err := <-m.Err():
+		case err := <-embeddedErr(m):
 			ferr = fmt.Errorf("etcd failed: %w", err)
 			stop()
 			break loop
@@ -104,6 +121,15 @@ loop:
 	wg.Wait()
 	os.Remove(readyPath(dir))
 	return ferr
+}
+
+// embeddedErr is m's error channel, or one that never delivers when the
+// supervisor embeds no etcd.
+func embeddedErr(m *etcd.Embedded) <-chan error {
+	if m == nil {
+		return nil
+	}
+	return m.Err()
 }
 
 // keepRouter runs router i and starts it again when it dies, until ctx ends.

@@ -26,7 +26,7 @@ The processes keep running after 'lab up' returns, until 'lab down'. As
 root, PostgreSQL runs as the postgres user with its data in a temp
 directory that user owns; DIR keeps the state file and the logs.`,
 	}
-	cmd.AddCommand(newLabUpCmd(g), newLabDownCmd(g), newLabStatusCmd(g), newLabAddShardCmd(g), newLabRestartCmd(g), newLabSuperviseCmd())
+	cmd.AddCommand(newLabUpCmd(g), newLabDownCmd(g), newLabStatusCmd(g), newLabAddShardCmd(g), newLabRestartCmd(g), newLabSuperviseCmd(), newLabEtcdMemberCmd())
 	return cmd
 }
 
@@ -95,10 +95,11 @@ func printLab(w io.Writer, g *globals, st *lab.State) error {
 func newLabUpCmd(g *globals) *cobra.Command {
 	cfg := lab.Config{}
 	cmd := &cobra.Command{
-		Use:   "up --dir DIR [--shards N] [--peers P] [--routers R]",
+		Use:   "up --dir DIR [--shards N] [--peers P] [--routers R] [--etcd-members M]",
 		Short: "Bring up a lab and wait until it is ready",
 		Example: `  reshard lab up --dir /tmp/lab --shards 2 --peers 3
-  reshard lab up --dir /tmp/lab --json | jq .shards[0].peers[0].dsn`,
+  reshard lab up --dir /tmp/lab --json | jq .shards[0].peers[0].dsn
+  reshard lab up --dir /tmp/lab --etcd-members 3 --routers 2`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			// Ctrl-C tears a half-built lab down instead of leaving it running.
@@ -119,6 +120,8 @@ func newLabUpCmd(g *globals) *cobra.Command {
 	cmd.Flags().IntVar(&cfg.Peers, "peers", 3, "PostgreSQL peers per shard: primary, sync, then asyncs")
 	cmd.Flags().IntVar(&cfg.Routers, "routers", 0, "number of routers, each its own process")
 	cmd.Flags().IntVar(&cfg.Vnodes, "vnodes", lab.DefaultVnodes, "vnodes in the ring, spread over the shards")
+	cmd.Flags().IntVar(&cfg.EtcdMembers, "etcd-members", 1,
+		"etcd cluster size, odd, 1 to 7: 1 is embedded in the lab's supervisor, more are each their own process")
 	cmd.Flags().IntVar(&cfg.BasePort, "port", 0, "first port to use, then consecutive ones (default: free ports)")
 	cmd.Flags().StringVar(&cfg.CrossShardFind, "cross-shard-find", "",
 		"the routers' --cross-shard-find: refuse (electric-moray's answer to a findObjects with neither hashkey nor token) or gather (run it on every shard and merge); default refuse")
@@ -177,17 +180,24 @@ func newLabAddShardCmd(g *globals) *cobra.Command {
 
 func newLabStatusCmd(g *globals) *cobra.Command {
 	var dir string
+	var etcdOnly bool
 	cmd := &cobra.Command{
 		Use:   "status --dir DIR",
 		Short: "Show each shard's peers and replication, like manatee-adm show",
 		Long: `For each shard, one row per peer in replication order. REPL, SENT, FLUSH
 and REPLAY describe the stream from this peer to the next one, read from
-its pg_stat_replication; LAG is how far the peer trails its upstream.`,
+its pg_stat_replication; LAG is how far the peer trails its upstream.
+A lab of several etcd members lists them after the shards: whether each
+answers, and which one leads. --etcd shows only the etcd members (the
+embedded one is named lab).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			st, err := lab.Load(dir)
 			if err != nil {
 				return err
+			}
+			if etcdOnly {
+				return printEtcdMembers(cmd.OutOrStdout(), g, lab.EtcdStatus(cmd.Context(), st))
 			}
 			rows := lab.Status(cmd.Context(), st)
 			if g.json {
@@ -208,15 +218,44 @@ its pg_stat_replication; LAG is how far the peer trails its upstream.`,
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Role, r.Peer, r.PG, r.Repl,
 					lsnOr(r.Sent), lsnOr(r.Flush), lsnOr(r.Replay), lagText(r))
 			}
-			if tw == nil {
-				return nil
+			if tw != nil {
+				if err := tw.Flush(); err != nil {
+					return err
+				}
 			}
-			return tw.Flush()
+			if len(st.EtcdMembers) > 0 {
+				if tw != nil {
+					fmt.Fprintln(w)
+				}
+				return printEtcdMembers(w, g, lab.EtcdStatus(cmd.Context(), st))
+			}
+			return nil
 		},
 	}
 	cmd.Flags().StringVar(&dir, "dir", "", "the lab's directory (required)")
+	cmd.Flags().BoolVar(&etcdOnly, "etcd", false, "show only the etcd members")
 	cmd.MarkFlagRequired("dir")
 	return cmd
+}
+
+func printEtcdMembers(w io.Writer, g *globals, ms []lab.EtcdMemberStatus) error {
+	if g.json {
+		return printJSON(w, ms)
+	}
+	fmt.Fprintln(w, "etcd:")
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "MEMBER\tCLIENT\tETCD\tLEADER")
+	for _, m := range ms {
+		up, leader := "down", "-"
+		if m.Answers {
+			up = "ok"
+		}
+		if m.Leader {
+			leader = "leader"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", m.Name, m.ClientURL, up, leader)
+	}
+	return tw.Flush()
 }
 
 func lsnOr(l *postgres.LSN) string {
@@ -252,19 +291,42 @@ func newLabSuperviseCmd() *cobra.Command {
 	return cmd
 }
 
+func newLabEtcdMemberCmd() *cobra.Command {
+	var dir, name string
+	cmd := &cobra.Command{
+		Use:    "etcd-member --dir DIR --name NAME",
+		Short:  "Run one member of the lab's etcd cluster (started by 'lab up --etcd-members')",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return lab.RunEtcdMember(dir, name)
+		},
+	}
+	cmd.Flags().StringVar(&dir, "dir", "", "the lab's directory")
+	cmd.Flags().StringVar(&name, "name", "", "the member's name, e.g. etcd-1")
+	return cmd
+}
+
 func newLabRestartCmd(g *globals) *cobra.Command {
-	var dir, peer string
+	var dir, peer, member string
 	var etcdToo bool
 	var down time.Duration
 	cmd := &cobra.Command{
-		Use:   "restart --dir DIR (--peer NAME | --etcd) [--down D]",
-		Short: "Restart a PostgreSQL peer (fast shutdown) or the embedded etcd: faults for tests and drills",
+		Use:   "restart --dir DIR (--peer NAME | --etcd | --etcd-member NAME|leader) [--down D]",
+		Short: "Restart a PostgreSQL peer (fast shutdown), the embedded etcd or one etcd member (SIGKILL): faults for tests and drills",
 		Example: `  reshard lab restart --dir /tmp/lab --peer 1.moray-1 --down 2s
-  reshard lab restart --dir /tmp/lab --etcd`,
+  reshard lab restart --dir /tmp/lab --etcd
+  reshard lab restart --dir /tmp/lab --etcd-member leader --down 2s`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if (peer == "") == !etcdToo {
-				return fmt.Errorf("give exactly one of --peer and --etcd")
+			given := 0
+			for _, set := range []bool{peer != "", etcdToo, member != ""} {
+				if set {
+					given++
+				}
+			}
+			if given != 1 {
+				return fmt.Errorf("give exactly one of --peer, --etcd and --etcd-member")
 			}
 			if down < 0 || down > time.Hour {
 				return fmt.Errorf("--down must be between 0 and 1h")
@@ -273,6 +335,17 @@ func newLabRestartCmd(g *globals) *cobra.Command {
 				if etcdToo {
 					return lab.RestartEtcd(ctx, dir)
 				}
+				if member != "" {
+					return lab.RestartEtcdMember(ctx, dir, member, down, func(name string) {
+						// Printed before the kill, so a drill log shows
+						// which member went down while it is down.
+						if g.json {
+							printJSON(cmd.OutOrStdout(), map[string]string{"etcd_member": name})
+						} else {
+							fmt.Fprintf(cmd.OutOrStdout(), "killed etcd member %s\n", name)
+						}
+					})
+				}
 				return lab.RestartPeer(ctx, dir, peer, down)
 			})
 		},
@@ -280,7 +353,8 @@ func newLabRestartCmd(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&dir, "dir", "", "the lab's directory (required)")
 	cmd.Flags().StringVar(&peer, "peer", "", "peer to restart, e.g. 1.moray-1")
 	cmd.Flags().BoolVar(&etcdToo, "etcd", false, "restart the embedded etcd")
-	cmd.Flags().DurationVar(&down, "down", 0, "how long the peer stays down")
+	cmd.Flags().StringVar(&member, "etcd-member", "", "etcd member to kill (SIGKILL) and start again on its data, e.g. etcd-2, or leader for whichever leads now")
+	cmd.Flags().DurationVar(&down, "down", 0, "how long the peer or member stays down")
 	cmd.MarkFlagRequired("dir")
 	return cmd
 }
