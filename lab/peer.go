@@ -2,9 +2,13 @@ package lab
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -105,12 +109,46 @@ func (g *pg) initStandby(p Peer, upstream Peer) error {
 // start runs the server detached from this process, so it outlives the
 // command that started it, and waits until it accepts connections.
 func (g *pg) start(ctx context.Context, p *Peer) error {
+	// The port was free when the lab chose it, but another process (a
+	// second lab, in tests run side by side) may have bound it since: then
+	// this server cannot listen, and it moves to another free port.
+	for attempt := 1; ; attempt++ {
+		err := g.startOnce(ctx, p)
+		if !errors.Is(err, errPortTaken) || attempt == 3 {
+			return err
+		}
+		port, perr := freePort()
+		if perr != nil {
+			return err
+		}
+		p.Port = port
+	}
+}
+
+// errPortTaken: a server could not listen because its port is in use.
+var errPortTaken = errors.New("port in use")
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// startOnce starts the server on p.Port (given on the command line, so it
+// wins over the configuration file) and waits until it answers there. It
+// is ready only when the server that answers has p's data directory: a
+// connection alone could reach another server that holds the port.
+func (g *pg) startOnce(ctx context.Context, p *Peer) error {
 	logf, err := os.OpenFile(filepath.Join(g.logs, p.Name+".log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		return err
 	}
 	defer logf.Close()
-	cmd := g.as.command(filepath.Dir(p.DataDir), filepath.Join(g.bin, "postgres"), "-D", p.DataDir)
+	logStart, _ := logf.Seek(0, io.SeekEnd)
+	cmd := g.as.command(filepath.Dir(p.DataDir), filepath.Join(g.bin, "postgres"), "-D", p.DataDir, "-p", strconv.Itoa(p.Port))
 	cmd.SysProcAttr.Setsid = true
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
@@ -121,16 +159,18 @@ func (g *pg) start(ctx context.Context, p *Peer) error {
 	go func() { cmd.Wait(); close(exited) }() // reap it if it dies while we live
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		conn, err := postgres.Connect(cctx, fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", p.Port))
-		cancel()
-		if err == nil {
-			conn.Close(ctx)
+		if ours, err := serves(ctx, p); err == nil && ours {
 			return nil
 		}
 		select {
 		case <-exited:
 			b, _ := os.ReadFile(logf.Name())
+			if int64(len(b)) > logStart {
+				b = b[logStart:]
+			}
+			if strings.Contains(string(b), "could not bind") || strings.Contains(string(b), "already in use") {
+				return fmt.Errorf("%s: port %d: %w", p.Name, p.Port, errPortTaken)
+			}
 			return fmt.Errorf("%s exited while starting: %s", p.Name, lastLines(string(b), 3))
 		case <-ctx.Done():
 			return ctx.Err()
@@ -140,6 +180,31 @@ func (g *pg) start(ctx context.Context, p *Peer) error {
 			return fmt.Errorf("%s did not accept connections within 60s (see %s)", p.Name, logf.Name())
 		}
 	}
+}
+
+// serves reports whether the server answering on p's port is p's own.
+func serves(ctx context.Context, p *Peer) (bool, error) {
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	conn, err := postgres.Connect(cctx, fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", p.Port))
+	if err != nil {
+		return false, err
+	}
+	defer conn.Close(ctx)
+	dir, err := postgres.DataDirectory(cctx, conn)
+	if err != nil {
+		return false, err
+	}
+	return sameDir(dir, p.DataDir), nil
+}
+
+func sameDir(a, b string) bool {
+	if filepath.Clean(a) == filepath.Clean(b) {
+		return true
+	}
+	ra, errA := filepath.EvalSymlinks(a)
+	rb, errB := filepath.EvalSymlinks(b)
+	return errA == nil && errB == nil && ra == rb
 }
 
 // stop shuts a peer down with PostgreSQL's fast mode (SIGINT), which

@@ -93,3 +93,11 @@ func CreateDatabase(ctx context.Context, q Querier, name string) error {
 	_, err := q.Exec(ctx, "create database "+name)
 	return err
 }
+
+// DataDirectory is the server's data directory, which tells one server
+// from another that answers on the same address.
+func DataDirectory(ctx context.Context, q Querier) (string, error) {
+	var dir string
+	err := q.QueryRow(ctx, `show data_directory`).Scan(&dir)
+	return dir, err
+}
