@@ -261,6 +261,21 @@ type EtcdMemberStatus struct {
 	Leader    bool   `json:"leader"`
 }
 
+// EtcdHealthy returns the leader's name when every member answers and one
+// of them leads, and "" otherwise.
+func EtcdHealthy(ms []EtcdMemberStatus) string {
+	leader := ""
+	for _, m := range ms {
+		if !m.Answers {
+			return ""
+		}
+		if m.Leader {
+			leader = m.Name
+		}
+	}
+	return leader
+}
+
 // EtcdStatus asks every member of the lab's etcd whether it answers and
 // which one leads. A lab with one embedded etcd shows it as member "lab".
 func EtcdStatus(ctx context.Context, st *State) []EtcdMemberStatus {

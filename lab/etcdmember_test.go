@@ -92,16 +92,7 @@ func checkMembers(t *testing.T, ctx context.Context, st *State) string {
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		ms := EtcdStatus(ctx, st)
-		leader, answering := "", 0
-		for _, m := range ms {
-			if m.Answers {
-				answering++
-			}
-			if m.Leader {
-				leader = m.Name
-			}
-		}
-		if len(ms) == 3 && answering == 3 && leader != "" {
+		if leader := EtcdHealthy(ms); len(ms) == 3 && leader != "" {
 			return leader
 		}
 		if time.Now().After(deadline) {

@@ -197,18 +197,29 @@ func (p *jsScanner) array(depth int) (jsValue, error) {
 			return jsValue{}, err
 		}
 		v.arr = append(v.arr, e)
-		p.space()
-		if p.i >= len(p.b) {
-			return jsValue{}, errBadJSON
-		}
-		p.i++
-		switch p.b[p.i-1] {
-		case ',':
-		case ']':
+		if end, err := p.separator(']'); err != nil {
+			return jsValue{}, err
+		} else if end {
 			return v, nil
-		default:
-			return jsValue{}, errBadJSON
 		}
+	}
+}
+
+// separator reads what follows a member of an array or object: a comma
+// (end false) or the closing byte (end true).
+func (p *jsScanner) separator(closing byte) (end bool, err error) {
+	p.space()
+	if p.i >= len(p.b) {
+		return false, errBadJSON
+	}
+	p.i++
+	switch p.b[p.i-1] {
+	case ',':
+		return false, nil
+	case closing:
+		return true, nil
+	default:
+		return false, errBadJSON
 	}
 }
 
@@ -247,18 +258,11 @@ func (p *jsScanner) object(depth int) (jsValue, error) {
 		if !replaced {
 			v.obj = append(v.obj, jsMember{key, e})
 		}
-		p.space()
-		if p.i >= len(p.b) {
-			return jsValue{}, errBadJSON
-		}
-		p.i++
-		switch p.b[p.i-1] {
-		case ',':
-		case '}':
+		if end, err := p.separator('}'); err != nil {
+			return jsValue{}, err
+		} else if end {
 			sortJSKeys(v.obj)
 			return v, nil
-		default:
-			return jsValue{}, errBadJSON
 		}
 	}
 }

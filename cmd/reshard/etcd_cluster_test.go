@@ -98,16 +98,7 @@ func etcdMembers(t *testing.T, l *labInfo) string {
 		out, _, _ = run(t, nil, "lab", "status", "--dir", l.Dir, "--etcd", "--json")
 		var ms []lab.EtcdMemberStatus
 		json.Unmarshal([]byte(out), &ms)
-		leader, answering := "", 0
-		for _, m := range ms {
-			if m.Answers {
-				answering++
-			}
-			if m.Leader {
-				leader = m.Name
-			}
-		}
-		if len(ms) == 3 && answering == 3 && leader != "" {
+		if leader := lab.EtcdHealthy(ms); len(ms) == 3 && leader != "" {
 			return leader
 		}
 		time.Sleep(200 * time.Millisecond)
