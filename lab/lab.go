@@ -330,7 +330,7 @@ func buildShard(ctx context.Context, cfg Config, g *pg, st *State, name string, 
 	}
 	// Synchronous replication is switched on only once the sync standby
 	// exists; until then commits would wait for it forever.
-	if err := g.writeConf(*primary, "", nil); err != nil {
+	if _, err := g.writeConf(*primary, "", nil); err != nil {
 		return err
 	}
 	if err := g.start(ctx, primary); err != nil {
@@ -349,7 +349,7 @@ func buildShard(ctx context.Context, cfg Config, g *pg, st *State, name string, 
 		if err := g.initStandby(*p, up); err != nil {
 			return fmt.Errorf("%s: %w", p.Name, err)
 		}
-		if err := g.writeConf(*p, "", &up); err != nil {
+		if _, err := g.writeConf(*p, "", &up); err != nil {
 			return err
 		}
 		if err := g.start(ctx, p); err != nil {
@@ -363,7 +363,7 @@ func buildShard(ctx context.Context, cfg Config, g *pg, st *State, name string, 
 		}
 	}
 	if len(rec.Peers) > 1 {
-		if err := g.writeConf(*primary, rec.Peers[1].Name, nil); err != nil {
+		if _, err := g.writeConf(*primary, rec.Peers[1].Name, nil); err != nil {
 			return err
 		}
 		if err := reload(ctx, *primary); err != nil {

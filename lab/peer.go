@@ -37,8 +37,10 @@ func newPG(logs string) (*pg, error) {
 
 // writeConf writes the settings the lab owns into reshard.conf, which
 // postgresql.conf includes. pg_basebackup copies it, so every peer rewrites
-// it with its own port and role.
-func (g *pg) writeConf(p Peer, syncName string, upstream *Peer) error {
+// it with its own port and role. It reports whether the file changed: a
+// reload that changes nothing costs a connection, and the physical
+// strategy reconfigures peers inside its write block.
+func (g *pg) writeConf(p Peer, syncName string, upstream *Peer) (bool, error) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# written by reshard lab; edits are overwritten\n")
 	fmt.Fprintf(&b, "listen_addresses = '127.0.0.1'\nport = %d\n", p.Port)
@@ -70,10 +72,13 @@ log_min_messages = warning
 		b.WriteString("primary_conninfo = ''\n")
 	}
 	path := filepath.Join(p.DataDir, "reshard.conf")
-	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
-		return err
+	if old, err := os.ReadFile(path); err == nil && string(old) == b.String() {
+		return false, nil
 	}
-	return g.as.chown(path)
+	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
+		return false, err
+	}
+	return true, g.as.chown(path)
 }
 
 // initPrimary creates a new cluster for a primary.
@@ -237,13 +242,22 @@ func isPostgres(pid int) bool {
 }
 
 // waitStreaming waits until upstream reports name as a streaming standby,
-// and as its synchronous one when sync is set.
+// and as its synchronous one when sync is set and upstream is a primary. A
+// standby has no synchronous standbys; its sync follower becomes one the
+// moment it is promoted.
 func waitStreaming(ctx context.Context, upstream Peer, name string, sync bool) error {
 	conn, err := postgres.Connect(ctx, upstream.DSN())
 	if err != nil {
 		return err
 	}
 	defer conn.Close(ctx)
+	if sync {
+		standby, err := postgres.InRecovery(ctx, conn)
+		if err != nil {
+			return err
+		}
+		sync = !standby
+	}
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		streaming, err := postgres.IsStreaming(ctx, conn, name, sync)
@@ -259,7 +273,7 @@ func waitStreaming(ctx context.Context, upstream Peer, name string, sync bool) e
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
+		case <-time.After(10 * time.Millisecond):
 		}
 	}
 }

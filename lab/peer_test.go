@@ -35,7 +35,7 @@ func TestStartMovesOffATakenPort(t *testing.T) {
 	if err := g.initPrimary(p); err != nil {
 		t.Fatal(err)
 	}
-	if err := g.writeConf(p, "", nil); err != nil {
+	if _, err := g.writeConf(p, "", nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := g.start(ctx, &p); err != nil {

@@ -58,6 +58,12 @@ func (pr Provisioner) withState(fn func(st *State, g *pg) error) error {
 // configure rewrites a peer's settings from the state: its upstream, and
 // the standby it waits for if one follows it as sync.
 func configure(ctx context.Context, st *State, g *pg, p *Peer) error {
+	return configureVia(ctx, st, g, p, nil)
+}
+
+// configureVia is configure reloading through conn, a connection to p
+// already open, when it is not nil.
+func configureVia(ctx context.Context, st *State, g *pg, p *Peer, conn postgres.Querier) error {
 	var up *Peer
 	if p.Upstream != "" {
 		if _, up = st.peer(p.Upstream); up == nil {
@@ -72,8 +78,15 @@ func configure(ctx context.Context, st *State, g *pg, p *Peer) error {
 			}
 		}
 	}
-	if err := g.writeConf(*p, sync, up); err != nil {
+	changed, err := g.writeConf(*p, sync, up)
+	if err != nil {
 		return err
+	}
+	if !changed {
+		return nil
+	}
+	if conn != nil {
+		return postgres.ReloadConf(ctx, conn)
 	}
 	if alive(postmasterPID(p.DataDir)) {
 		return reload(ctx, *p)
@@ -176,7 +189,7 @@ func (pr Provisioner) Promote(ctx context.Context, peer reshard.Peer, token resh
 			}
 		}
 		p.Role, p.Upstream = reshard.RolePrimary, ""
-		return configure(ctx, st, g, p)
+		return configureVia(ctx, st, g, p, conn)
 	})
 }
 

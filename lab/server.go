@@ -42,7 +42,7 @@ func StartServer(ctx context.Context, logDir string) (*Server, error) {
 	}}
 	err = g.initPrimary(s.Peer)
 	if err == nil {
-		err = g.writeConf(s.Peer, "", nil)
+		_, err = g.writeConf(s.Peer, "", nil)
 	}
 	if err == nil {
 		err = g.start(ctx, &s.Peer)

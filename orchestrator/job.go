@@ -104,6 +104,11 @@ type Job struct {
 	Frozen       bool      `json:"frozen"`
 	FrozenAt     time.Time `json:"frozen_at,omitempty"`
 	WriteBlockMS float64   `json:"write_block_ms,omitempty"`
+	// PromoteMS is the part of the write block that PostgreSQL spent
+	// promoting the new primaries (the physical strategy): a new timeline,
+	// its history file and the copy of the last WAL segment, which no
+	// change of ours makes shorter.
+	PromoteMS float64 `json:"promote_ms,omitempty"`
 	// CutoverMS is how long each cutover step took, by name, so the write
 	// block can be read step by step.
 	CutoverMS  map[string]float64 `json:"cutover_ms,omitempty"`

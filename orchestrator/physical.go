@@ -83,6 +83,16 @@ func addPeers(ctx context.Context, r *run) error {
 			if err != nil {
 				return err
 			}
+			if k > 0 {
+				// The roles are set now, outside the write block: the first
+				// peer then has its sync standby the moment it is promoted,
+				// and detach only waits for the standbys to stream again.
+				role := peerRole(k)
+				if err := prov.Follow(ctx, p, upstream, role); err != nil {
+					return err
+				}
+				p.Role = role
+			}
 			peers := j.NewPeers[to]
 			if len(peers) <= k {
 				peers = append(peers, p)
@@ -173,6 +183,18 @@ func waitReplay(ctx context.Context, r *run) error {
 	})
 }
 
+// peerRole is the role of a new pnode's k-th peer (from 0), as in Manatee:
+// primary, sync, then asyncs.
+func peerRole(k int) reshard.Role {
+	switch k {
+	case 0:
+		return reshard.RolePrimary
+	case 1:
+		return reshard.RoleSync
+	}
+	return reshard.RoleAsync
+}
+
 // detach promotes each first new peer and makes the others its sync and
 // async standbys, so the new shard has its whole topology at once. The
 // promotion carries the job's token: a peer that has seen a newer one
@@ -185,16 +207,15 @@ func detach(ctx context.Context, r *run) error {
 	}
 	for _, to := range j.To {
 		peers := j.NewPeers[to]
+		start := time.Now()
 		if err := prov.Promote(ctx, peers[0], r.token); err != nil {
 			return err
 		}
+		j.PromoteMS += float64(time.Since(start).Microseconds()) / 1000
 		r.crash(PointMid)
 		peers[0].Role = reshard.RolePrimary
 		for k := 1; k < len(peers); k++ {
-			role := reshard.RoleAsync
-			if k == 1 {
-				role = reshard.RoleSync
-			}
+			role := peerRole(k)
 			if err := prov.Follow(ctx, peers[k], peers[k-1], role); err != nil {
 				return err
 			}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -51,14 +52,36 @@ func Fenced(ctx context.Context, db Beginner, t reshard.FencingToken, fn func(tx
 	}))
 }
 
-// PromoteStandby promotes a standby (waiting up to a minute) in the same
-// statement that checks t against the tokens it has replayed from its
-// primary: a standby takes no locks, so this is the fence a promotion gets.
-// It reports whether the promotion finished.
+// PromoteStandby promotes a standby in the same statement that checks t
+// against the tokens it has replayed from its primary: a standby takes no
+// locks, so this is the fence a promotion gets. It then waits up to a
+// minute for the promotion to finish, and reports whether it did. It polls
+// every few milliseconds rather than let pg_promote wait, which looks only
+// every 100 ms: the physical strategy promotes inside its write block.
 func PromoteStandby(ctx context.Context, q Querier, t reshard.FencingToken) (bool, error) {
-	var ok bool
-	err := q.QueryRow(ctx, `select pg_promote(true, 60) from (select reshard_job_fence($1, $2)) as fence`, t.Job, t.Token).Scan(&ok)
-	return ok, stale(err)
+	var signalled bool
+	err := q.QueryRow(ctx, `select pg_promote(false) from (select reshard_job_fence($1, $2)) as fence`, t.Job, t.Token).Scan(&signalled)
+	if err != nil || !signalled {
+		return false, stale(err)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		var standby bool
+		if err := q.QueryRow(ctx, `select pg_is_in_recovery()`).Scan(&standby); err != nil {
+			return false, err
+		}
+		if !standby {
+			return true, nil
+		}
+		if time.Now().After(deadline) {
+			return false, nil
+		}
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
 }
 
 func stale(err error) error {

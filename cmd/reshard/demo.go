@@ -23,6 +23,7 @@ type demoResult struct {
 	Misplaced    int         `json:"misplaced"`
 	Ambiguous    int         `json:"ambiguous"`
 	WriteBlockMS float64     `json:"write_block_ms"`
+	PromoteMS    float64     `json:"promote_ms,omitempty"` // of the write block, PostgreSQL promoting (physical)
 	Phases       []phaseTime `json:"phases"`
 	TotalSeconds float64     `json:"total_seconds"` // the job, from its first phase to its last
 	DemoSeconds  float64     `json:"demo_seconds"`  // everything, lab up to verify
@@ -97,7 +98,7 @@ func runDemo(ctx context.Context, cmd *cobra.Command, g *globals, strategy, dir 
 	j := r.Job
 	res := &demoResult{Strategy: strategy, Rows: rows, Vnodes: r.Vnodes, AckedWrites: r.Load.AckedWrites, ClientErrors: r.Load.ClientErrors,
 		Missing: r.Report.Missing, Stale: r.Report.Stale, Misplaced: r.Report.Misplaced, Ambiguous: r.Report.Ambiguous,
-		WriteBlockMS: j.WriteBlockMS, Job: j.ID}
+		WriteBlockMS: j.WriteBlockMS, PromoteMS: j.PromoteMS, Job: j.ID}
 	for _, p := range j.Phases {
 		res.Phases = append(res.Phases, phaseTime{p.Name, p.Seconds})
 		res.TotalSeconds += p.Seconds
@@ -117,7 +118,11 @@ func printDemoSummary(w io.Writer, r *demoResult, sum load.Summary, rep load.Rep
 	fmt.Fprintf(w, "  traffic               %d operations, %d acknowledged writes, %d client errors\n", ops, r.AckedWrites, r.ClientErrors)
 	fmt.Fprintf(w, "  verify                %d keys: %d missing, %d stale, %d misplaced (%d ambiguous)\n",
 		rep.Checked, r.Missing, r.Stale, r.Misplaced, r.Ambiguous)
-	fmt.Fprintf(w, "  write block           %.1f ms\n", r.WriteBlockMS)
+	if r.PromoteMS > 0 {
+		fmt.Fprintf(w, "  write block           %.1f ms, %.1f ms of it PostgreSQL promoting\n", r.WriteBlockMS, r.PromoteMS)
+	} else {
+		fmt.Fprintf(w, "  write block           %.1f ms\n", r.WriteBlockMS)
+	}
 	fmt.Fprintf(w, "  job                   %.1f s (%s)\n", r.TotalSeconds, r.Job)
 	for _, p := range r.Phases {
 		fmt.Fprintf(w, "    %-18s %6.2f s\n", p.Name, p.Seconds)

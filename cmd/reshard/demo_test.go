@@ -23,9 +23,7 @@ func TestDemoJSON(t *testing.T) {
 				r.Missing != 0 || r.Stale != 0 || r.Misplaced != 0 {
 				t.Fatalf("demo result: %+v", r)
 			}
-			if r.WriteBlockMS <= 0 || r.WriteBlockMS >= 1000 {
-				t.Fatalf("write block %.1f ms", r.WriteBlockMS)
-			}
+			checkWriteBlock(t, strategy, r.WriteBlockMS, r.PromoteMS)
 			if len(r.Phases) < 10 || r.TotalSeconds <= 0 {
 				t.Fatalf("phases: %+v", r.Phases)
 			}

@@ -65,9 +65,7 @@ func TestPhysicalTripleDCWithCanary(t *testing.T) {
 	if !ok || json.Unmarshal([]byte(out), &j) != nil || j.State != orchestrator.Done {
 		t.Fatalf("physical split: %s %s", out, stderr)
 	}
-	if j.WriteBlockMS <= 0 || j.WriteBlockMS >= 1000 {
-		t.Fatalf("write block %.1f ms", j.WriteBlockMS)
-	}
+	checkWriteBlock(t, "physical", j.WriteBlockMS, j.PromoteMS)
 
 	// The new shard's topology, read live from the servers.
 	out, _, _ = run(t, nil, "lab", "status", "--dir", l.Dir, "--json")

@@ -285,3 +285,21 @@ func pnodePrimary(t testing.TB, l *labInfo, name string) string {
 	t.Fatalf("pnode %s has no registered primary", name)
 	return ""
 }
+
+// checkWriteBlock asserts that a job blocked writes, briefly. A physical
+// job's block includes PostgreSQL's own promotion of the new primaries
+// (measured apart, about 50-200 ms here, more on a busy machine): the bound
+// is on the rest, the part the orchestrator decides.
+func checkWriteBlock(t *testing.T, strategy string, blockMS, promoteMS float64) {
+	t.Helper()
+	t.Logf("write block %.1f ms, promotion %.1f ms of it", blockMS, promoteMS)
+	if strategy == "physical" && (promoteMS <= 0 || promoteMS >= blockMS) {
+		t.Fatalf("promotion %.1f ms of a write block of %.1f ms", promoteMS, blockMS)
+	}
+	if strategy != "physical" && promoteMS != 0 {
+		t.Fatalf("a %s job recorded promotion %.1f ms", strategy, promoteMS)
+	}
+	if blockMS <= 0 || blockMS-promoteMS >= 1000 {
+		t.Fatalf("write block %.1f ms, promotion %.1f ms of it", blockMS, promoteMS)
+	}
+}

@@ -122,6 +122,9 @@ func renderStatus(w io.Writer, v statusView) {
 	fmt.Fprintf(w, "ring version: %d -> %s", j.RingVersionBefore, after)
 	if j.WriteBlockMS > 0 {
 		fmt.Fprintf(w, "   write block: %.1f ms", j.WriteBlockMS)
+		if j.PromoteMS > 0 {
+			fmt.Fprintf(w, " (promotion %.1f ms)", j.PromoteMS)
+		}
 	}
 	fmt.Fprintln(w)
 	if len(j.CutoverMS) > 0 {
