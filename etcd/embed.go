@@ -3,7 +3,9 @@ package etcd
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -17,10 +19,11 @@ type Embedded struct {
 	ClientURL string
 }
 
-// Member says how to run one member of an etcd cluster on 127.0.0.1.
+// Member says how to run one member of an etcd cluster.
 type Member struct {
 	Name       string
 	Dir        string // data directory
+	Host       string // address it listens on; "" is 127.0.0.1
 	ClientPort int
 	PeerPort   int
 	// Cluster is every member of the cluster, this one included. It is read
@@ -35,11 +38,19 @@ type Peer struct {
 	PeerURL string
 }
 
-// ClientURL is where a member on 127.0.0.1 serves clients.
-func ClientURL(port int) string { return fmt.Sprintf("http://127.0.0.1:%d", port) }
+// ClientURL is where a member on host ("" is 127.0.0.1) serves clients.
+func ClientURL(host string, port int) string { return "http://" + hostPort(host, port) }
 
-// PeerURL is where a member on 127.0.0.1 talks to the other members.
-func PeerURL(port int) string { return fmt.Sprintf("http://127.0.0.1:%d", port) }
+// PeerURL is where a member on host ("" is 127.0.0.1) talks to the other
+// members.
+func PeerURL(host string, port int) string { return "http://" + hostPort(host, port) }
+
+func hostPort(host string, port int) string {
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, strconv.Itoa(port))
+}
 
 // StartMember starts a member and returns without waiting for it to serve:
 // a member of a larger cluster serves only once a quorum of members runs,
@@ -48,11 +59,11 @@ func StartMember(m Member) (*Embedded, error) {
 	cfg := embed.NewConfig()
 	cfg.Name = m.Name
 	cfg.Dir = m.Dir
-	cu, err := url.Parse(ClientURL(m.ClientPort))
+	cu, err := url.Parse(ClientURL(m.Host, m.ClientPort))
 	if err != nil {
 		return nil, err
 	}
-	pu, err := url.Parse(PeerURL(m.PeerPort))
+	pu, err := url.Parse(PeerURL(m.Host, m.PeerPort))
 	if err != nil {
 		return nil, err
 	}

@@ -29,7 +29,7 @@ func TestThreeMemberCluster(t *testing.T) {
 			LogFile: filepath.Join(dir, fmt.Sprintf("m%d.log", i)),
 		}
 		ms = append(ms, m)
-		cluster = append(cluster, etcd.Peer{Name: m.Name, PeerURL: etcd.PeerURL(m.PeerPort)})
+		cluster = append(cluster, etcd.Peer{Name: m.Name, PeerURL: etcd.PeerURL("", m.PeerPort)})
 	}
 	running := make([]*etcd.Embedded, 3)
 	for i := range ms {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strconv"
@@ -22,10 +21,11 @@ type EtcdMember struct {
 	Name       string `json:"name"`
 	ClientPort int    `json:"client_port"`
 	PeerPort   int    `json:"peer_port"`
+	Place
 }
 
 // ClientURL is where the member serves clients.
-func (m EtcdMember) ClientURL() string { return etcd.ClientURL(m.ClientPort) }
+func (m EtcdMember) ClientURL() string { return etcd.ClientURL(m.Addr, m.ClientPort) }
 
 // EtcdMemberEnv is set on a member process to DIR and NAME separated by a
 // newline; a test binary that stands in for reshard uses it to become the
@@ -62,7 +62,7 @@ func (s *State) EtcdMember(name string) (*EtcdMember, bool) {
 // etcdClientURLs lists every member's client URL; one embedded etcd has one.
 func (s *State) etcdClientURLs() []string {
 	if len(s.EtcdMembers) == 0 {
-		return []string{etcd.ClientURL(s.EtcdClientPort)}
+		return []string{etcd.ClientURL("", s.EtcdClientPort)}
 	}
 	var out []string
 	for _, m := range s.EtcdMembers {
@@ -95,12 +95,12 @@ func RunEtcdMember(dir, name string) error {
 	}
 	var cluster []etcd.Peer
 	for _, m := range st.EtcdMembers {
-		cluster = append(cluster, etcd.Peer{Name: m.Name, PeerURL: etcd.PeerURL(m.PeerPort)})
+		cluster = append(cluster, etcd.Peer{Name: m.Name, PeerURL: etcd.PeerURL(m.Addr, m.PeerPort)})
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	e, err := etcd.StartMember(etcd.Member{
-		Name: name, Dir: etcdMemberDir(dir, name), ClientPort: me.ClientPort, PeerPort: me.PeerPort,
+		Name: name, Dir: etcdMemberDir(dir, name), Host: me.Addr, ClientPort: me.ClientPort, PeerPort: me.PeerPort,
 		Cluster: cluster, // its log goes to stderr: DIR/logs/NAME.log
 	})
 	if err != nil {
@@ -140,10 +140,10 @@ func startEtcdMember(dir string, m EtcdMember) (exited <-chan error, err error) 
 		return nil, err
 	}
 	defer logf.Close()
-	cmd := exec.Command(exe, "lab", "etcd-member", "--dir", dir, "--name", m.Name)
+	cmd := m.command(nil, exe, "lab", "etcd-member", "--dir", dir, "--name", m.Name)
 	cmd.Env = append(os.Environ(), EtcdMemberEnv+"="+dir+"\n"+m.Name)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	cmd.SysProcAttr.Setsid = true
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start etcd member %s: %w", m.Name, err)
 	}

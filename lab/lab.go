@@ -1,6 +1,7 @@
 // Package lab runs a Manta-like metadata tier on this machine for demos and
-// tests: an embedded etcd and shards of real PostgreSQL servers in the
-// Manatee shape (primary, sync standby, async standbys), all on 127.0.0.1.
+// tests: etcd and shards of real PostgreSQL servers in the Manatee shape
+// (primary, sync standby, async standbys), either all on 127.0.0.1 or, in a
+// lab of hosts, each in a network namespace of its own (hosts.go).
 package lab
 
 import (
@@ -12,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -33,6 +35,9 @@ type Config struct {
 	// EtcdMembers is how many etcd members run: 0 or 1 is one embedded in
 	// the supervisor, more are each their own process.
 	EtcdMembers int
+	// Hosts puts every peer, etcd member and router in a network namespace
+	// of its own (root only): see hosts.go.
+	Hosts bool
 	// CrossShardFind is the routers' --cross-shard-find ("": theirs).
 	CrossShardFind string
 	// Progress receives one line per step; nil discards them.
@@ -156,10 +161,20 @@ func Up(ctx context.Context, cfg Config) (st *State, err error) {
 	if err := checkDir(dir); err != nil {
 		return nil, err
 	}
+	if cfg.Hosts {
+		if err := checkHostsPossible(); err != nil {
+			return nil, err
+		}
+	}
 	// Every port is chosen and checked before anything starts.
 	pp := &ports{next: cfg.BasePort, used: map[int]bool{}}
 	st = &State{Dir: dir, CrossShardFind: cfg.CrossShardFind}
-	if cfg.EtcdMembers > 1 {
+	// On hosts even a single etcd member is its own process, in its own host:
+	// the supervisor stays on this machine.
+	if cfg.EtcdMembers > 1 || (cfg.Hosts && cfg.EtcdMembers <= 1) {
+		if cfg.EtcdMembers == 0 {
+			cfg.EtcdMembers = 1
+		}
 		for i := 1; i <= cfg.EtcdMembers; i++ {
 			m := EtcdMember{Name: etcdMemberName(i)}
 			if m.ClientPort, err = pp.take(); err != nil {
@@ -184,7 +199,6 @@ func Up(ctx context.Context, cfg Config) (st *State, err error) {
 			return nil, err
 		}
 		st.RouterPorts = append(st.RouterPorts, port)
-		st.Routers = append(st.Routers, fmt.Sprintf("http://127.0.0.1:%d", port))
 	}
 	peerPorts := make([]int, cfg.Shards*cfg.Peers)
 	for i := range peerPorts {
@@ -198,7 +212,6 @@ func Up(ctx context.Context, cfg Config) (st *State, err error) {
 			return nil, err
 		}
 		st.MorayPorts = append(st.MorayPorts, port)
-		st.Moray = append(st.Moray, fmt.Sprintf("127.0.0.1:%d", port))
 	}
 	g, err := newPG(filepath.Join(dir, "logs"))
 	if err != nil {
@@ -226,6 +239,7 @@ func Up(ctx context.Context, cfg Config) (st *State, err error) {
 	defer func() {
 		if err != nil {
 			teardown(st, g)
+			removeNetwork(st)
 			os.Remove(statePath(dir))
 			os.Remove(filepath.Join(dir, "lab.lock"))
 			if created {
@@ -234,6 +248,20 @@ func Up(ctx context.Context, cfg Config) (st *State, err error) {
 		}
 	}()
 
+	if cfg.Hosts {
+		if err := st.placeHosts(); err != nil {
+			return st, err
+		}
+		cfg.progress("hosts: %d network namespaces on bridge %s (%s)", len(st.Hosts), st.Network.Bridge, st.Network.CIDR())
+	}
+	for i := range st.RouterPorts {
+		h := st.routerPlace(i).host()
+		st.Routers = append(st.Routers, fmt.Sprintf("http://%s", net.JoinHostPort(h, strconv.Itoa(st.RouterPorts[i]))))
+		st.Moray = append(st.Moray, net.JoinHostPort(h, strconv.Itoa(st.MorayPorts[i])))
+	}
+	if err := st.save(); err != nil {
+		return st, err
+	}
 	if len(st.EtcdMembers) > 0 {
 		cfg.progress("starting supervisor and %d etcd members on %s", len(st.EtcdMembers), strings.Join(st.etcdClientURLs(), ","))
 	} else {
@@ -309,12 +337,20 @@ func buildShard(ctx context.Context, cfg Config, g *pg, st *State, name string, 
 		case 1:
 			role = reshard.RoleSync
 		}
-		sh.Peers = append(sh.Peers, Peer{
+		p := Peer{
 			Name:    fmt.Sprintf("%s-%d", name, i+1),
 			Role:    role,
 			Port:    port,
 			DataDir: filepath.Join(st.DataRoot, fmt.Sprintf("%s-%d", name, i+1)),
-		})
+		}
+		if st.Network != nil {
+			h, err := st.addHost(p.Name)
+			if err != nil {
+				return err
+			}
+			p.Place = h.Place
+		}
+		sh.Peers = append(sh.Peers, p)
 	}
 	// Record the shard before its first process starts, so a failure at any
 	// point leaves state that `down` can clean up.
@@ -379,7 +415,7 @@ func buildShard(ctx context.Context, cfg Config, g *pg, st *State, name string, 
 
 // createDatabase creates the moray database with reshard's shard schema.
 func createDatabase(ctx context.Context, p Peer) error {
-	conn, err := postgres.Connect(ctx, fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", p.Port))
+	conn, err := postgres.Connect(ctx, p.dsn("postgres"))
 	if err != nil {
 		return err
 	}
@@ -476,6 +512,7 @@ func Down(dir string) error {
 		return err
 	}
 	teardown(st, g)
+	removeNetwork(st)
 	os.Remove(statePath(dir))
 	os.Remove(readyPath(dir))
 	os.Remove(filepath.Join(dir, "data"))

@@ -43,7 +43,7 @@ func newPG(logs string) (*pg, error) {
 func (g *pg) writeConf(p Peer, syncName string, upstream *Peer) (bool, error) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# written by reshard lab; edits are overwritten\n")
-	fmt.Fprintf(&b, "listen_addresses = '127.0.0.1'\nport = %d\n", p.Port)
+	fmt.Fprintf(&b, "listen_addresses = '%s'\nport = %d\n", p.host(), p.Port)
 	fmt.Fprintf(&b, "unix_socket_directories = ''\n")
 	fmt.Fprintf(&b, "cluster_name = '%s'\n", p.Name)
 	b.WriteString(`wal_level = logical
@@ -67,7 +67,7 @@ log_min_messages = warning
 		b.WriteString("synchronous_standby_names = ''\n")
 	}
 	if upstream != nil {
-		fmt.Fprintf(&b, "primary_conninfo = 'host=127.0.0.1 port=%d user=postgres application_name=%s'\n", upstream.Port, p.Name)
+		fmt.Fprintf(&b, "primary_conninfo = 'host=%s port=%d user=postgres application_name=%s'\n", upstream.host(), upstream.Port, p.Name)
 	} else {
 		b.WriteString("primary_conninfo = ''\n")
 	}
@@ -93,14 +93,24 @@ func (g *pg) initPrimary(p Peer) error {
 		return err
 	}
 	defer f.Close()
-	_, err = f.WriteString("\ninclude_if_exists = 'reshard.conf'\n")
+	if _, err = f.WriteString("\ninclude_if_exists = 'reshard.conf'\n"); err != nil {
+		return err
+	}
+	// initdb trusts loopback only; a lab of hosts reaches its peers (and
+	// they each other, for replication) on the lab's own subnets.
+	hba, err := os.OpenFile(filepath.Join(p.DataDir, "pg_hba.conf"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	defer hba.Close()
+	_, err = fmt.Fprintf(hba, "\nhost all all %[1]s trust\nhost replication all %[1]s trust\n", labSubnets)
 	return err
 }
 
 // initStandby copies upstream with pg_basebackup and makes it a standby.
 func (g *pg) initStandby(p Peer, upstream Peer) error {
 	if err := g.as.run(filepath.Dir(p.DataDir), filepath.Join(g.bin, "pg_basebackup"),
-		"-h", "127.0.0.1", "-p", fmt.Sprint(upstream.Port), "-U", "postgres",
+		"-h", upstream.host(), "-p", fmt.Sprint(upstream.Port), "-U", "postgres",
 		"-D", p.DataDir, "-X", "stream", "-c", "fast", "--no-sync"); err != nil {
 		return err
 	}
@@ -153,7 +163,7 @@ func (g *pg) startOnce(ctx context.Context, p *Peer) error {
 	}
 	defer logf.Close()
 	logStart, _ := logf.Seek(0, io.SeekEnd)
-	cmd := g.as.command(filepath.Dir(p.DataDir), filepath.Join(g.bin, "postgres"), "-D", p.DataDir, "-p", strconv.Itoa(p.Port))
+	cmd := g.as.commandIn(p.Place, filepath.Dir(p.DataDir), filepath.Join(g.bin, "postgres"), "-D", p.DataDir, "-p", strconv.Itoa(p.Port))
 	cmd.SysProcAttr.Setsid = true
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
@@ -191,7 +201,7 @@ func (g *pg) startOnce(ctx context.Context, p *Peer) error {
 func serves(ctx context.Context, p *Peer) (bool, error) {
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	conn, err := postgres.Connect(cctx, fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", p.Port))
+	conn, err := postgres.Connect(cctx, p.dsn("postgres"))
 	if err != nil {
 		return false, err
 	}

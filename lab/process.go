@@ -42,9 +42,13 @@ func (r runAs) chown(path string) error {
 
 // command builds a command that runs as the PostgreSQL user in dir.
 func (r runAs) command(dir, name string, args ...string) *exec.Cmd {
-	cmd := exec.Command(name, args...)
+	return r.commandIn(Place{}, dir, name, args...)
+}
+
+// commandIn is command in a place: a host of the lab, or this machine.
+func (r runAs) commandIn(place Place, dir, name string, args ...string) *exec.Cmd {
+	cmd := place.command(r.cred, append([]string{name}, args...)...)
 	cmd.Dir = dir
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: r.cred}
 	cmd.Env = append(os.Environ(), "LC_ALL=C.UTF-8", "PGTZ=UTC")
 	return cmd
 }

@@ -132,13 +132,22 @@ func (pr Provisioner) CreateStandby(ctx context.Context, pnode, name string, ups
 			if err != nil {
 				return err
 			}
+			peer := Peer{Name: name, Role: reshard.RoleAsync, Port: port,
+				DataDir: filepath.Join(st.DataRoot, name), Upstream: upstream.Name}
+			if st.Network != nil {
+				// A new peer is a new host, as a new Manatee peer is a new zone.
+				h, err := st.addHost(name)
+				if err != nil {
+					return err
+				}
+				peer.Place = h.Place
+			}
 			sh, _ := st.Shard(pnode)
 			if sh == nil {
 				st.Shards = append(st.Shards, Shard{Name: pnode})
 				sh = &st.Shards[len(st.Shards)-1]
 			}
-			sh.Peers = append(sh.Peers, Peer{Name: name, Role: reshard.RoleAsync, Port: port,
-				DataDir: filepath.Join(st.DataRoot, name), Upstream: upstream.Name})
+			sh.Peers = append(sh.Peers, peer)
 			// Recorded before anything starts, so `lab down` can clean up.
 			if err := st.save(); err != nil {
 				return err
@@ -221,6 +230,7 @@ func (pr Provisioner) Remove(ctx context.Context, peer reshard.Peer) error {
 		if err := os.RemoveAll(p.DataDir); err != nil {
 			return err
 		}
+		st.dropHost(p.Name)
 		for i := range sh.Peers {
 			if sh.Peers[i].Name == peer.Name {
 				sh.Peers = append(sh.Peers[:i], sh.Peers[i+1:]...)

@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"syscall"
 
 	"github.com/reshard/reshard"
@@ -33,7 +35,26 @@ type State struct {
 	// member (EtcdClientPort, EtcdPeerPort), else the members that run each
 	// as its own process; EtcdURL then lists all their client URLs.
 	EtcdMembers []EtcdMember `json:"etcd_members,omitempty"`
+
+	// Network, Hosts and Partitions exist in a lab of hosts (`up --hosts`):
+	// the bridge, every namespace, and the links cut between them.
+	Network    *Network    `json:"network,omitempty"`
+	Hosts      []Host      `json:"hosts,omitempty"`
+	Partitions []Partition `json:"partitions,omitempty"`
+	// RouterPlaces is where each router runs (empty: 127.0.0.1).
+	RouterPlaces []Place `json:"router_places,omitempty"`
 }
+
+// routerPlace is where router i runs.
+func (s *State) routerPlace(i int) Place {
+	if i < len(s.RouterPlaces) {
+		return s.RouterPlaces[i]
+	}
+	return Place{}
+}
+
+// RouterHostName names router i's host (0-based).
+func RouterHostName(i int) string { return fmt.Sprintf("router-%d", i+1) }
 
 // Shard is one lab pnode: a chain of peers, primary first.
 type Shard struct {
@@ -49,12 +70,15 @@ type Peer struct {
 	DataDir  string       `json:"data_dir"`
 	Upstream string       `json:"upstream,omitempty"` // peer it streams from
 	PID      int          `json:"pid"`
+	Place
 }
 
-// DSN is how clients reach the peer. The lab listens on loopback only and
-// trusts it, so the DSN holds no password.
-func (p Peer) DSN() string {
-	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/moray?sslmode=disable", p.Port)
+// DSN is how clients reach the peer. The lab listens on loopback or its
+// own hosts only and trusts them, so the DSN holds no password.
+func (p Peer) DSN() string { return p.dsn("moray") }
+
+func (p Peer) dsn(database string) string {
+	return fmt.Sprintf("postgres://postgres@%s/%s?sslmode=disable", net.JoinHostPort(p.host(), strconv.Itoa(p.Port)), database)
 }
 
 // Pnode is the shard as the registry records it.

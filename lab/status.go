@@ -16,7 +16,8 @@ type PeerStatus struct {
 	Role       reshard.Role  `json:"role"`
 	Peer       string        `json:"peer"`
 	Port       int           `json:"port"`
-	PG         string        `json:"pg"` // ok or down
+	Addr       string        `json:"addr,omitempty"` // its host's address, in a lab of hosts
+	PG         string        `json:"pg"`             // ok or down
 	InRecovery bool          `json:"in_recovery"`
 	WAL        postgres.LSN  `json:"wal"` // current LSN (primary) or replayed LSN (standby)
 	Repl       string        `json:"repl"`
@@ -42,7 +43,7 @@ func Status(ctx context.Context, st *State) []PeerStatus {
 	var out []PeerStatus
 	for _, sh := range st.Shards {
 		for i, p := range sh.Peers {
-			row := PeerStatus{Shard: sh.Name, Role: p.Role, Peer: p.Name, Port: p.Port, PG: "down", Repl: "-"}
+			row := PeerStatus{Shard: sh.Name, Role: p.Role, Peer: p.Name, Port: p.Port, Addr: p.Addr, PG: "down", Repl: "-"}
 			r := reps[p.Name]
 			if r != nil {
 				row.PG, row.InRecovery, row.WAL = "ok", r.InRecovery, r.WAL

@@ -4,8 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strconv"
@@ -82,7 +82,7 @@ func Supervise(dir string) error {
 			if i < len(st.MorayPorts) {
 				moray = st.MorayPorts[i]
 			}
-			keepRouter(ctx, log, dir, exe, etcdURL, i, port, moray, st.CrossShardFind)
+			keepRouter(ctx, log, dir, exe, etcdURL, st.routerPlace(i), i, port, moray, st.CrossShardFind)
 		}()
 	}
 	if err := os.WriteFile(readyPath(dir), []byte(etcdURL), 0o644); err != nil {
@@ -133,22 +133,23 @@ func embeddedErr(m *etcd.Embedded) <-chan error {
 }
 
 // keepRouter runs router i and starts it again when it dies, until ctx ends.
-func keepRouter(ctx context.Context, log *slog.Logger, dir, exe, etcdURL string, i, port, morayPort int, crossShardFind string) {
-	name := fmt.Sprintf("router-%d", i+1)
+func keepRouter(ctx context.Context, log *slog.Logger, dir, exe, etcdURL string, place Place, i, port, morayPort int, crossShardFind string) {
+	name := RouterHostName(i)
+	addr := func(port int) string { return net.JoinHostPort(place.host(), strconv.Itoa(port)) }
 	for ctx.Err() == nil {
 		logf, err := os.OpenFile(filepath.Join(dir, "logs", name+".log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 		if err != nil {
 			log.Error("router log", "err", err)
 			return
 		}
-		args := []string{"router", "--etcd", etcdURL, "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--name", name}
+		args := []string{exe, "router", "--etcd", etcdURL, "--listen", addr(port), "--name", name}
 		if morayPort > 0 {
-			args = append(args, "--moray-listen", fmt.Sprintf("127.0.0.1:%d", morayPort))
+			args = append(args, "--moray-listen", addr(morayPort))
 		}
 		if crossShardFind != "" {
 			args = append(args, "--cross-shard-find", crossShardFind)
 		}
-		cmd := exec.Command(exe, args...)
+		cmd := place.command(nil, args...)
 		cmd.Stdout, cmd.Stderr = logf, logf
 		if err := cmd.Start(); err != nil {
 			logf.Close()

@@ -51,6 +51,18 @@ if ! have_zk; then
 	fi
 fi
 
+# A lab of hosts (`lab up --hosts`) puts each server in a network namespace
+# (iproute2, util-linux's nsenter) and cuts links with iptables.
+if [ "$(id -u)" -eq 0 ]; then
+	for tool in ip:iproute2 nsenter:util-linux iptables:iptables; do
+		if ! command -v "${tool%%:*}" >/dev/null 2>&1; then
+			echo "installing ${tool#*:} for the lab's hosts..."
+			apt_update
+			$SUDO apt-get install -y -qq "${tool#*:}" >/dev/null
+		fi
+	done
+fi
+
 GO="${GO:-$(command -v go || echo /usr/local/go/bin/go)}"
 "$GO" mod download
 

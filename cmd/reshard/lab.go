@@ -24,9 +24,17 @@ asynchronous standbys. Every shard is registered as a pnode in etcd.
 
 The processes keep running after 'lab up' returns, until 'lab down'. As
 root, PostgreSQL runs as the postgres user with its data in a temp
-directory that user owns; DIR keeps the state file and the logs.`,
+directory that user owns; DIR keeps the state file and the logs.
+
+With --hosts (root only) the lab looks like a deployment instead: every
+PostgreSQL peer, etcd member and router is its own host, a network
+namespace with its own address on a bridge the lab creates, and
+'lab partition' cuts the links between hosts by dropping their packets.
+This machine is the host named control: the lab's commands, the
+orchestrator and the tests run there.`,
 	}
-	cmd.AddCommand(newLabUpCmd(g), newLabDownCmd(g), newLabStatusCmd(g), newLabAddShardCmd(g), newLabRestartCmd(g), newLabSuperviseCmd(), newLabEtcdMemberCmd())
+	cmd.AddCommand(newLabUpCmd(g), newLabDownCmd(g), newLabStatusCmd(g), newLabAddShardCmd(g), newLabRestartCmd(g),
+		newLabPartitionCmd(g), newLabHealCmd(g), newLabSuperviseCmd(), newLabEtcdMemberCmd())
 	return cmd
 }
 
@@ -99,7 +107,8 @@ func newLabUpCmd(g *globals) *cobra.Command {
 		Short: "Bring up a lab and wait until it is ready",
 		Example: `  reshard lab up --dir /tmp/lab --shards 2 --peers 3
   reshard lab up --dir /tmp/lab --json | jq .shards[0].peers[0].dsn
-  reshard lab up --dir /tmp/lab --etcd-members 3 --routers 2`,
+  reshard lab up --dir /tmp/lab --etcd-members 3 --routers 2
+  sudo reshard lab up --dir /tmp/lab --hosts --etcd-members 3 --routers 2`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			// Ctrl-C tears a half-built lab down instead of leaving it running.
@@ -122,6 +131,8 @@ func newLabUpCmd(g *globals) *cobra.Command {
 	cmd.Flags().IntVar(&cfg.Vnodes, "vnodes", lab.DefaultVnodes, "vnodes in the ring, spread over the shards")
 	cmd.Flags().IntVar(&cfg.EtcdMembers, "etcd-members", 1,
 		"etcd cluster size, odd, 1 to 7: 1 is embedded in the lab's supervisor, more are each their own process")
+	cmd.Flags().BoolVar(&cfg.Hosts, "hosts", false,
+		"put every peer, etcd member and router in its own network namespace with its own address (root only; see 'lab partition')")
 	cmd.Flags().IntVar(&cfg.BasePort, "port", 0, "first port to use, then consecutive ones (default: free ports)")
 	cmd.Flags().StringVar(&cfg.CrossShardFind, "cross-shard-find", "",
 		"the routers' --cross-shard-find: refuse (electric-moray's answer to a findObjects with neither hashkey nor token) or gather (run it on every shard and merge); default refuse")
@@ -180,7 +191,7 @@ func newLabAddShardCmd(g *globals) *cobra.Command {
 
 func newLabStatusCmd(g *globals) *cobra.Command {
 	var dir string
-	var etcdOnly bool
+	var etcdOnly, hostsOnly bool
 	cmd := &cobra.Command{
 		Use:   "status --dir DIR",
 		Short: "Show each shard's peers and replication, like manatee-adm show",
@@ -189,7 +200,9 @@ and REPLAY describe the stream from this peer to the next one, read from
 its pg_stat_replication; LAG is how far the peer trails its upstream.
 A lab of several etcd members lists them after the shards: whether each
 answers, and which one leads. --etcd shows only the etcd members (the
-embedded one is named lab).`,
+embedded one is named lab). A lab of hosts then lists its hosts: each
+one's address, what runs there and which links are cut; --hosts shows
+only those.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			st, err := lab.Load(dir)
@@ -198,6 +211,12 @@ embedded one is named lab).`,
 			}
 			if etcdOnly {
 				return printEtcdMembers(cmd.OutOrStdout(), g, lab.EtcdStatus(cmd.Context(), st))
+			}
+			if hostsOnly {
+				if st.Network == nil {
+					return fmt.Errorf("the lab in %s has no hosts (start it with --hosts)", dir)
+				}
+				return printHosts(cmd.OutOrStdout(), g, st)
 			}
 			rows := lab.Status(cmd.Context(), st)
 			if g.json {
@@ -227,13 +246,20 @@ embedded one is named lab).`,
 				if tw != nil {
 					fmt.Fprintln(w)
 				}
-				return printEtcdMembers(w, g, lab.EtcdStatus(cmd.Context(), st))
+				if err := printEtcdMembers(w, g, lab.EtcdStatus(cmd.Context(), st)); err != nil {
+					return err
+				}
+			}
+			if st.Network != nil {
+				fmt.Fprintln(w)
+				return printHosts(w, g, st)
 			}
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&dir, "dir", "", "the lab's directory (required)")
 	cmd.Flags().BoolVar(&etcdOnly, "etcd", false, "show only the etcd members")
+	cmd.Flags().BoolVar(&hostsOnly, "hosts", false, "show only the hosts (a lab started with --hosts)")
 	cmd.MarkFlagRequired("dir")
 	return cmd
 }

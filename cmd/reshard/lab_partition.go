@@ -1,0 +1,121 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/reshard/reshard/lab"
+	"github.com/spf13/cobra"
+)
+
+func newLabPartitionCmd(g *globals) *cobra.Command {
+	var dir string
+	var fromAll bool
+	cmd := &cobra.Command{
+		Use:   "partition --dir DIR A B | A --from-all",
+		Short: "Cut the network between two hosts of a lab (or one host from all)",
+		Long: `Cuts the link between hosts A and B of a lab started with --hosts: each
+drops every packet to or from the other, established connections too, so
+both sides see what a failed switch or a split datacenter looks like
+(connections hang, then time out), not a refused connection. With
+--from-all, A is cut from every host and from this machine.
+
+Hosts are named as 'lab status --hosts' lists them: peers (1.moray-1),
+etcd members (etcd-1), routers (router-1), and control, this machine,
+where the lab's commands, the orchestrator and the tests run. The cut
+stays until 'lab heal'.`,
+		Example: `  reshard lab partition --dir /tmp/lab router-1 etcd-2
+  reshard lab partition --dir /tmp/lab control etcd-1
+  reshard lab partition --dir /tmp/lab 1.moray-1 --from-all
+  reshard lab heal --dir /tmp/lab`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if fromAll && len(args) != 1 {
+				return fmt.Errorf("--from-all takes one host, got %d", len(args))
+			}
+			if !fromAll && len(args) != 2 {
+				return fmt.Errorf("name two hosts to cut apart (or one with --from-all), got %d", len(args))
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			b := ""
+			if len(args) == 2 {
+				b = args[1]
+			}
+			p, err := lab.Cut(dir, args[0], b)
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return printJSON(cmd.OutOrStdout(), p)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "cut: %s\n", p)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&dir, "dir", "", "the lab's directory (required)")
+	cmd.Flags().BoolVar(&fromAll, "from-all", false, "cut the host from every other host and from this machine")
+	cmd.MarkFlagRequired("dir")
+	return cmd
+}
+
+func newLabHealCmd(g *globals) *cobra.Command {
+	var dir string
+	cmd := &cobra.Command{
+		Use:   "heal --dir DIR [A [B]]",
+		Short: "Restore links cut by 'lab partition': all of them, A's, or A's to B",
+		Example: `  reshard lab heal --dir /tmp/lab
+  reshard lab heal --dir /tmp/lab router-1
+  reshard lab heal --dir /tmp/lab router-1 etcd-2`,
+		Args: cobra.MaximumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			a, b := "", ""
+			if len(args) > 0 {
+				a = args[0]
+			}
+			if len(args) > 1 {
+				b = args[1]
+			}
+			healed, err := lab.Heal(dir, a, b)
+			if err != nil {
+				return err
+			}
+			if g.json {
+				if healed == nil {
+					healed = []lab.Partition{}
+				}
+				return printJSON(cmd.OutOrStdout(), healed)
+			}
+			for _, p := range healed {
+				fmt.Fprintf(cmd.OutOrStdout(), "healed: %s\n", p)
+			}
+			if len(healed) == 0 {
+				fmt.Fprintln(cmd.OutOrStdout(), "no links were cut")
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&dir, "dir", "", "the lab's directory (required)")
+	cmd.MarkFlagRequired("dir")
+	return cmd
+}
+
+func printHosts(w io.Writer, g *globals, st *lab.State) error {
+	rows := lab.HostRows(st)
+	if g.json {
+		return printJSON(w, rows)
+	}
+	fmt.Fprintf(w, "hosts (bridge %s, %s):\n", st.Network.Bridge, st.Network.CIDR())
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "HOST\tADDRESS\tRUNS\tCUT FROM")
+	for _, r := range rows {
+		cut := "-"
+		if len(r.CutFrom) > 0 {
+			cut = strings.Join(r.CutFrom, ",")
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Name, r.Addr, r.Runs, cut)
+	}
+	return tw.Flush()
+}

@@ -1,0 +1,306 @@
+package lab
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// With `lab up --hosts` every PostgreSQL peer, etcd member and router is a
+// host of its own: a network namespace with one address on a bridge that
+// the lab creates. Traffic between hosts crosses real (virtual) links, so a
+// partition drops real packets. This machine's own namespace sits on the
+// bridge as the host "control" (the bridge's address): the lab's commands,
+// the orchestrator and the tests run there and reach every host.
+
+// Place is where a lab process runs: a host's network namespace and
+// address, or, both empty, this machine's namespace on 127.0.0.1.
+type Place struct {
+	NS   string `json:"netns,omitempty"`
+	Addr string `json:"addr,omitempty"`
+}
+
+// host is the address the process listens on and is reached at.
+func (p Place) host() string {
+	if p.Addr == "" {
+		return "127.0.0.1"
+	}
+	return p.Addr
+}
+
+// argv is the command line that runs argv in the place: in a host, through
+// nsenter, which enters the namespace, takes cred's user (nil: stays root)
+// and then execs the program in its own pid, so the pid recorded is the
+// program's.
+func (p Place) argv(cred *syscall.Credential, argv ...string) []string {
+	if p.NS == "" {
+		return argv
+	}
+	out := []string{"nsenter", "--net=" + filepath.Join(netnsDir, p.NS)}
+	if cred != nil {
+		out = append(out, "--setgid", strconv.Itoa(int(cred.Gid)), "--setuid", strconv.Itoa(int(cred.Uid)))
+	}
+	return append(append(out, "--"), argv...)
+}
+
+// command is exec.Command for argv in the place. In a host the program's
+// user is switched by nsenter, which must itself start as root.
+func (p Place) command(cred *syscall.Credential, argv ...string) *exec.Cmd {
+	full := p.argv(cred, argv...)
+	cmd := exec.Command(full[0], full[1:]...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{}
+	if p.NS == "" {
+		cmd.SysProcAttr.Credential = cred
+	}
+	return cmd
+}
+
+const netnsDir = "/run/netns"
+
+// ControlHost names this machine's own namespace among the hosts.
+const ControlHost = "control"
+
+// Network is the lab's bridge and its /24: 10.231.Subnet.0/24, with the
+// bridge (this machine, the host "control") at .1.
+type Network struct {
+	ID     string `json:"id"` // from the lab's directory; part of every name the lab gives the kernel
+	Bridge string `json:"bridge"`
+	Subnet int    `json:"subnet"`
+}
+
+// Gateway is the bridge's address: this machine as the hosts see it.
+func (n Network) Gateway() string { return fmt.Sprintf("10.231.%d.1", n.Subnet) }
+
+// CIDR is the lab's subnet.
+func (n Network) CIDR() string { return fmt.Sprintf("10.231.%d.0/24", n.Subnet) }
+
+// labSubnets is every subnet a lab may use; PostgreSQL's pg_hba trusts it.
+const labSubnets = "10.231.0.0/16"
+
+// Host is one network namespace of the lab.
+type Host struct {
+	Name string `json:"name"`
+	Place
+	Veth string `json:"veth"` // this machine's end of its link to the bridge
+}
+
+// hostNamePattern keeps host names to what the lab itself gives (peer
+// names such as 1.moray-2, etcd-1, router-1).
+var hostNamePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{0,39}$`)
+
+// Host returns the named host.
+func (s *State) Host(name string) (*Host, bool) {
+	for i := range s.Hosts {
+		if s.Hosts[i].Name == name {
+			return &s.Hosts[i], true
+		}
+	}
+	return nil, false
+}
+
+// networkID names a lab's kernel objects after its directory, so that labs
+// side by side (tests run in parallel) never share one.
+func networkID(dir string) string {
+	h := sha256.Sum256([]byte(dir))
+	return hex.EncodeToString(h[:])[:6]
+}
+
+// ip runs the ip command and folds its output into the error.
+func ip(args ...string) error {
+	out, err := exec.Command("ip", args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// checkHostsPossible says plainly why this machine cannot run a lab of
+// hosts, before anything is created.
+func checkHostsPossible() error {
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("--hosts needs root: it creates network namespaces, a bridge and veth links")
+	}
+	for _, tool := range []string{"ip", "nsenter", iptablesCommand()} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return fmt.Errorf("--hosts needs %s on PATH (Debian packages iproute2, util-linux, iptables)", tool)
+		}
+	}
+	return nil
+}
+
+// createNetwork creates the lab's bridge on the first free /24. A machine
+// lock keeps two labs starting at once from taking the same one.
+func createNetwork(dir string) (*Network, error) {
+	unlock, err := machineLock("reshard-lab-net.lock")
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	n := &Network{ID: networkID(dir)}
+	n.Bridge = "rsb" + n.ID
+	_ = ip("link", "del", n.Bridge) // left by a lab of this directory that was not taken down
+	out, err := exec.Command("ip", "-4", "-o", "addr", "show").Output()
+	if err != nil {
+		return nil, fmt.Errorf("ip addr show: %w", err)
+	}
+	for n.Subnet = 1; n.Subnet < 255; n.Subnet++ {
+		if !bytes.Contains(out, []byte(" "+n.Gateway()+"/")) {
+			break
+		}
+	}
+	if n.Subnet == 255 {
+		return nil, fmt.Errorf("every lab subnet in %s is taken", labSubnets)
+	}
+	if err := ip("link", "add", n.Bridge, "type", "bridge"); err != nil {
+		return nil, err
+	}
+	if err := ip("addr", "add", n.Gateway()+"/24", "dev", n.Bridge); err != nil {
+		ip("link", "del", n.Bridge)
+		return nil, err
+	}
+	if err := ip("link", "set", n.Bridge, "up"); err != nil {
+		ip("link", "del", n.Bridge)
+		return nil, err
+	}
+	return n, nil
+}
+
+// machineLock takes an exclusive lock shared by every lab on the machine.
+func machineLock(name string) (func(), error) {
+	f, err := os.OpenFile(filepath.Join(os.TempDir(), name), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { f.Close() }, nil
+}
+
+// addHost creates a host: a namespace linked to the bridge, with the next
+// free address of the lab's subnet. The host is recorded in the state
+// before the kernel objects exist, so that a failure leaves nothing that
+// `lab down` does not know of.
+func (s *State) addHost(name string) (*Host, error) {
+	if s.Network == nil {
+		return nil, fmt.Errorf("the lab in %s has no hosts (it was not started with --hosts)", s.Dir)
+	}
+	if !hostNamePattern.MatchString(name) || name == ControlHost {
+		return nil, fmt.Errorf("bad host name %q", name)
+	}
+	if h, ok := s.Host(name); ok {
+		return h, nil
+	}
+	used := map[string]bool{}
+	for _, h := range s.Hosts {
+		used[h.Addr] = true
+	}
+	k := 10
+	for ; k < 255 && used[fmt.Sprintf("10.231.%d.%d", s.Network.Subnet, k)]; k++ {
+	}
+	if k == 255 {
+		return nil, fmt.Errorf("the lab's subnet %s is full", s.Network.CIDR())
+	}
+	h := Host{Name: name, Veth: fmt.Sprintf("rs%s%03d", s.Network.ID, k),
+		Place: Place{NS: "rs" + s.Network.ID + "-" + name, Addr: fmt.Sprintf("10.231.%d.%d", s.Network.Subnet, k)}}
+	s.Hosts = append(s.Hosts, h)
+	if err := s.save(); err != nil {
+		return nil, err
+	}
+	removeHost(h) // leftovers of an earlier attempt
+	inner := fmt.Sprintf("rp%s%03d", s.Network.ID, k)
+	steps := [][]string{
+		{"netns", "add", h.NS},
+		{"link", "add", h.Veth, "type", "veth", "peer", "name", inner},
+		{"link", "set", h.Veth, "master", s.Network.Bridge},
+		{"link", "set", h.Veth, "up"},
+		{"link", "set", inner, "netns", h.NS},
+		{"-n", h.NS, "link", "set", inner, "name", "eth0"},
+		{"-n", h.NS, "addr", "add", h.Addr + "/24", "dev", "eth0"},
+		{"-n", h.NS, "link", "set", "eth0", "up"},
+		{"-n", h.NS, "link", "set", "lo", "up"},
+	}
+	for _, step := range steps {
+		if err := ip(step...); err != nil {
+			return nil, fmt.Errorf("host %s: %w", name, err)
+		}
+	}
+	return &s.Hosts[len(s.Hosts)-1], nil
+}
+
+// placeHosts creates the lab's network and a host for every etcd member and
+// router; peers get theirs as their shards are built.
+func (s *State) placeHosts() error {
+	n, err := createNetwork(s.Dir)
+	if err != nil {
+		return err
+	}
+	s.Network = n
+	if err := s.save(); err != nil {
+		return err
+	}
+	for i := range s.EtcdMembers {
+		h, err := s.addHost(s.EtcdMembers[i].Name)
+		if err != nil {
+			return err
+		}
+		s.EtcdMembers[i].Place = h.Place
+	}
+	s.RouterPlaces = nil
+	for i := range s.RouterPorts {
+		h, err := s.addHost(RouterHostName(i))
+		if err != nil {
+			return err
+		}
+		s.RouterPlaces = append(s.RouterPlaces, h.Place)
+	}
+	return s.save()
+}
+
+// removeHost deletes a host's namespace and link. Processes still inside
+// keep the namespace alive, so callers stop them first.
+func removeHost(h Host) {
+	if h.NS != "" {
+		_ = ip("netns", "del", h.NS)
+	}
+	if h.Veth != "" {
+		_ = ip("link", "del", h.Veth)
+	}
+}
+
+// dropHost removes a host and forgets it.
+func (s *State) dropHost(name string) {
+	for i, h := range s.Hosts {
+		if h.Name == name {
+			removeHost(h)
+			s.Hosts = append(s.Hosts[:i], s.Hosts[i+1:]...)
+			var kept []Partition
+			for _, p := range s.Partitions {
+				if p.A != name && p.B != name {
+					kept = append(kept, p)
+				}
+			}
+			s.Partitions = kept
+			return
+		}
+	}
+}
+
+// removeNetwork deletes every host and then the bridge.
+func removeNetwork(s *State) {
+	for _, h := range s.Hosts {
+		removeHost(h)
+	}
+	if s.Network != nil {
+		_ = ip("link", "del", s.Network.Bridge)
+	}
+}
