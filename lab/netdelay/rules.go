@@ -1,17 +1,26 @@
 // Package netdelay adds real latency to real packets between lab hosts, each
 // in its own network namespace, without tc netem (which this kernel lacks).
 //
-// An iptables rule in the sending namespace's mangle POSTROUTING chain sends
-// the packets bound for a destination to an NFQUEUE queue; a Delayer reading
-// that queue holds each packet for a fixed delay and then accepts it. Delay
-// is added on egress, so 10 ms on each side of a link gives 20 ms of round
-// trip, as `tc netem delay 10ms` on both ends would.
+// An iptables rule in the receiving namespace's mangle PREROUTING chain sends
+// the packets that come from a source to an NFQUEUE queue; a Delayer reading
+// that queue holds each packet for a fixed delay and then accepts it. Each
+// namespace delays what it receives, so 10 ms on each side of a link gives
+// 20 ms of round trip, as `tc netem delay 10ms` on both ends would.
+//
+// The delay is added on ingress, not egress as netem is: a packet held in
+// the sender's POSTROUTING still counts against its TCP socket's small-queue
+// budget (TSQ allows about 1 ms of the pacing rate below the socket), so a
+// 20 ms hold there throttles a bulk transfer to a few packets per round trip
+// (2 MB took 4 s here). netem avoids that by orphaning the packets it holds,
+// which a queue reader cannot do; a packet that has crossed the veth is
+// already orphaned, so holding it on arrival costs the sender nothing.
 //
 // Usage, per namespace:
 //
-//	rules := []netdelay.Rule{{Queue: 1, Dst: []string{"10.2.0.0/16"}, Delay: 10 * time.Millisecond}}
+//	rules := []netdelay.Rule{{Queue: 1, From: []string{"10.2.0.0/16"}, Delay: 10 * time.Millisecond}}
 //	err := netdelay.Install(ns, rules)
-//	err = netdelay.RunAll(ctx, ns, rules) // until ctx is done
+//	delayers, err := netdelay.OpenRules(ns, rules) // queues bound: ready
+//	err = netdelay.RunAll(ctx, delayers)           // until ctx is done
 //	err = netdelay.Remove(ns, rules)
 package netdelay
 
@@ -26,30 +35,37 @@ import (
 )
 
 // IptablesCmd is the iptables used for the rules. Debian 12's plain
-// `iptables` is the nf_tables backend, and this kernel is built without
-// CONFIG_NFT_QUEUE: iptables-nft turns -j NFQUEUE into a native nft `queue`
-// expression, which such a kernel cannot run. The legacy xtables NFQUEUE
-// target is built in (see /proc/net/ip_tables_targets), so the legacy
-// backend is the one that works on every kernel with NFQUEUE at all.
+// `iptables` is iptables-nft, the nf_tables backend. This kernel has both
+// backends, and both queue packets (tried in a namespace: with no reader
+// bound, each rule dropped a TCP SYN; note /proc/config.gz lists
+// CONFIG_NFT_QUEUE as unset, yet the nft `queue` expression ran). Legacy is
+// used because the xtables NFQUEUE target it drives is listed in
+// /proc/net/ip_tables_targets, so it does not hang on that doubtful nft
+// build. Other lab rules (partitions) should use the same backend: each
+// backend lists only its own rules, so one backend keeps
+// `iptables-legacy -S` a full picture of a namespace.
 const IptablesCmd = "iptables-legacy"
 
-// Rule delays the IPv4 packets that a namespace sends to Dst (addresses or
-// CIDRs) by Delay, through NFQUEUE queue Queue. Rules of one namespace that
-// share a queue must share the delay; queue numbers are per namespace.
+// Rule delays the IPv4 packets that a namespace receives from From
+// (addresses or CIDRs) by Delay, through NFQUEUE queue Queue. Rules of one
+// namespace that share a queue must share the delay; queue numbers are per
+// namespace, so every namespace may use the same ones.
 type Rule struct {
 	Queue uint16
-	Dst   []string
+	From  []string
 	Delay time.Duration
 }
 
-// ruleSpec is the rule after the chain name. POSTROUTING sees both what the
-// namespace sends itself and what it forwards, after routing, so a host
-// and a router namespace are delayed alike (OUTPUT would miss forwarded
-// packets). --queue-bypass accepts packets while no Delayer is bound: a lab
-// whose delayer died then shows a fast link, never a partition that no
-// fault injection asked for.
-func ruleSpec(dst string, queue uint16) []string {
-	return []string{"-d", dst, "-j", "NFQUEUE", "--queue-num", strconv.Itoa(int(queue)), "--queue-bypass"}
+// chain is where the rules go: PREROUTING sees every packet that arrives,
+// whether for the namespace itself or to be forwarded, so a host and a
+// router namespace are delayed alike (INPUT would miss forwarded packets).
+const chain = "PREROUTING"
+
+// ruleSpec is the rule after the chain name. --queue-bypass accepts packets
+// while no Delayer is bound: a lab whose delayer died then shows a fast link,
+// never a partition that no fault injection asked for.
+func ruleSpec(src string, queue uint16) []string {
+	return []string{"-s", src, "-j", "NFQUEUE", "--queue-num", strconv.Itoa(int(queue)), "--queue-bypass"}
 }
 
 func checkRules(ns string, rules []Rule) error {
@@ -58,10 +74,10 @@ func checkRules(ns string, rules []Rule) error {
 		return errors.New("netdelay: no namespace given")
 	}
 	for _, r := range rules {
-		if len(r.Dst) == 0 {
-			return fmt.Errorf("netdelay: rule for queue %d has no destination", r.Queue)
+		if len(r.From) == 0 {
+			return fmt.Errorf("netdelay: rule for queue %d has no source", r.Queue)
 		}
-		for _, d := range r.Dst {
+		for _, d := range r.From {
 			if p, err := netip.ParsePrefix(d); err == nil && p.Addr().Is4() {
 				continue
 			}
@@ -97,10 +113,10 @@ func (e *iptablesError) Error() string {
 
 func (e *iptablesError) Unwrap() error { return e.err }
 
-// present reports whether the rule is in POSTROUTING: `iptables -C` exits 1
+// present reports whether the rule is in the chain: `iptables -C` exits 1
 // for a rule that is not there, and otherwise for real errors.
 func present(ns string, spec []string) (bool, error) {
-	err := iptables(ns, append([]string{"-C", "POSTROUTING"}, spec...)...)
+	err := iptables(ns, append([]string{"-C", chain}, spec...)...)
 	if err == nil {
 		return true, nil
 	}
@@ -111,14 +127,14 @@ func present(ns string, spec []string) (bool, error) {
 	return false, err
 }
 
-// Install appends the rules' NFQUEUE rules to ns's mangle POSTROUTING chain,
+// Install appends the rules' NFQUEUE rules to ns's mangle PREROUTING chain,
 // skipping any already there, so installing twice is harmless.
 func Install(ns string, rules []Rule) error {
 	if err := checkRules(ns, rules); err != nil {
 		return err
 	}
 	for _, r := range rules {
-		for _, d := range r.Dst {
+		for _, d := range r.From {
 			spec := ruleSpec(d, r.Queue)
 			ok, err := present(ns, spec)
 			if err != nil {
@@ -127,7 +143,7 @@ func Install(ns string, rules []Rule) error {
 			if ok {
 				continue
 			}
-			if err := iptables(ns, append([]string{"-A", "POSTROUTING"}, spec...)...); err != nil {
+			if err := iptables(ns, append([]string{"-A", chain}, spec...)...); err != nil {
 				return err
 			}
 		}
@@ -143,7 +159,7 @@ func Remove(ns string, rules []Rule) error {
 	}
 	var errs []error
 	for _, r := range rules {
-		for _, d := range r.Dst {
+		for _, d := range r.From {
 			spec := ruleSpec(d, r.Queue)
 			for {
 				ok, err := present(ns, spec)
@@ -154,7 +170,7 @@ func Remove(ns string, rules []Rule) error {
 				if !ok {
 					break
 				}
-				if err := iptables(ns, append([]string{"-D", "POSTROUTING"}, spec...)...); err != nil {
+				if err := iptables(ns, append([]string{"-D", chain}, spec...)...); err != nil {
 					errs = append(errs, err)
 					break
 				}
