@@ -155,11 +155,12 @@ func (d *Delayer) Run(ctx context.Context) error {
 	relErr := release(ctx, ch, d.acceptUpTo)
 	cancel()
 	d.conn.Close() // ends the reader's Receive
-	rerr := <-readErr
-	if relErr != nil {
-		return relErr
+	// A failed read is the cause when both failed: it stopped the releaser,
+	// whose last verdict then went to a broken socket.
+	if rerr := <-readErr; rerr != nil {
+		return rerr
 	}
-	return rerr
+	return relErr
 }
 
 func (d *Delayer) acceptUpTo(id uint32) error {
