@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"hash/fnv"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // With `lab up --hosts` every PostgreSQL peer, etcd member and router is a
@@ -70,11 +72,25 @@ const ControlHost = "control"
 
 // Network is the lab's bridge and its /24: 10.231.Subnet.0/24, with the
 // bridge (this machine, the host "control") at .1.
+//
+// A lab of datacenters (DCs > 1) gives DC d the addresses 10.231.Subnet.64d
+// to .64d+63, so that one CIDR names a DC, hosts added later included; a
+// packet between two DCs is held Latency on arrival (netdelay), so each
+// way between DCs takes Latency, as `tc netem delay` on every link would.
+// This machine counts as a host of DC 1.
 type Network struct {
-	ID     string `json:"id"` // from the lab's directory; part of every name the lab gives the kernel
-	Bridge string `json:"bridge"`
-	Subnet int    `json:"subnet"`
+	ID      string        `json:"id"` // from the lab's directory; part of every name the lab gives the kernel
+	Bridge  string        `json:"bridge"`
+	Subnet  int           `json:"subnet"`
+	DCs     int           `json:"dcs,omitempty"`
+	Latency time.Duration `json:"latency_ns,omitempty"` // one way, between two DCs
 }
+
+// dcCIDR is the addresses of DC d.
+func (n Network) dcCIDR(d int) string { return fmt.Sprintf("10.231.%d.%d/26", n.Subnet, 64*d) }
+
+// MaxDCs is how many datacenters a lab's addressing has room for.
+const MaxDCs = 3
 
 // Gateway is the bridge's address: this machine as the hosts see it.
 func (n Network) Gateway() string { return fmt.Sprintf("10.231.%d.1", n.Subnet) }
@@ -89,7 +105,39 @@ const labSubnets = "10.231.0.0/16"
 type Host struct {
 	Name string `json:"name"`
 	Place
-	Veth string `json:"veth"` // this machine's end of its link to the bridge
+	Veth string `json:"veth"`         // this machine's end of its link to the bridge
+	DC   int    `json:"dc,omitempty"` // its datacenter, 1-based, in a lab of DCs
+}
+
+// dcOf places a host in a datacenter, spreading each kind over them: etcd
+// member and router K in DC K, and peer K of shard S in DC S+K, so that a
+// shard's primary, sync and async sit in three DCs (RFD 103's triple-DC
+// mode) and the primaries of consecutive shards in different ones.
+func dcOf(name string, dcs int) int {
+	if dcs <= 1 {
+		return 0
+	}
+	base, k := name, 1
+	if i := strings.LastIndexByte(name, '-'); i > 0 {
+		if n, err := strconv.Atoi(name[i+1:]); err == nil {
+			base, k = name[:i], n
+		}
+	}
+	shard := 0
+	if base != "etcd" && base != "router" {
+		i := strings.IndexFunc(base, func(r rune) bool { return r < '0' || r > '9' })
+		if i < 0 {
+			i = len(base)
+		}
+		if n, err := strconv.Atoi(base[:i]); err == nil && n > 0 {
+			shard = n - 1
+		} else {
+			h := fnv.New32a()
+			h.Write([]byte(base))
+			shard = int(h.Sum32() % uint32(dcs))
+		}
+	}
+	return (shard+k-1)%dcs + 1
 }
 
 // hostNamePattern keeps host names to what the lab itself gives (peer
@@ -204,19 +252,24 @@ func (s *State) addHost(name string) (*Host, error) {
 	for _, h := range s.Hosts {
 		used[h.Addr] = true
 	}
-	k := 10
-	for ; k < 255 && used[fmt.Sprintf("10.231.%d.%d", s.Network.Subnet, k)]; k++ {
+	dc := dcOf(name, s.Network.DCs)
+	first, last := 10, 254
+	if dc > 0 {
+		first, last = 64*dc, min(64*dc+63, 254)
 	}
-	if k == 255 {
+	k := first
+	for ; k <= last && used[fmt.Sprintf("10.231.%d.%d", s.Network.Subnet, k)]; k++ {
+	}
+	if k > last {
 		return nil, fmt.Errorf("the lab's subnet %s is full", s.Network.CIDR())
 	}
-	h := Host{Name: name, Veth: fmt.Sprintf("rs%s%03d", s.Network.ID, k),
+	h := Host{Name: name, Veth: fmt.Sprintf("rs%s%03d", s.Network.ID, k), DC: dc,
 		Place: Place{NS: "rs" + s.Network.ID + "-" + name, Addr: fmt.Sprintf("10.231.%d.%d", s.Network.Subnet, k)}}
 	s.Hosts = append(s.Hosts, h)
 	if err := s.save(); err != nil {
 		return nil, err
 	}
-	removeHost(h) // leftovers of an earlier attempt
+	s.removeHost(h) // leftovers of an earlier attempt
 	inner := fmt.Sprintf("rp%s%03d", s.Network.ID, k)
 	steps := [][]string{
 		{"netns", "add", h.NS},
@@ -234,15 +287,23 @@ func (s *State) addHost(name string) (*Host, error) {
 			return nil, fmt.Errorf("host %s: %w", name, err)
 		}
 	}
+	if s.Network.DCs > 1 {
+		if err := startDelayer(s.Dir, h); err != nil {
+			return nil, fmt.Errorf("host %s: %w", name, err)
+		}
+	}
 	return &s.Hosts[len(s.Hosts)-1], nil
 }
 
 // placeHosts creates the lab's network and a host for every etcd member and
 // router; peers get theirs as their shards are built.
-func (s *State) placeHosts() error {
+func (s *State) placeHosts(dcs int, latency time.Duration) error {
 	n, err := createNetwork(s.Dir)
 	if err != nil {
 		return err
+	}
+	if dcs > 1 {
+		n.DCs, n.Latency = dcs, latency
 	}
 	s.Network = n
 	if err := s.save(); err != nil {
@@ -266,9 +327,11 @@ func (s *State) placeHosts() error {
 	return s.save()
 }
 
-// removeHost deletes a host's namespace and link. Processes still inside
-// keep the namespace alive, so callers stop them first.
-func removeHost(h Host) {
+// removeHost deletes a host's namespace and link, after its delayer.
+// Processes still inside keep the namespace alive, so callers stop them
+// first.
+func (s *State) removeHost(h Host) {
+	stopDelayer(s.Dir, h.Name)
 	if h.NS != "" {
 		_ = ip("netns", "del", h.NS)
 	}
@@ -281,7 +344,7 @@ func removeHost(h Host) {
 func (s *State) dropHost(name string) {
 	for i, h := range s.Hosts {
 		if h.Name == name {
-			removeHost(h)
+			s.removeHost(h)
 			s.Hosts = append(s.Hosts[:i], s.Hosts[i+1:]...)
 			var kept []Partition
 			for _, p := range s.Partitions {
@@ -298,7 +361,7 @@ func (s *State) dropHost(name string) {
 // removeNetwork deletes every host and then the bridge.
 func removeNetwork(s *State) {
 	for _, h := range s.Hosts {
-		removeHost(h)
+		s.removeHost(h)
 	}
 	if s.Network != nil {
 		_ = ip("link", "del", s.Network.Bridge)

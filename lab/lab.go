@@ -38,6 +38,10 @@ type Config struct {
 	// Hosts puts every peer, etcd member and router in a network namespace
 	// of its own (root only): see hosts.go.
 	Hosts bool
+	// DCs spreads the hosts over that many datacenters, with DCLatency
+	// (one way) between any two; 0 or 1 is one datacenter.
+	DCs       int
+	DCLatency time.Duration
 	// CrossShardFind is the routers' --cross-shard-find ("": theirs).
 	CrossShardFind string
 	// Progress receives one line per step; nil discards them.
@@ -67,6 +71,15 @@ func (c Config) Validate() error {
 	if c.EtcdMembers != 0 && (c.EtcdMembers < 1 || c.EtcdMembers > 7 || c.EtcdMembers%2 == 0) {
 		// An even count tolerates no more failures than the odd one below it.
 		return fmt.Errorf("--etcd-members must be odd, 1 to 7, got %d", c.EtcdMembers)
+	}
+	if c.DCs < 0 || c.DCs > MaxDCs {
+		return fmt.Errorf("--dcs must be between 1 and %d, got %d", MaxDCs, c.DCs)
+	}
+	if c.DCs > 1 && !c.Hosts {
+		return fmt.Errorf("--dcs needs --hosts: the latency is between hosts")
+	}
+	if c.DCLatency < 0 || c.DCLatency > time.Second {
+		return fmt.Errorf("--dc-latency must be between 0 and 1s, got %s", c.DCLatency)
 	}
 	if c.CrossShardFind != "" && c.CrossShardFind != "refuse" && c.CrossShardFind != "gather" {
 		return fmt.Errorf("--cross-shard-find must be refuse or gather, not %q", c.CrossShardFind)
@@ -249,10 +262,13 @@ func Up(ctx context.Context, cfg Config) (st *State, err error) {
 	}()
 
 	if cfg.Hosts {
-		if err := st.placeHosts(); err != nil {
+		if err := st.placeHosts(cfg.DCs, cfg.DCLatency); err != nil {
 			return st, err
 		}
 		cfg.progress("hosts: %d network namespaces on bridge %s (%s)", len(st.Hosts), st.Network.Bridge, st.Network.CIDR())
+		if st.Network.DCs > 1 {
+			cfg.progress("hosts in %d datacenters, %s each way between them", st.Network.DCs, st.Network.Latency)
+		}
 	}
 	for i := range st.RouterPorts {
 		h := st.routerPlace(i).host()

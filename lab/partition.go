@@ -5,6 +5,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+
+	"github.com/reshard/reshard/lab/netdelay"
 )
 
 // Partition cuts the link between hosts A and B: each drops every packet
@@ -23,16 +25,9 @@ func (p Partition) String() string {
 	return p.A + " | " + p.B
 }
 
-// iptablesCommand is the legacy iptables when present (Debian's iptables
-// package has both), else iptables. Each lists only its own rules, so the
-// lab uses one for every rule it makes: partitions and the latency
-// between datacenters (netdelay's NFQUEUE, a legacy xtables target here).
-func iptablesCommand() string {
-	if _, err := exec.LookPath("iptables-legacy"); err == nil {
-		return "iptables-legacy"
-	}
-	return "iptables"
-}
+// iptablesCommand is netdelay's: each iptables backend lists only its own
+// rules, so the lab makes every rule (partitions, latency) with one.
+func iptablesCommand() string { return netdelay.IptablesCmd }
 
 // Cut partitions hosts a and b (b "" for every other host) in the lab in
 // dir. The rules sit in the namespaces of the hosts cut, never in this
@@ -196,6 +191,7 @@ type HostRow struct {
 	Name    string   `json:"name"`
 	Addr    string   `json:"addr"`
 	NetNS   string   `json:"netns,omitempty"`
+	DC      int      `json:"dc,omitempty"`
 	Runs    string   `json:"runs"`
 	CutFrom []string `json:"cut_from"` // hosts it cannot reach; "all" for every one
 }
@@ -218,13 +214,17 @@ func HostRows(st *State) []HostRow {
 	for i := range st.RouterPorts {
 		runs[RouterHostName(i)] = "router"
 	}
-	rows := []HostRow{{Name: ControlHost, Addr: st.Network.Gateway(), Runs: runs[ControlHost]}}
+	control := HostRow{Name: ControlHost, Addr: st.Network.Gateway(), Runs: runs[ControlHost]}
+	if st.Network.DCs > 1 {
+		control.DC = 1
+	}
+	rows := []HostRow{control}
 	for _, h := range st.Hosts {
 		r := runs[h.Name]
 		if r == "" {
 			r = "-"
 		}
-		rows = append(rows, HostRow{Name: h.Name, Addr: h.Addr, NetNS: h.NS, Runs: r})
+		rows = append(rows, HostRow{Name: h.Name, Addr: h.Addr, NetNS: h.NS, DC: h.DC, Runs: r})
 	}
 	for i := range rows {
 		rows[i].CutFrom = []string{}

@@ -34,7 +34,7 @@ This machine is the host named control: the lab's commands, the
 orchestrator and the tests run there.`,
 	}
 	cmd.AddCommand(newLabUpCmd(g), newLabDownCmd(g), newLabStatusCmd(g), newLabAddShardCmd(g), newLabRestartCmd(g),
-		newLabPartitionCmd(g), newLabHealCmd(g), newLabSuperviseCmd(), newLabEtcdMemberCmd())
+		newLabPartitionCmd(g), newLabHealCmd(g), newLabSuperviseCmd(), newLabEtcdMemberCmd(), newLabDelayCmd())
 	return cmd
 }
 
@@ -108,7 +108,8 @@ func newLabUpCmd(g *globals) *cobra.Command {
 		Example: `  reshard lab up --dir /tmp/lab --shards 2 --peers 3
   reshard lab up --dir /tmp/lab --json | jq .shards[0].peers[0].dsn
   reshard lab up --dir /tmp/lab --etcd-members 3 --routers 2
-  sudo reshard lab up --dir /tmp/lab --hosts --etcd-members 3 --routers 2`,
+  sudo reshard lab up --dir /tmp/lab --hosts --etcd-members 3 --routers 2
+  sudo reshard lab up --dir /tmp/lab --hosts --dcs 3 --dc-latency 10ms --etcd-members 3 --routers 3`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			// Ctrl-C tears a half-built lab down instead of leaving it running.
@@ -133,6 +134,9 @@ func newLabUpCmd(g *globals) *cobra.Command {
 		"etcd cluster size, odd, 1 to 7: 1 is embedded in the lab's supervisor, more are each their own process")
 	cmd.Flags().BoolVar(&cfg.Hosts, "hosts", false,
 		"put every peer, etcd member and router in its own network namespace with its own address (root only; see 'lab partition')")
+	cmd.Flags().IntVar(&cfg.DCs, "dcs", 1,
+		"with --hosts, spread the hosts over this many datacenters (1 to 3): a shard's primary, sync and async each in another, with --dc-latency between any two")
+	cmd.Flags().DurationVar(&cfg.DCLatency, "dc-latency", 10*time.Millisecond, "one-way latency between two datacenters (--dcs)")
 	cmd.Flags().IntVar(&cfg.BasePort, "port", 0, "first port to use, then consecutive ones (default: free ports)")
 	cmd.Flags().StringVar(&cfg.CrossShardFind, "cross-shard-find", "",
 		"the routers' --cross-shard-find: refuse (electric-moray's answer to a findObjects with neither hashkey nor token) or gather (run it on every shard and merge); default refuse")

@@ -107,15 +107,38 @@ func printHosts(w io.Writer, g *globals, st *lab.State) error {
 	if g.json {
 		return printJSON(w, rows)
 	}
-	fmt.Fprintf(w, "hosts (bridge %s, %s):\n", st.Network.Bridge, st.Network.CIDR())
+	fmt.Fprintf(w, "hosts (bridge %s, %s", st.Network.Bridge, st.Network.CIDR())
+	if st.Network.DCs > 1 {
+		fmt.Fprintf(w, ", %d datacenters %s apart each way", st.Network.DCs, st.Network.Latency)
+	}
+	fmt.Fprintln(w, "):")
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "HOST\tADDRESS\tRUNS\tCUT FROM")
+	fmt.Fprintln(tw, "HOST\tADDRESS\tDC\tRUNS\tCUT FROM")
 	for _, r := range rows {
-		cut := "-"
+		cut, dc := "-", "-"
 		if len(r.CutFrom) > 0 {
 			cut = strings.Join(r.CutFrom, ",")
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Name, r.Addr, r.Runs, cut)
+		if r.DC > 0 {
+			dc = fmt.Sprint(r.DC)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.Name, r.Addr, dc, r.Runs, cut)
 	}
 	return tw.Flush()
+}
+
+func newLabDelayCmd() *cobra.Command {
+	var dir, host string
+	cmd := &cobra.Command{
+		Use:    "delay --dir DIR --host NAME",
+		Short:  "Delay the packets a lab host receives from other datacenters (run by the lab)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return lab.RunDelayer(dir, host)
+		},
+	}
+	cmd.Flags().StringVar(&dir, "dir", "", "the lab's directory")
+	cmd.Flags().StringVar(&host, "host", "", "the host")
+	return cmd
 }
