@@ -297,7 +297,7 @@ func (s *State) addHost(name string) (*Host, error) {
 
 // placeHosts creates the lab's network and a host for every etcd member and
 // router; peers get theirs as their shards are built.
-func (s *State) placeHosts(dcs int, latency time.Duration) error {
+func (s *State) placeHosts(dcs int, latency time.Duration, spares int) error {
 	n, err := createNetwork(s.Dir)
 	if err != nil {
 		return err
@@ -324,7 +324,31 @@ func (s *State) placeHosts(dcs int, latency time.Duration) error {
 		}
 		s.RouterPlaces = append(s.RouterPlaces, h.Place)
 	}
+	for i := 1; i <= spares; i++ {
+		if _, err := s.addHost(SpareHostName(i)); err != nil {
+			return err
+		}
+	}
 	return s.save()
+}
+
+// SpareHostName names the i-th spare host (1-based).
+func SpareHostName(i int) string { return fmt.Sprintf("spare-%d", i) }
+
+// HostCommand is a command that runs argv on the named host (control: this
+// machine), as root: what `lab exec` runs.
+func (s *State) HostCommand(name string, argv ...string) (*exec.Cmd, error) {
+	if len(argv) == 0 {
+		return nil, fmt.Errorf("no command to run")
+	}
+	if name == ControlHost {
+		return exec.Command(argv[0], argv[1:]...), nil
+	}
+	h, ok := s.Host(name)
+	if !ok {
+		return nil, fmt.Errorf("no host %q in the lab (hosts: %s)", name, strings.Join(s.hostNames(), ", "))
+	}
+	return h.command(nil, argv...), nil
 }
 
 // removeHost deletes a host's namespace and link, after its delayer.

@@ -42,6 +42,9 @@ type Config struct {
 	// (one way) between any two; 0 or 1 is one datacenter.
 	DCs       int
 	DCLatency time.Duration
+	// SpareHosts are hosts with nothing on them (spare-1, ...): for an
+	// orchestrator run apart, or new peers.
+	SpareHosts int
 	// CrossShardFind is the routers' --cross-shard-find ("": theirs).
 	CrossShardFind string
 	// Progress receives one line per step; nil discards them.
@@ -74,6 +77,12 @@ func (c Config) Validate() error {
 	}
 	if c.DCs < 0 || c.DCs > MaxDCs {
 		return fmt.Errorf("--dcs must be between 1 and %d, got %d", MaxDCs, c.DCs)
+	}
+	if c.SpareHosts < 0 || c.SpareHosts > 32 {
+		return fmt.Errorf("--spare-hosts must be between 0 and 32, got %d", c.SpareHosts)
+	}
+	if c.SpareHosts > 0 && !c.Hosts {
+		return fmt.Errorf("--spare-hosts needs --hosts")
 	}
 	if c.DCs > 1 && !c.Hosts {
 		return fmt.Errorf("--dcs needs --hosts: the latency is between hosts")
@@ -262,7 +271,7 @@ func Up(ctx context.Context, cfg Config) (st *State, err error) {
 	}()
 
 	if cfg.Hosts {
-		if err := st.placeHosts(cfg.DCs, cfg.DCLatency); err != nil {
+		if err := st.placeHosts(cfg.DCs, cfg.DCLatency, cfg.SpareHosts); err != nil {
 			return st, err
 		}
 		cfg.progress("hosts: %d network namespaces on bridge %s (%s)", len(st.Hosts), st.Network.Bridge, st.Network.CIDR())

@@ -214,6 +214,11 @@ func HostRows(st *State) []HostRow {
 	for i := range st.RouterPorts {
 		runs[RouterHostName(i)] = "router"
 	}
+	for _, h := range st.Hosts {
+		if strings.HasPrefix(h.Name, "spare-") && runs[h.Name] == "" {
+			runs[h.Name] = "spare"
+		}
+	}
 	control := HostRow{Name: ControlHost, Addr: st.Network.Gateway(), Runs: runs[ControlHost]}
 	if st.Network.DCs > 1 {
 		control.DC = 1

@@ -10,9 +10,10 @@ import (
 	"github.com/reshard/reshard/etcd"
 )
 
-// RestartPeer stops a peer with a fast shutdown, waits down, and starts it
-// again: a fault test's "primary restart".
-func RestartPeer(ctx context.Context, dir, name string, down time.Duration) error {
+// RestartPeer stops a peer with a fast shutdown (or, kill set, SIGKILLs its
+// postmaster: a crash, with no checkpoint and backends orphaned), waits
+// down, and starts it again: a fault test's "primary restart".
+func RestartPeer(ctx context.Context, dir, name string, down time.Duration, kill bool) error {
 	pr := Provisioner{Dir: dir}
 	var p Peer
 	var g *pg
@@ -22,6 +23,15 @@ func RestartPeer(ctx context.Context, dir, name string, down time.Duration) erro
 			return fmt.Errorf("peer %s is not in the lab", name)
 		}
 		p, g = *q, gg
+		if kill {
+			if pid := postmasterPID(p.DataDir); pid != 0 && isPostgres(pid) {
+				syscall.Kill(pid, syscall.SIGKILL)
+				for i := 0; i < 100 && alive(pid); i++ {
+					time.Sleep(20 * time.Millisecond)
+				}
+			}
+			return nil
+		}
 		g.stop(p)
 		return nil
 	}); err != nil {
@@ -36,7 +46,17 @@ func RestartPeer(ctx context.Context, dir, name string, down time.Duration) erro
 		if q == nil {
 			return fmt.Errorf("peer %s left the lab while it was down", name)
 		}
-		return g.start(ctx, q)
+		// After a SIGKILL the old backends notice their postmaster's death
+		// and exit; until they have, the new postmaster refuses to start
+		// on the shared memory they still hold.
+		var err error
+		for attempt := 0; attempt < 20; attempt++ {
+			if err = g.start(ctx, q); err == nil || !kill {
+				return err
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+		return err
 	})
 }
 

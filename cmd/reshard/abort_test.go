@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,7 +11,9 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
+	"github.com/reshard/reshard/load"
 	"github.com/reshard/reshard/orchestrator"
 )
 
@@ -102,4 +106,103 @@ func TestAbort(t *testing.T) {
 	svc.Process.Signal(syscall.SIGTERM)
 	svc.Wait()
 	verifyLedger(t, l, ledger)
+}
+
+// Issue 19: `reshard abort` while a running orchestrator copies at full
+// speed (no load, many rows). The running orchestrator sees the request
+// and undoes the job: the origin is left as it was (no slot, publication,
+// markers, ownership change) and the destination empty (logical: no rows
+// and no ownership; physical: no new peers and no pnode). make test runs
+// the logical strategy; make faults both, on the distributed lab.
+func TestAbortDuringCopy(t *testing.T) {
+	full := os.Getenv("RESHARD_FAULTS") == "full"
+	strategies := []string{"logical"}
+	if full {
+		strategies = append(strategies, "physical")
+	}
+	for _, strategy := range strategies {
+		t.Run(strategy, func(t *testing.T) {
+			args := []string{"--shards", "2", "--peers", "1", "--routers", "1", "--vnodes", "256"}
+			if distributedFaults(full) {
+				args = append(args, "--hosts", "--dcs", "3", "--etcd-members", "3")
+			}
+			l := labUp(t, args...)
+			httpDo(t, "PUT", l.Routers[0]+"/buckets/manta", `{}`)
+			if err := load.Fill(context.Background(), l.etcdClient(t), "manta", 150000, io.Discard, nil); err != nil {
+				t.Fatal(err)
+			}
+			origin := l.primary("1.moray")
+			owned := query[int64](t, origin, `select count(*) from reshard_vnodes where writable`)
+			rows := query[int64](t, origin, `select count(*) from manta`)
+			start := []string{"start", "--from", "1.moray", "--to", "3.moray", "--split-half", "--servers", "1",
+				"--strategy", strategy, "--detach"}
+			dst := ""
+			if strategy == "logical" {
+				dst = l.addShard(t, "3.moray", "1")
+			} else {
+				start = append(start, "--lab", l.Dir)
+			}
+			out, stderr, ok := run(t, l.env(), start...)
+			if !ok {
+				t.Fatalf("start: %s", stderr)
+			}
+			f := &faultCtx{t: t, l: l, job: strings.TrimSpace(out)}
+			orch := startProcess(t, l.env(), "resume", f.job)
+			// The copy (logical) or the base backup and catch-up (physical).
+			if p := f.waitPhase("copy", "add-peers"); p != "copy" && p != "add-peers" {
+				t.Fatalf("the job never copied: %s (%s)", p, orch.stderr())
+			}
+			sleep(300)
+			out, stderr, ok = run(t, l.env(), "abort", f.job)
+			if !ok || !strings.Contains(out, "aborted and undone") {
+				t.Fatalf("abort during the copy: %s %s", out, stderr)
+			}
+			if code, stderr := orch.wait(time.Minute); code == 0 || !strings.Contains(stderr, "abort") {
+				t.Fatalf("the running orchestrator exited %d: %s", code, stderr)
+			}
+			if j := jobState(t, l, f.job); j.State != orchestrator.Aborted {
+				t.Fatalf("job is %s", j.State)
+			}
+			checks := map[string]struct {
+				dsn, sql string
+				want     int64
+			}{
+				"slots on the origin":           {origin, `select count(*) from pg_replication_slots`, 0},
+				"publications on the origin":    {origin, `select count(*) from pg_publication`, 0},
+				"markers on the origin":         {origin, `select count(*) from reshard_markers`, 0},
+				"writable vnodes on the origin": {origin, `select count(*) from reshard_vnodes where writable`, owned},
+				"rows on the origin":            {origin, `select count(*) from manta`, rows},
+			}
+			if dst != "" {
+				checks["subscriptions on the destination"] = struct {
+					dsn, sql string
+					want     int64
+				}{dst, `select count(*) from pg_subscription`, 0}
+				checks["rows on the destination"] = struct {
+					dsn, sql string
+					want     int64
+				}{dst, `select count(*) from manta`, 0}
+				checks["ownership on the destination"] = struct {
+					dsn, sql string
+					want     int64
+				}{dst, `select count(*) from reshard_vnodes`, 0}
+			}
+			for name, c := range checks {
+				if got := query[int64](t, c.dsn, c.sql); got != c.want {
+					t.Errorf("%s: %d, want %d", name, got, c.want)
+				}
+			}
+			if strategy == "physical" {
+				if out, _, _ := run(t, nil, "lab", "status", "--dir", l.Dir); strings.Contains(out, "3.moray") {
+					t.Fatalf("new peers left after the abort:\n%s", out)
+				}
+				if out, _, _ := run(t, l.env(), "pnode", "list"); strings.Contains(out, "3.moray") {
+					t.Fatalf("3.moray still registered:\n%s", out)
+				}
+			}
+			if rg := ringOf(t, l); rg.PnodeVnodeCount("3.moray") != 0 {
+				t.Fatal("the ring changed")
+			}
+		})
+	}
 }

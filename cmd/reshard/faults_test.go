@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/reshard/reshard/etcd"
+	"github.com/reshard/reshard/lab"
 	"github.com/reshard/reshard/load"
 	"github.com/reshard/reshard/orchestrator"
 )
@@ -46,8 +47,12 @@ type faultRow struct {
 type faultCtx struct {
 	t      *testing.T
 	l      *labInfo
+	hosts  bool // the lab is distributed: hosts in 3 DCs, 3 etcd members
 	job    string
 	events []string
+
+	mu    sync.Mutex
+	first string // how a paused first orchestrator ended, once it has
 }
 
 func (f *faultCtx) note(format string, args ...any) {
@@ -88,6 +93,15 @@ type faultCase struct {
 	strategies []orchestrator.StrategyName
 	// fullOnly: only with make faults; make test covers it elsewhere.
 	fullOnly bool
+	// hostsOnly needs the distributed lab (hosts, partitions, etcd
+	// members); localOnly has a counterpart there.
+	hostsOnly, localOnly bool
+	// pauseAt makes the first orchestrator stop itself at that fault
+	// point; inject then runs while it is stopped, and it is continued
+	// after (its own exit is then noted). A job it leaves is resumed.
+	pauseAt string
+	// host runs the first orchestrator on that lab host, not this machine.
+	host string
 	rows     int
 	resume   bool // the fault kills the orchestrator: resume until done
 	crash    func(f *faultCtx) string
@@ -95,9 +109,23 @@ type faultCase struct {
 	extra    func(f *faultCtx) (routers []string, cleanup func())
 }
 
-func runFaultCase(t *testing.T, c faultCase, strategy string) faultRow {
-	l := labUp(t, "--shards", "2", "--peers", "2", "--routers", "2", "--vnodes", "256")
-	f := &faultCtx{t: t, l: l}
+// distributedFaults says whether the fault suite runs on the distributed
+// lab: make faults does, as root; make test's short set does not (its
+// TestSplitOnHosts covers the distributed lab).
+func distributedFaults(full bool) bool { return full && os.Geteuid() == 0 }
+
+func runFaultCase(t *testing.T, c faultCase, strategy string, hosts bool) faultRow {
+	labArgs := []string{"--shards", "2", "--peers", "2", "--routers", "2", "--vnodes", "256"}
+	peers, split := "2", []string{"--servers", "1"}
+	if hosts {
+		// RFD 103's triple-DC mode: each shard's primary, sync and async in
+		// another DC, 10 ms apart each way.
+		labArgs = []string{"--shards", "2", "--peers", "3", "--routers", "2", "--vnodes", "256",
+			"--hosts", "--dcs", "3", "--dc-latency", "10ms", "--etcd-members", "3", "--spare-hosts", "1"}
+		peers, split = "3", []string{"--dc-mode", "triple", "--servers", "3"}
+	}
+	l := labUp(t, labArgs...)
+	f := &faultCtx{t: t, l: l, hosts: hosts}
 	row := faultRow{Case: c.name, Strategy: strategy}
 	if c.rows > 0 {
 		httpDo(t, "PUT", l.Routers[0]+"/buckets/manta", `{}`)
@@ -105,10 +133,10 @@ func runFaultCase(t *testing.T, c faultCase, strategy string) faultRow {
 			t.Fatal(err)
 		}
 	}
-	args := []string{"start", "--from", "1.moray", "--to", "3.moray", "--split-half", "--servers", "1",
-		"--strategy", strategy, "--detach"}
+	args := append([]string{"start", "--from", "1.moray", "--to", "3.moray", "--split-half",
+		"--strategy", strategy, "--detach"}, split...)
 	if strategy == "logical" {
-		l.addShard(t, "3.moray", "2")
+		l.addShard(t, "3.moray", peers)
 	} else {
 		args = append(args, "--lab", l.Dir)
 	}
@@ -142,26 +170,16 @@ func runFaultCase(t *testing.T, c faultCase, strategy string) faultRow {
 		crash = c.crash(f)
 	}
 	jobDone := make(chan struct{})
-	go func() {
-		defer close(jobDone)
-		args := []string{"resume", f.job, "--lease-ttl", "2s"}
-		if crash != "" {
-			args = append(args, "--crash-at", crash)
-		}
-		for attempt := 0; attempt < 5; attempt++ {
-			_, stderr, ok := run(t, l.env(), args...)
-			if ok {
-				return
-			}
-			if !c.resume {
-				f.note("resume failed: %s", strings.TrimSpace(stderr))
-				return
-			}
-			f.note("orchestrator killed; resumed")
-			args = []string{"resume", f.job, "--lease-ttl", "2s"}
-		}
-	}()
-	if c.inject != nil {
+	if c.pauseAt != "" {
+		runPausedOrchestrator(f, c)
+		go func() {
+			defer close(jobDone)
+			resumeUntilDone(f)
+		}()
+	} else {
+		go runOrchestrators(f, c, crash, jobDone)
+	}
+	if c.inject != nil && c.pauseAt == "" {
 		c.inject(f)
 	}
 	<-jobDone
@@ -183,11 +201,125 @@ func runFaultCase(t *testing.T, c faultCase, strategy string) faultRow {
 	if len(sum.Errors) > 0 {
 		f.note("client errors %v", sum.Errors)
 	}
+	if c.pauseAt != "" {
+		first := ""
+		for i := 0; i < 300 && first == ""; i++ {
+			f.mu.Lock()
+			first = f.first
+			f.mu.Unlock()
+			time.Sleep(100 * time.Millisecond)
+		}
+		if first == "" {
+			first = "first orchestrator still running 30 s after the job"
+		}
+		f.note("%s", first)
+	}
 	row.Note = strings.Join(f.events, "; ")
 	if n := query[int64](t, l.primary("1.moray"), `select count(*) from pg_replication_slots`); n != 0 {
 		t.Errorf("%s: %d replication slots left on the origin", c.name, n)
 	}
 	return row
+}
+
+// runOrchestrators runs the job to its end: resumed after each kill when
+// the case kills the orchestrator.
+func runOrchestrators(f *faultCtx, c faultCase, crash string, jobDone chan<- struct{}) {
+	t, l := f.t, f.l
+	{
+		defer close(jobDone)
+		args := []string{"resume", f.job, "--lease-ttl", "2s"}
+		if crash != "" {
+			args = append(args, "--crash-at", crash)
+		}
+		for attempt := 0; attempt < 5; attempt++ {
+			_, stderr, ok := run(t, l.env(), args...)
+			if ok {
+				return
+			}
+			if !c.resume {
+				f.note("resume failed: %s", strings.TrimSpace(stderr))
+				return
+			}
+			f.note("orchestrator killed; resumed")
+			args = []string{"resume", f.job, "--lease-ttl", "2s"}
+		}
+	}
+}
+
+// runPausedOrchestrator runs the first orchestrator (on c.host when set)
+// until it stops itself at c.pauseAt, injects the fault, continues it and
+// notes how it ended.
+func runPausedOrchestrator(f *faultCtx, c faultCase) {
+	argv := []string{binary, "resume", f.job, "--lease-ttl", "2s", "--pause-at", c.pauseAt}
+	if c.host != "" {
+		argv = append([]string{"nsenter", "--net=" + filepath.Join("/run/netns", f.hostNS(c.host)), "--"}, argv...)
+	}
+	orch := startCommand(f.t, f.l.env(), argv...)
+	if !orch.waitStopped(3 * time.Minute) {
+		f.t.Fatalf("the orchestrator did not reach %s: %s", c.pauseAt, orch.stderr())
+	}
+	f.note("orchestrator stopped at %s", c.pauseAt)
+	if c.inject != nil {
+		c.inject(f)
+	}
+	orch.signal(syscall.SIGCONT)
+	// It may be cut off for good (the next orchestrator then takes over),
+	// so it is waited for apart from the job.
+	go func() {
+		code, stderr := orch.wait(3 * time.Minute)
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.first = fmt.Sprintf("first orchestrator exited %d: %s", code, lastLines(stderr, 1))
+	}()
+}
+
+// resumeUntilDone resumes the job until it is done (or five tries fail),
+// waiting out the lease of an orchestrator that was cut off.
+func resumeUntilDone(f *faultCtx) {
+	for attempt := 0; attempt < 8; attempt++ {
+		if j := jobState(f.t, f.l, f.job); j.State == orchestrator.Done {
+			return
+		}
+		_, stderr, ok := run(f.t, f.l.env(), "resume", f.job, "--lease-ttl", "2s")
+		if ok {
+			f.note("resumed")
+			return
+		}
+		f.note("resume: %s", lastLines(strings.TrimSpace(stderr), 1))
+		time.Sleep(2 * time.Second)
+	}
+}
+
+// hostNS is a lab host's network namespace.
+func (f *faultCtx) hostNS(name string) string {
+	st, err := lab.Load(f.l.Dir)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	h, ok := st.Host(name)
+	if !ok {
+		f.t.Fatalf("no host %s in the lab", name)
+	}
+	return h.NS
+}
+
+// partition cuts a from each of bs (lab partition), noting it.
+func (f *faultCtx) partition(a string, bs ...string) {
+	for _, b := range bs {
+		args := []string{"lab", "partition", "--dir", f.l.Dir, a, b}
+		if b == "" {
+			args = []string{"lab", "partition", "--dir", f.l.Dir, a, "--from-all"}
+		}
+		if _, stderr, ok := run(f.t, nil, args...); !ok {
+			f.t.Fatalf("partition %s %s: %s", a, b, stderr)
+		}
+	}
+}
+
+func (f *faultCtx) heal() {
+	if _, stderr, ok := run(f.t, nil, "lab", "heal", "--dir", f.l.Dir); !ok {
+		f.t.Fatalf("heal: %s", stderr)
+	}
 }
 
 // tcpProxy forwards to target until cut: a network partition on loopback.
@@ -269,7 +401,7 @@ func faultCases(full bool) []faultCase {
 			syscall.Kill(pid, syscall.SIGKILL)
 			f.note("router-1 killed in %s", p)
 		}},
-		{name: "router cut off from etcd through the cutover", extra: func(f *faultCtx) ([]string, func()) {
+		{name: "router cut off from etcd through the cutover", localOnly: true, extra: func(f *faultCtx) ([]string, func()) {
 			proxy := newProxy(f.t, strings.TrimPrefix(f.l.Etcd, "http://"))
 			ln, _ := net.Listen("tcp", "127.0.0.1:0")
 			addr := ln.Addr().String()
@@ -286,10 +418,7 @@ func faultCases(full bool) []faultCase {
 			}
 			// Let it learn the load's buckets first: after the cut it keeps
 			// what it knew, the ring included.
-			for b := 0; b < 4; b++ {
-				httpDo(f.t, "PUT", fmt.Sprintf("http://%s/buckets/load_%d", addr, b), "")
-				httpDo(f.t, "GET", fmt.Sprintf("http://%s/buckets/load_%d/objects/warm", addr, b), "")
-			}
+			warmBuckets(f.t, "http://"+addr)
 			proxy.cut()
 			f.note("router cut-off partitioned from etcd before the job, healed after")
 			return []string{"http://" + addr}, func() {
@@ -305,7 +434,7 @@ func faultCases(full bool) []faultCase {
 				cmd.Wait()
 			}
 		}},
-		{name: "embedded etcd restart mid-job", inject: func(f *faultCtx) {
+		{name: "embedded etcd restart mid-job", localOnly: true, inject: func(f *faultCtx) {
 			p := f.waitPhase("copy", "add-peers", "catchup", "verify")
 			if _, stderr, ok := run(f.t, nil, "lab", "restart", "--dir", f.l.Dir, "--etcd"); !ok {
 				f.t.Fatalf("restart etcd: %s", stderr)
@@ -333,6 +462,7 @@ func faultCases(full bool) []faultCase {
 			return ""
 		}},
 	}
+	cases = append(cases, distributedFaultCases()...)
 	cases = append(cases, faultCase{name: "destination primary restart during catch-up", rows: 100000,
 		strategies: []orchestrator.StrategyName{orchestrator.Logical}, inject: func(f *faultCtx) {
 			p := f.waitPhase("catchup", "verify", "dump-lock")
@@ -359,6 +489,72 @@ func faultCases(full bool) []faultCase {
 	return cases
 }
 
+// distributedFaultCases are issue 19's faults: partitions and crashes of a
+// lab of hosts, and the crash of the origin's postmaster in the cutover.
+func distributedFaultCases() []faultCase {
+	frozen := orchestrator.FaultPoint("cutover", orchestrator.PointFrozen)
+	return []faultCase{
+		{name: "origin primary SIGKILLed between the freeze and the flip", pauseAt: frozen, inject: func(f *faultCtx) {
+			if _, stderr, ok := run(f.t, nil, "lab", "restart", "--dir", f.l.Dir, "--peer", "1.moray-1", "--kill", "--down", "1s"); !ok {
+				f.t.Fatalf("kill 1.moray-1: %s", stderr)
+			}
+			f.note("1.moray-1's postmaster SIGKILLed with writes frozen, started 1 s later")
+		}},
+		{name: "etcd leader killed mid-job", hostsOnly: true, inject: func(f *faultCtx) {
+			p := f.waitPhase("copy", "add-peers", "catchup", "verify")
+			out, stderr, ok := run(f.t, nil, "lab", "restart", "--dir", f.l.Dir, "--etcd-member", "leader", "--down", "2s")
+			if !ok {
+				f.t.Fatalf("kill the etcd leader: %s", stderr)
+			}
+			f.note("%s in %s, back after 2 s", strings.TrimSpace(out), p)
+		}},
+		{name: "etcd minority member partitioned for the whole job", hostsOnly: true, extra: func(f *faultCtx) ([]string, func()) {
+			cut := "etcd-1"
+			if etcdMembers(f.t, f.l) == cut {
+				cut = "etcd-2"
+			}
+			f.partition(cut, "")
+			f.note("%s (not the leader) cut from all before the job, healed after", cut)
+			return nil, f.heal
+		}},
+		{name: "router's host partitioned from etcd through the cutover", hostsOnly: true, extra: func(f *faultCtx) ([]string, func()) {
+			// The router learns the load's buckets before the cut: after it,
+			// it keeps what it knew, the ring included.
+			warmBuckets(f.t, f.l.Routers[1])
+			f.partition("router-2", "etcd-1", "etcd-2", "etcd-3")
+			f.note("router-2 cut from every etcd member before the job, healed after")
+			return nil, func() {
+				f.heal()
+				healed := false
+				for i := 0; i < 100 && !healed; i++ {
+					resp, _ := httpGet(f.l.Routers[1] + "/healthz")
+					healed = strings.Contains(resp, `"ring_version":2`)
+					time.Sleep(100 * time.Millisecond)
+				}
+				f.note("after healing router-2 serves the new ring: %v", healed)
+			}
+		}},
+		{name: "router's host partitioned from the origin primary through the cutover", hostsOnly: true, inject: func(f *faultCtx) {
+			p := f.waitPhase("copy", "add-peers", "catchup")
+			f.partition("router-1", "1.moray-1")
+			f.note("router-1 cut from 1.moray-1 in %s; healed after the job", p)
+		}, extra: func(f *faultCtx) ([]string, func()) { return nil, f.heal }},
+		{name: "orchestrator's host partitioned from etcd just after the freeze", hostsOnly: true, pauseAt: frozen, host: lab.SpareHostName(1),
+			inject: func(f *faultCtx) {
+				f.partition(lab.SpareHostName(1), "etcd-1", "etcd-2", "etcd-3")
+				f.note("the orchestrator's host (spare-1) cut from every etcd member with writes frozen, not from PostgreSQL")
+			}, extra: func(f *faultCtx) ([]string, func()) { return nil, f.heal }},
+	}
+}
+
+// warmBuckets makes router learn the load's buckets.
+func warmBuckets(t *testing.T, router string) {
+	for b := 0; b < 4; b++ {
+		httpDo(t, "PUT", fmt.Sprintf("%s/buckets/load_%d", router, b), "")
+		httpDo(t, "GET", fmt.Sprintf("%s/buckets/load_%d/objects/warm", router, b), "")
+	}
+}
+
 func httpGet(u string) (string, error) {
 	resp, err := http.Get(u)
 	if err != nil {
@@ -375,14 +571,16 @@ func TestFaults(t *testing.T) {
 	if full {
 		strategies = append(strategies, "physical")
 	}
+	hosts := distributedFaults(full)
 	var rows []faultRow
 	for _, strategy := range strategies {
 		for _, c := range faultCases(full) {
-			if c.strategies != nil && !slices.Contains(c.strategies, orchestrator.StrategyName(strategy)) || c.fullOnly && !full {
+			if c.strategies != nil && !slices.Contains(c.strategies, orchestrator.StrategyName(strategy)) || c.fullOnly && !full ||
+				c.hostsOnly && !hosts || c.localOnly && hosts {
 				continue
 			}
 			t.Run(strategy+"/"+c.name, func(t *testing.T) {
-				r := runFaultCase(t, c, strategy)
+				r := runFaultCase(t, c, strategy, hosts)
 				rows = append(rows, r)
 				if !r.Finished || r.Missing != 0 || r.Stale != 0 || r.Misplaced != 0 {
 					t.Errorf("%+v", r)

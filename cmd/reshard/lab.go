@@ -34,7 +34,7 @@ This machine is the host named control: the lab's commands, the
 orchestrator and the tests run there.`,
 	}
 	cmd.AddCommand(newLabUpCmd(g), newLabDownCmd(g), newLabStatusCmd(g), newLabAddShardCmd(g), newLabRestartCmd(g),
-		newLabPartitionCmd(g), newLabHealCmd(g), newLabSuperviseCmd(), newLabEtcdMemberCmd(), newLabDelayCmd())
+		newLabPartitionCmd(g), newLabHealCmd(g), newLabExecCmd(), newLabSuperviseCmd(), newLabEtcdMemberCmd(), newLabDelayCmd())
 	return cmd
 }
 
@@ -137,6 +137,7 @@ func newLabUpCmd(g *globals) *cobra.Command {
 	cmd.Flags().IntVar(&cfg.DCs, "dcs", 1,
 		"with --hosts, spread the hosts over this many datacenters (1 to 3): a shard's primary, sync and async each in another, with --dc-latency between any two")
 	cmd.Flags().DurationVar(&cfg.DCLatency, "dc-latency", 10*time.Millisecond, "one-way latency between two datacenters (--dcs)")
+	cmd.Flags().IntVar(&cfg.SpareHosts, "spare-hosts", 0, "with --hosts, this many hosts with nothing on them (spare-1, ...), e.g. to run an orchestrator apart with 'lab exec'")
 	cmd.Flags().IntVar(&cfg.BasePort, "port", 0, "first port to use, then consecutive ones (default: free ports)")
 	cmd.Flags().StringVar(&cfg.CrossShardFind, "cross-shard-find", "",
 		"the routers' --cross-shard-find: refuse (electric-moray's answer to a findObjects with neither hashkey nor token) or gather (run it on every shard and merge); default refuse")
@@ -339,12 +340,13 @@ func newLabEtcdMemberCmd() *cobra.Command {
 
 func newLabRestartCmd(g *globals) *cobra.Command {
 	var dir, peer, member string
-	var etcdToo bool
+	var etcdToo, kill bool
 	var down time.Duration
 	cmd := &cobra.Command{
-		Use:   "restart --dir DIR (--peer NAME | --etcd | --etcd-member NAME|leader) [--down D]",
-		Short: "Restart a PostgreSQL peer (fast shutdown), the embedded etcd or one etcd member (SIGKILL): faults for tests and drills",
+		Use:   "restart --dir DIR (--peer NAME [--kill] | --etcd | --etcd-member NAME|leader) [--down D]",
+		Short: "Restart a PostgreSQL peer (fast shutdown, or SIGKILL), the embedded etcd or one etcd member (SIGKILL): faults for tests and drills",
 		Example: `  reshard lab restart --dir /tmp/lab --peer 1.moray-1 --down 2s
+  reshard lab restart --dir /tmp/lab --peer 1.moray-1 --kill   # the postmaster SIGKILLed: crash recovery on start
   reshard lab restart --dir /tmp/lab --etcd
   reshard lab restart --dir /tmp/lab --etcd-member leader --down 2s`,
 		Args: cobra.NoArgs,
@@ -361,6 +363,9 @@ func newLabRestartCmd(g *globals) *cobra.Command {
 			if down < 0 || down > time.Hour {
 				return fmt.Errorf("--down must be between 0 and 1h")
 			}
+			if kill && peer == "" {
+				return fmt.Errorf("--kill applies to --peer (etcd members are always SIGKILLed)")
+			}
 			return withSignals(cmd, func(ctx context.Context) error {
 				if etcdToo {
 					return lab.RestartEtcd(ctx, dir)
@@ -376,13 +381,14 @@ func newLabRestartCmd(g *globals) *cobra.Command {
 						}
 					})
 				}
-				return lab.RestartPeer(ctx, dir, peer, down)
+				return lab.RestartPeer(ctx, dir, peer, down, kill)
 			})
 		},
 	}
 	cmd.Flags().StringVar(&dir, "dir", "", "the lab's directory (required)")
 	cmd.Flags().StringVar(&peer, "peer", "", "peer to restart, e.g. 1.moray-1")
 	cmd.Flags().BoolVar(&etcdToo, "etcd", false, "restart the embedded etcd")
+	cmd.Flags().BoolVar(&kill, "kill", false, "SIGKILL the peer's postmaster instead of a fast shutdown")
 	cmd.Flags().StringVar(&member, "etcd-member", "", "etcd member to kill (SIGKILL) and start again on its data, e.g. etcd-2, or leader for whichever leads now")
 	cmd.Flags().DurationVar(&down, "down", 0, "how long the peer or member stays down")
 	cmd.MarkFlagRequired("dir")

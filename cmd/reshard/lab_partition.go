@@ -1,8 +1,11 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"os"
+	"os/exec"
 	"strings"
 	"text/tabwriter"
 
@@ -140,5 +143,46 @@ func newLabDelayCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&dir, "dir", "", "the lab's directory")
 	cmd.Flags().StringVar(&host, "host", "", "the host")
+	return cmd
+}
+
+func newLabExecCmd() *cobra.Command {
+	var dir string
+	cmd := &cobra.Command{
+		Use:   "exec --dir DIR HOST -- COMMAND [ARG...]",
+		Short: "Run a command on a host of a lab (in its network namespace), as root",
+		Long: `Runs COMMAND in the network namespace of HOST, a host of a lab started
+with --hosts, with this terminal's input and output; it exits with the
+command's status. The command sees the network as the host does: its
+address, and whatever 'lab partition' cut from it. Run an orchestrator on
+a spare host to cut it off from etcd but not from PostgreSQL, for one.`,
+		Example: `  reshard lab exec --dir /tmp/lab spare-1 -- reshard resume JOB --etcd $RESHARD_ETCD
+  reshard lab exec --dir /tmp/lab 1.moray-1 -- ip addr`,
+		Args: cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if cmd.ArgsLenAtDash() != 1 {
+				return fmt.Errorf("give the host, then -- and the command: exec --dir DIR HOST -- COMMAND")
+			}
+			st, err := lab.Load(dir)
+			if err != nil {
+				return err
+			}
+			c, err := st.HostCommand(args[0], args[1:]...)
+			if err != nil {
+				return err
+			}
+			c.Stdin, c.Stdout, c.Stderr = cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr()
+			if err := c.Run(); err != nil {
+				var exit *exec.ExitError
+				if errors.As(err, &exit) {
+					os.Exit(exit.ExitCode())
+				}
+				return err
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&dir, "dir", "", "the lab's directory (required)")
+	cmd.MarkFlagRequired("dir")
 	return cmd
 }

@@ -208,8 +208,15 @@ type process struct {
 
 func startProcess(t *testing.T, env []string, args ...string) *process {
 	t.Helper()
+	return startCommand(t, env, append([]string{binary}, args...)...)
+}
+
+// startCommand is startProcess for any command line (reshard under
+// nsenter, on a lab host: nsenter execs it in its own pid).
+func startCommand(t *testing.T, env []string, argv ...string) *process {
+	t.Helper()
 	p := &process{t: t, done: make(chan struct{})}
-	p.cmd = exec.Command(binary, args...)
+	p.cmd = exec.Command(argv[0], argv[1:]...)
 	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stdout, p.cmd.Stderr = lockedWriter{&p.mu, &p.out}, lockedWriter{&p.mu, &p.err}
 	if err := p.cmd.Start(); err != nil {
