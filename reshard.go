@@ -133,3 +133,17 @@ type FencingToken struct {
 	Job   string `json:"job"`
 	Token int64  `json:"token"`
 }
+
+type fencingTokenKey struct{}
+
+// WithFencingToken makes ctx carry a job's token to the Provisioner, whose
+// every operation (not only Promote) a host agent fences with it.
+func WithFencingToken(ctx context.Context, t FencingToken) context.Context {
+	return context.WithValue(ctx, fencingTokenKey{}, t)
+}
+
+// FencingTokenOf returns the token ctx carries.
+func FencingTokenOf(ctx context.Context) (FencingToken, bool) {
+	t, ok := ctx.Value(fencingTokenKey{}).(FencingToken)
+	return t, ok
+}

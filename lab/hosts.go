@@ -14,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/reshard/reshard/pgserver"
 )
 
 // With `lab up --hosts` every PostgreSQL peer, etcd member and router is a
@@ -25,47 +27,22 @@ import (
 
 // Place is where a lab process runs: a host's network namespace and
 // address, or, both empty, this machine's namespace on 127.0.0.1.
-type Place struct {
-	NS   string `json:"netns,omitempty"`
-	Addr string `json:"addr,omitempty"`
-}
+type Place pgserver.Place
 
 // host is the address the process listens on and is reached at.
-func (p Place) host() string {
-	if p.Addr == "" {
-		return "127.0.0.1"
-	}
-	return p.Addr
-}
+func (p Place) host() string { return pgserver.Place(p).Host() }
 
-// argv is the command line that runs argv in the place: in a host, through
-// nsenter, which enters the namespace, takes cred's user (nil: stays root)
-// and then execs the program in its own pid, so the pid recorded is the
-// program's.
+// argv is the command line that runs argv in the place (pgserver.Place.Argv).
 func (p Place) argv(cred *syscall.Credential, argv ...string) []string {
-	if p.NS == "" {
-		return argv
-	}
-	out := []string{"nsenter", "--net=" + filepath.Join(netnsDir, p.NS)}
-	if cred != nil {
-		out = append(out, "--setgid", strconv.Itoa(int(cred.Gid)), "--setuid", strconv.Itoa(int(cred.Uid)))
-	}
-	return append(append(out, "--"), argv...)
+	return pgserver.Place(p).Argv(cred, argv...)
 }
 
-// command is exec.Command for argv in the place. In a host the program's
-// user is switched by nsenter, which must itself start as root.
+// command is exec.Command for argv in the place (pgserver.Place.Command).
 func (p Place) command(cred *syscall.Credential, argv ...string) *exec.Cmd {
-	full := p.argv(cred, argv...)
-	cmd := exec.Command(full[0], full[1:]...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{}
-	if p.NS == "" {
-		cmd.SysProcAttr.Credential = cred
-	}
-	return cmd
+	return pgserver.Place(p).Command(cred, argv...)
 }
 
-const netnsDir = "/run/netns"
+const netnsDir = pgserver.NetnsDir
 
 // ControlHost names this machine's own namespace among the hosts.
 const ControlHost = "control"

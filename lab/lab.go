@@ -331,7 +331,7 @@ func Up(ctx context.Context, cfg Config) (st *State, err error) {
 // temp directory owned by postgres, because DIR may sit under a home that
 // postgres cannot enter.
 func makeDataRoot(dir string, as runAs) (string, error) {
-	if as.cred == nil {
+	if as.Cred == nil {
 		root := filepath.Join(dir, "data")
 		return root, os.MkdirAll(root, 0o700)
 	}
@@ -339,7 +339,7 @@ func makeDataRoot(dir string, as runAs) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if err := as.chown(root); err != nil {
+	if err := as.Chown(root); err != nil {
 		os.RemoveAll(root)
 		return "", err
 	}

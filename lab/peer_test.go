@@ -28,7 +28,7 @@ func TestStartMovesOffATakenPort(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer os.RemoveAll(root)
-	if err := g.as.chown(root); err != nil {
+	if err := g.as.Chown(root); err != nil {
 		t.Fatal(err)
 	}
 	p := Peer{Name: "pg2", Role: reshard.RolePrimary, Port: other.Port, DataDir: filepath.Join(root, "pg")}

@@ -24,12 +24,7 @@ func RestartPeer(ctx context.Context, dir, name string, down time.Duration, kill
 		}
 		p, g = *q, gg
 		if kill {
-			if pid := postmasterPID(p.DataDir); pid != 0 && isPostgres(pid) {
-				syscall.Kill(pid, syscall.SIGKILL)
-				for i := 0; i < 100 && alive(pid); i++ {
-					time.Sleep(20 * time.Millisecond)
-				}
-			}
+			g.kill(p)
 			return nil
 		}
 		g.stop(p)

@@ -26,7 +26,7 @@ func StartServer(ctx context.Context, logDir string) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := g.as.chown(root); err != nil {
+	if err := g.as.Chown(root); err != nil {
 		os.RemoveAll(root)
 		return nil, err
 	}

@@ -78,6 +78,9 @@ func (o *Orchestrator) Start(ctx context.Context, req Request) (*Job, error) {
 	return j, nil
 }
 
+// Client is the etcd client the orchestrator keeps its jobs in.
+func (o *Orchestrator) Client() *clientv3.Client { return o.cli }
+
 func (o *Orchestrator) provisioner(spec string) (reshard.Provisioner, error) {
 	if o.Provisioners == nil {
 		return nil, fmt.Errorf("no provisioner for %q in this orchestrator", spec)
@@ -145,6 +148,7 @@ func (o *Orchestrator) Run(ctx context.Context, id string) error {
 	defer unlock()
 	// From here every etcd write of the job is conditional on this hold.
 	ctx = etcd.WithFence(ctx, fence)
+	ctx = reshard.WithFencingToken(ctx, reshard.FencingToken{Job: id, Token: fence.Token})
 	// Losing the session means another orchestrator may take the job: stop.
 	// Correctness does not depend on noticing in time; the fence does that.
 	ctx, stop := context.WithCancel(ctx)

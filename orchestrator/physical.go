@@ -41,7 +41,7 @@ func init() {
 		CreatesDestinations: true,
 		Check: func(o *Orchestrator, req Request) error {
 			if req.Provisioner == "" {
-				return fmt.Errorf("the physical strategy needs a provisioner to create peers: give --lab DIR")
+				return fmt.Errorf("the physical strategy needs a provisioner to create peers: give --lab DIR, or run 'reshard agent' on the new peers' hosts")
 			}
 			_, err := o.provisioner(req.Provisioner)
 			return err

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/reshard/reshard"
+	"github.com/reshard/reshard/agent"
 	"github.com/reshard/reshard/etcd"
 	"github.com/reshard/reshard/lab"
 	"github.com/reshard/reshard/orchestrator"
@@ -34,7 +35,7 @@ func (s *orchestratorSettings) leaseTTLFlag(cmd *cobra.Command) {
 // znode.
 func newOrchestrator(cli *clientv3.Client, s orchestratorSettings) *orchestrator.Orchestrator {
 	o := orchestrator.New(cli, nil)
-	o.Provisioners = provisioner
+	o.Provisioners = func(spec string) (reshard.Provisioner, error) { return provisioner(cli, spec) }
 	o.DumpZnodes = dialDumpZnode
 	if s.sessionTTL != nil {
 		o.SessionTTL = *s.sessionTTL
@@ -73,12 +74,18 @@ func withOrchestratorWithin(cmd *cobra.Command, g *globals, d time.Duration, fn 
 	})
 }
 
-// provisioner resolves a job's provisioner. The lab's is the one built:
-// "lab:DIR" creates peers in the lab in DIR.
-func provisioner(spec string) (reshard.Provisioner, error) {
+// provisioner resolves a job's provisioner: "lab:DIR" creates peers in
+// the lab in DIR, "agents:HOSTS" through the host agents (agent.SpecPrefix).
+func provisioner(cli *clientv3.Client, spec string) (reshard.Provisioner, error) {
+	if hosts, ok, err := agent.ParseSpec(spec); ok {
+		if err != nil {
+			return nil, err
+		}
+		return &agent.Provisioner{Agents: etcd.NewAgents(cli), Hosts: hosts}, nil
+	}
 	dir, ok := strings.CutPrefix(spec, "lab:")
 	if !ok {
-		return nil, fmt.Errorf("unknown provisioner %q (use --lab DIR)", spec)
+		return nil, fmt.Errorf("unknown provisioner %q (use --lab DIR, or run 'reshard agent' on the hosts)", spec)
 	}
 	if _, err := lab.Load(dir); err != nil {
 		return nil, err

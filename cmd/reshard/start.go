@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/reshard/reshard/agent"
+	"github.com/reshard/reshard/etcd"
 	"github.com/reshard/reshard/orchestrator"
 	"github.com/reshard/reshard/zookeeper"
 	"github.com/spf13/cobra"
@@ -20,7 +22,7 @@ import (
 func newStartCmd(g *globals) *cobra.Command {
 	req := orchestrator.Request{}
 	var dryRun, detach bool
-	var labDir string
+	var labDir, peerHosts string
 	var faults faultFlags
 	var orch orchestratorSettings
 	var zkServers string
@@ -42,6 +44,11 @@ the foreground, phase by phase, each recorded in etcd: if this process is
 killed, 'reshard resume JOB' (or a 'reshard run' service) continues where
 it stopped. --detach records the job for a 'reshard run' service instead.
 
+The physical strategy creates the new peers in the lab given by --lab,
+or else through host agents ('reshard agent'): on the hosts --peer-hosts
+names, one per new peer, or on free registered agent hosts (those running
+no peer). It refuses to start when there are too few.
+
 The dump lock (RFD 103 step 5) is kept in etcd, where 'reshard dump'
 looks. With --zookeeper (or pnodes registered with 'pnode add
 --zookeeper') it is also the znode /pg_dump_lock in that ZooKeeper, with
@@ -60,6 +67,12 @@ waits while another holder has it, and deletes it at release-dump-lock
 						return err
 					}
 					req.Provisioner = "lab:" + abs
+				} else if req.Strategy == orchestrator.Physical {
+					spec, err := agentSpec(ctx, o, req, peerHosts)
+					if err != nil {
+						return err
+					}
+					req.Provisioner = spec
 				}
 				if zkServers != "" {
 					servers, err := zookeeper.ParseServers(zkServers)
@@ -104,6 +117,7 @@ waits while another holder has it, and deletes it at release-dump-lock
 	f.IntVar(&req.Servers, "servers", 0, "destination servers: 1 per destination pnode in single-DC mode, 3 in triple")
 	f.StringVar((*string)(&req.Strategy), "strategy", string(orchestrator.Logical), orchestrator.StrategyHelp())
 	f.StringVar(&labDir, "lab", "", "physical strategy: create the new peers in the lab in DIR")
+	f.StringVar(&peerHosts, "peer-hosts", "", "physical strategy without --lab: the 'reshard agent' hosts of the new peers, one each, in order, e.g. pg-7,pg-8,pg-9 (default: free registered agent hosts)")
 	f.IntVar(&req.RateLimit, "rate-limit", 20000, "rows per second deleted from the origin in cleanup")
 	f.Int64Var(&req.LagBytes, "lag-threshold", 1<<20, "catch-up ends when replication is fewer bytes behind than this")
 	f.StringVar(&zkServers, "zookeeper", "", "Manta's ZooKeeper, HOST:PORT,...: also take the dump lock as a znode there, for Manatee's dump job (default: the pnodes' own, from 'pnode add --zookeeper')")
@@ -213,4 +227,24 @@ func isTerminal(w io.Writer) bool {
 	}
 	fi, err := f.Stat()
 	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// agentSpec is the physical strategy's provisioner through host agents,
+// after checking there is a free agent host for every new peer.
+func agentSpec(ctx context.Context, o *orchestrator.Orchestrator, req orchestrator.Request, peerHosts string) (string, error) {
+	var hosts []string
+	for _, h := range strings.Split(peerHosts, ",") {
+		if h = strings.TrimSpace(h); h != "" {
+			hosts = append(hosts, h)
+		}
+	}
+	spec := agent.Spec(hosts)
+	if _, _, err := agent.ParseSpec(spec); err != nil {
+		return "", fmt.Errorf("--peer-hosts: %w", err)
+	}
+	prov := &agent.Provisioner{Agents: etcd.NewAgents(o.Client()), Hosts: hosts}
+	if err := prov.Check(ctx, len(req.To)*req.DCMode.ServersPerPnode()); err != nil {
+		return "", err
+	}
+	return spec, nil
 }
