@@ -101,12 +101,12 @@ type faultCase struct {
 	// after (its own exit is then noted). A job it leaves is resumed.
 	pauseAt string
 	// host runs the first orchestrator on that lab host, not this machine.
-	host string
-	rows     int
-	resume   bool // the fault kills the orchestrator: resume until done
-	crash    func(f *faultCtx) string
-	inject   func(f *faultCtx)
-	extra    func(f *faultCtx) (routers []string, cleanup func())
+	host   string
+	rows   int
+	resume bool // the fault kills the orchestrator: resume until done
+	crash  func(f *faultCtx) string
+	inject func(f *faultCtx)
+	extra  func(f *faultCtx) (routers []string, cleanup func())
 }
 
 // distributedFaults says whether the fault suite runs on the distributed
