@@ -25,7 +25,12 @@ func (b *Buckets) Put(ctx context.Context, name string, opts any) error {
 	if err != nil {
 		return err
 	}
-	if _, err := b.cli.Put(ctx, bucketPrefix+name, string(v)); err != nil {
+	// The same value written twice is one write: tried again elsewhere
+	// when a member does not answer.
+	if err := attempts(ctx, func(ctx context.Context) error {
+		_, err := b.cli.Put(ctx, bucketPrefix+name, string(v))
+		return err
+	}); err != nil {
 		return fmt.Errorf("record bucket %s: %w", name, err)
 	}
 	return nil
@@ -33,7 +38,7 @@ func (b *Buckets) Put(ctx context.Context, name string, opts any) error {
 
 // Get reads a bucket's options into opts.
 func (b *Buckets) Get(ctx context.Context, name string, opts any) error {
-	resp, err := b.cli.Get(ctx, bucketPrefix+name)
+	resp, err := get(ctx, b.cli, bucketPrefix+name)
 	if err != nil {
 		return fmt.Errorf("read bucket %s: %w", name, err)
 	}
@@ -45,7 +50,7 @@ func (b *Buckets) Get(ctx context.Context, name string, opts any) error {
 
 // All reads every bucket's options in one request, by name.
 func (b *Buckets) All(ctx context.Context) (map[string]json.RawMessage, error) {
-	resp, err := b.cli.Get(ctx, bucketPrefix, clientv3.WithPrefix())
+	resp, err := get(ctx, b.cli, bucketPrefix, clientv3.WithPrefix())
 	if err != nil {
 		return nil, fmt.Errorf("list buckets: %w", err)
 	}
@@ -58,7 +63,7 @@ func (b *Buckets) All(ctx context.Context) (map[string]json.RawMessage, error) {
 
 // Names lists every bucket.
 func (b *Buckets) Names(ctx context.Context) ([]string, error) {
-	resp, err := b.cli.Get(ctx, bucketPrefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	resp, err := get(ctx, b.cli, bucketPrefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
 	if err != nil {
 		return nil, fmt.Errorf("list buckets: %w", err)
 	}

@@ -4,6 +4,7 @@ package etcd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -12,6 +13,8 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // Prefix is the root of every key reshard writes.
@@ -72,4 +75,46 @@ func splitEndpoints(s string) []string {
 		}
 	}
 	return out
+}
+
+// attempt is how long one try of a request in attempts may take.
+const attempt = 2 * time.Second
+
+// attempts runs fn up to three times, each try with its own deadline, while
+// it fails for want of a member. A request that went to a member the
+// network has cut off hangs until the connection's keepalive gives up,
+// seconds later, and then fails even if other members serve; a new try is
+// sent to another member. fn must be safe to repeat.
+func attempts(ctx context.Context, fn func(ctx context.Context) error) error {
+	var err error
+	for i := 0; i < 3; i++ {
+		actx, cancel := context.WithTimeout(ctx, attempt)
+		err = fn(actx)
+		cancel()
+		if err == nil || ctx.Err() != nil || !memberUnreachable(err) {
+			return err
+		}
+	}
+	return err
+}
+
+// memberUnreachable reports an error that another member may not give.
+func memberUnreachable(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	s, ok := status.FromError(err)
+	return ok && (s.Code() == codes.Unavailable || s.Code() == codes.DeadlineExceeded)
+}
+
+// get is a Get tried again on another member when the one asked does not
+// answer (attempts): for the small reads of the request path (registry,
+// buckets), which must not wait out a partitioned member's keepalive.
+func get(ctx context.Context, kv clientv3.KV, key string, opts ...clientv3.OpOption) (*clientv3.GetResponse, error) {
+	var resp *clientv3.GetResponse
+	err := attempts(ctx, func(ctx context.Context) (err error) {
+		resp, err = kv.Get(ctx, key, opts...)
+		return err
+	})
+	return resp, err
 }

@@ -145,7 +145,11 @@ func RunningDumps(ctx context.Context, cli *clientv3.Client, pnodes ...string) (
 
 // PnodeLocks maps each pnode a reshard job holds to the job's id.
 func PnodeLocks(ctx context.Context, cli *clientv3.Client) (map[string]string, error) {
-	resp, err := cli.Get(ctx, PnodeLockPrefix, clientv3.WithPrefix())
+	var resp *clientv3.GetResponse
+	err := attempts(ctx, func(ctx context.Context) (err error) {
+		resp, err = cli.Get(ctx, PnodeLockPrefix, clientv3.WithPrefix())
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -165,13 +169,18 @@ const BucketChangePrefix = Prefix + "locks/bucket-change/"
 // BeginBucketChange registers a bucket change on its own short lease, so a
 // changer that dies stops blocking jobs within ttl. end releases it.
 func BeginBucketChange(ctx context.Context, cli *clientv3.Client, id string, ttl time.Duration) (end func(), err error) {
-	lease, err := cli.Grant(ctx, int64(ttl.Seconds()))
+	// A try that timed out may have registered the change all the same:
+	// its lease ends it.
+	err = attempts(ctx, func(ctx context.Context) error {
+		lease, err := cli.Grant(ctx, int64(ttl.Seconds()))
+		if err != nil {
+			return err
+		}
+		end = func() { cli.Revoke(context.WithoutCancel(ctx), lease.ID) }
+		_, err = cli.Put(ctx, BucketChangePrefix+id, time.Now().UTC().Format(time.RFC3339), clientv3.WithLease(lease.ID))
+		return err
+	})
 	if err != nil {
-		return nil, fmt.Errorf("register bucket change: %w", err)
-	}
-	end = func() { cli.Revoke(context.WithoutCancel(ctx), lease.ID) }
-	if _, err := cli.Put(ctx, BucketChangePrefix+id, time.Now().UTC().Format(time.RFC3339), clientv3.WithLease(lease.ID)); err != nil {
-		end()
 		return nil, fmt.Errorf("register bucket change: %w", err)
 	}
 	return end, nil

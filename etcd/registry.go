@@ -53,7 +53,7 @@ func (r *Registry) AddPnode(ctx context.Context, p reshard.Pnode) error {
 
 // Pnode returns one registered pnode.
 func (r *Registry) Pnode(ctx context.Context, name string) (reshard.Pnode, error) {
-	resp, err := r.cli.Get(ctx, PnodeKey(name))
+	resp, err := get(ctx, r.cli, PnodeKey(name))
 	if err != nil {
 		return reshard.Pnode{}, fmt.Errorf("read pnode %s: %w", name, err)
 	}
@@ -69,7 +69,7 @@ func (r *Registry) Pnode(ctx context.Context, name string) (reshard.Pnode, error
 
 // Pnodes lists every registered pnode, sorted by name.
 func (r *Registry) Pnodes(ctx context.Context) ([]reshard.Pnode, error) {
-	resp, err := r.cli.Get(ctx, pnodePrefix, clientv3.WithPrefix())
+	resp, err := get(ctx, r.cli, pnodePrefix, clientv3.WithPrefix())
 	if err != nil {
 		return nil, fmt.Errorf("list pnodes: %w", err)
 	}

@@ -9,7 +9,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -97,22 +96,9 @@ func startDelayer(dir string, h Host) error {
 	}
 }
 
-// delayerPID is host's running delayer, or 0; the command line is checked
-// so that a reused pid is never signalled.
+// delayerPID is host's running delayer, or 0.
 func delayerPID(dir, host string) int {
-	b, err := os.ReadFile(delayerPIDFile(dir, host))
-	if err != nil {
-		return 0
-	}
-	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-	if !alive(pid) {
-		return 0
-	}
-	cl, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil || (len(cl) > 0 && !strings.Contains(string(cl), "\x00delay\x00")) {
-		return 0
-	}
-	return pid
+	return pidFromFile(delayerPIDFile(dir, host), "delay", host)
 }
 
 // stopDelayer stops host's delayer, which removes its rules as it goes.

@@ -152,12 +152,18 @@ func startEtcdMember(dir string, m EtcdMember) (exited <-chan error, err error) 
 	return done, os.WriteFile(EtcdMemberPIDFile(dir, m.Name), []byte(strconv.Itoa(cmd.Process.Pid)), 0o644)
 }
 
-// etcdMemberPID is the running member's pid, or 0. The command line is
-// checked so that a reused pid is never signalled. It reads empty for a
-// moment after exec, before the kernel has set up the new program's
-// arguments, and then the pid is taken as the member's.
+// etcdMemberPID is the running member's pid, or 0.
 func etcdMemberPID(dir, name string) int {
-	b, err := os.ReadFile(EtcdMemberPIDFile(dir, name))
+	return pidFromFile(EtcdMemberPIDFile(dir, name), "etcd-member", name)
+}
+
+// pidFromFile is the pid a lab process recorded in path while that process
+// runs, or 0. Its command line must hold every one of args, so that a
+// reused pid is never signalled. It reads empty for a moment after exec,
+// before the kernel has set up the new program's arguments, and then the
+// pid is taken as the process's.
+func pidFromFile(path string, args ...string) int {
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return 0
 	}
@@ -169,8 +175,10 @@ func etcdMemberPID(dir, name string) int {
 	if err != nil {
 		return 0
 	}
-	if len(cl) > 0 && (!strings.Contains(string(cl), "\x00etcd-member\x00") || !strings.Contains(string(cl), "\x00"+name+"\x00")) {
-		return 0
+	for _, a := range args {
+		if len(cl) > 0 && !strings.Contains(string(cl), "\x00"+a+"\x00") {
+			return 0
+		}
 	}
 	return pid
 }

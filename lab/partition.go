@@ -3,7 +3,6 @@ package lab
 import (
 	"fmt"
 	"os/exec"
-	"path/filepath"
 	"strings"
 
 	"github.com/reshard/reshard/lab/netdelay"
@@ -91,23 +90,12 @@ func Heal(dir, a, b string) ([]Partition, error) {
 }
 
 func withNetwork(dir string, fn func(st *State) error) error {
-	dir, err := filepath.Abs(dir)
-	if err != nil {
-		return err
-	}
-	unlock, err := lock(dir)
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	st, err := Load(dir)
-	if err != nil {
-		return err
-	}
-	if st.Network == nil {
-		return fmt.Errorf("the lab in %s has no hosts to partition: start it with 'reshard lab up --hosts'", dir)
-	}
-	return fn(st)
+	return Provisioner{Dir: dir}.withState(func(st *State, _ *pg) error {
+		if st.Network == nil {
+			return fmt.Errorf("the lab in %s has no hosts to partition: start it with 'reshard lab up --hosts'", st.Dir)
+		}
+		return fn(st)
+	})
 }
 
 // checkPartition refuses unknown hosts and a partition of this machine

@@ -159,7 +159,10 @@ func runFaultCase(t *testing.T, c faultCase, strategy string, hosts bool) faultR
 		defer wg.Done()
 		loadOut, loadErr, _ = run(t, l.env(), loadArgs...)
 	}()
-	time.Sleep(2 * time.Second)
+	// The job starts once the load has made its buckets and writes: a
+	// bucket change during a job is refused, and a fault can slow the load's
+	// start (a member cut off makes the first etcd requests wait).
+	waitLedger(t, ledger, 30)
 	out, stderr, ok := run(t, l.env(), args...)
 	if !ok {
 		t.Fatalf("%s: start: %s", c.name, stderr)
@@ -517,12 +520,14 @@ func distributedFaultCases() []faultCase {
 			f.note("%s (not the leader) cut from all before the job, healed after", cut)
 			return nil, f.heal
 		}},
-		{name: "router's host partitioned from etcd through the cutover", hostsOnly: true, extra: func(f *faultCtx) ([]string, func()) {
-			// The router learns the load's buckets before the cut: after it,
-			// it keeps what it knew, the ring included.
-			warmBuckets(f.t, f.l.Routers[1])
+		// The cut comes once the job runs, so the load has made its buckets
+		// (a bucket change through a router cut off from etcd waits for it
+		// and then fails); the router keeps what it knew, the ring included.
+		{name: "router's host partitioned from etcd through the cutover", hostsOnly: true, inject: func(f *faultCtx) {
+			p := f.waitPhase("copy", "add-peers", "catchup")
 			f.partition("router-2", "etcd-1", "etcd-2", "etcd-3")
-			f.note("router-2 cut from every etcd member before the job, healed after")
+			f.note("router-2 cut from every etcd member in %s, healed after the job", p)
+		}, extra: func(f *faultCtx) ([]string, func()) {
 			return nil, func() {
 				f.heal()
 				healed := false
