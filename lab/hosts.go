@@ -61,6 +61,9 @@ type Network struct {
 	Subnet  int           `json:"subnet"`
 	DCs     int           `json:"dcs,omitempty"`
 	Latency time.Duration `json:"latency_ns,omitempty"` // one way, between two DCs
+	// ControlNS names this machine's own network namespace, where the
+	// bridge is, for lab commands run from a host.
+	ControlNS string `json:"control_netns,omitempty"`
 }
 
 // dcCIDR is the addresses of DC d.
@@ -139,12 +142,33 @@ func networkID(dir string) string {
 }
 
 // ip runs the ip command and folds its output into the error.
-func ip(args ...string) error {
-	out, err := exec.Command("ip", args...).CombinedOutput()
+func (n *Network) ip(args ...string) error {
+	out, err := n.ipCommand(args...).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
 	}
 	return nil
+}
+
+// ipCommand runs ip in this machine's own network namespace, where the
+// bridge is, even from a process that runs on a host of the lab (an
+// orchestrator on a spare host, whose lab provisioner adds hosts for new
+// peers). The lab names that namespace when it makes the bridge: this
+// machine's init is not ours to look into.
+func (n *Network) ipCommand(args ...string) *exec.Cmd {
+	if n == nil || n.ControlNS == "" {
+		return exec.Command("ip", args...)
+	}
+	return exec.Command("nsenter", append([]string{"--net=" + filepath.Join(netnsDir, n.ControlNS), "--", "ip"}, args...)...)
+}
+
+// ready reports whether the host's namespace and its link to the bridge
+// exist, as addHost made them.
+func (n *Network) ready(h Host) bool {
+	if _, err := os.Stat(filepath.Join(netnsDir, h.NS)); err != nil {
+		return false
+	}
+	return n.ipCommand("-n", h.NS, "addr", "show", "dev", "eth0").Run() == nil && n.ipCommand("link", "show", h.Veth).Run() == nil
 }
 
 // checkHostsPossible says plainly why this machine cannot run a lab of
@@ -171,8 +195,8 @@ func createNetwork(dir string) (*Network, error) {
 	defer unlock()
 	n := &Network{ID: networkID(dir)}
 	n.Bridge = "rsb" + n.ID
-	_ = ip("link", "del", n.Bridge) // left by a lab of this directory that was not taken down
-	out, err := exec.Command("ip", "-4", "-o", "addr", "show").Output()
+	_ = n.ip("link", "del", n.Bridge) // left by a lab of this directory that was not taken down
+	out, err := n.ipCommand("-4", "-o", "addr", "show").Output()
 	if err != nil {
 		return nil, fmt.Errorf("ip addr show: %w", err)
 	}
@@ -184,17 +208,24 @@ func createNetwork(dir string) (*Network, error) {
 	if n.Subnet == 255 {
 		return nil, fmt.Errorf("every lab subnet in %s is taken", labSubnets)
 	}
-	if err := ip("link", "add", n.Bridge, "type", "bridge"); err != nil {
+	if err := n.ip("link", "add", n.Bridge, "type", "bridge"); err != nil {
 		return nil, err
 	}
-	if err := ip("addr", "add", n.Gateway()+"/24", "dev", n.Bridge); err != nil {
-		ip("link", "del", n.Bridge)
+	if err := n.ip("addr", "add", n.Gateway()+"/24", "dev", n.Bridge); err != nil {
+		n.ip("link", "del", n.Bridge)
 		return nil, err
 	}
-	if err := ip("link", "set", n.Bridge, "up"); err != nil {
-		ip("link", "del", n.Bridge)
+	if err := n.ip("link", "set", n.Bridge, "up"); err != nil {
+		n.ip("link", "del", n.Bridge)
 		return nil, err
 	}
+	control := "rs" + n.ID + "-" + ControlHost
+	_ = n.ip("netns", "del", control)
+	if err := n.ip("netns", "attach", control, strconv.Itoa(os.Getpid())); err != nil {
+		n.ip("link", "del", n.Bridge)
+		return nil, err
+	}
+	n.ControlNS = control
 	return n, nil
 }
 
@@ -223,7 +254,11 @@ func (s *State) addHost(name string) (*Host, error) {
 		return nil, fmt.Errorf("bad host name %q", name)
 	}
 	if h, ok := s.Host(name); ok {
-		return h, nil
+		if s.Network.ready(*h) {
+			return h, nil
+		}
+		// Recorded by an attempt that failed half way: made again below.
+		s.dropHost(name)
 	}
 	used := map[string]bool{}
 	for _, h := range s.Hosts {
@@ -260,7 +295,7 @@ func (s *State) addHost(name string) (*Host, error) {
 		{"-n", h.NS, "link", "set", "lo", "up"},
 	}
 	for _, step := range steps {
-		if err := ip(step...); err != nil {
+		if err := s.Network.ip(step...); err != nil {
 			return nil, fmt.Errorf("host %s: %w", name, err)
 		}
 	}
@@ -334,10 +369,10 @@ func (s *State) HostCommand(name string, argv ...string) (*exec.Cmd, error) {
 func (s *State) removeHost(h Host) {
 	stopDelayer(s.Dir, h.Name)
 	if h.NS != "" {
-		_ = ip("netns", "del", h.NS)
+		_ = s.Network.ip("netns", "del", h.NS)
 	}
 	if h.Veth != "" {
-		_ = ip("link", "del", h.Veth)
+		_ = s.Network.ip("link", "del", h.Veth)
 	}
 }
 
@@ -365,6 +400,10 @@ func removeNetwork(s *State) {
 		s.removeHost(h)
 	}
 	if s.Network != nil {
-		_ = ip("link", "del", s.Network.Bridge)
+		_ = s.Network.ip("link", "del", s.Network.Bridge)
+		if s.Network.ControlNS != "" {
+			// Only the name goes: this machine's namespace lives on.
+			_ = exec.Command("ip", "netns", "del", s.Network.ControlNS).Run()
+		}
 	}
 }

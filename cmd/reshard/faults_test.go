@@ -96,10 +96,11 @@ type faultCase struct {
 	// hostsOnly needs the distributed lab (hosts, partitions, etcd
 	// members); localOnly has a counterpart there.
 	hostsOnly, localOnly bool
-	// pauseAt makes the first orchestrator stop itself at that fault
-	// point; inject then runs while it is stopped, and it is continued
-	// after (its own exit is then noted). A job it leaves is resumed.
-	pauseAt string
+	// pauseAt makes the first orchestrator stop itself at that point, in
+	// whichever phase of the strategy passes it; inject then runs while it
+	// is stopped, and it is continued after (its own exit is then noted).
+	// A job it leaves is resumed.
+	pauseAt orchestrator.Point
 	// host runs the first orchestrator on that lab host, not this machine.
 	host   string
 	rows   int
@@ -174,7 +175,7 @@ func runFaultCase(t *testing.T, c faultCase, strategy string, hosts bool) faultR
 	}
 	jobDone := make(chan struct{})
 	if c.pauseAt != "" {
-		runPausedOrchestrator(f, c)
+		runPausedOrchestrator(f, c, strategy)
 		go func() {
 			defer close(jobDone)
 			resumeUntilDone(f)
@@ -252,16 +253,26 @@ func runOrchestrators(f *faultCtx, c faultCase, crash string, jobDone chan<- str
 // runPausedOrchestrator runs the first orchestrator (on c.host when set)
 // until it stops itself at c.pauseAt, injects the fault, continues it and
 // notes how it ended.
-func runPausedOrchestrator(f *faultCtx, c faultCase) {
-	argv := []string{binary, "resume", f.job, "--lease-ttl", "2s", "--pause-at", c.pauseAt}
+func runPausedOrchestrator(f *faultCtx, c faultCase, strategy string) {
+	at := ""
+	for _, p := range orchestrator.FaultPoints(orchestrator.StrategyName(strategy)) {
+		if strings.HasSuffix(p, ":"+string(c.pauseAt)) {
+			at = p
+			break
+		}
+	}
+	if at == "" {
+		f.t.Fatalf("the %s strategy has no point %s", strategy, c.pauseAt)
+	}
+	argv := []string{binary, "resume", f.job, "--lease-ttl", "2s", "--pause-at", at}
 	if c.host != "" {
 		argv = append([]string{"nsenter", "--net=" + filepath.Join("/run/netns", f.hostNS(c.host)), "--"}, argv...)
 	}
 	orch := startCommand(f.t, f.l.env(), argv...)
 	if !orch.waitStopped(3 * time.Minute) {
-		f.t.Fatalf("the orchestrator did not reach %s: %s", c.pauseAt, orch.stderr())
+		f.t.Fatalf("the orchestrator did not reach %s: %s", at, orch.stderr())
 	}
-	f.note("orchestrator stopped at %s", c.pauseAt)
+	f.note("orchestrator stopped at %s", at)
 	if c.inject != nil {
 		c.inject(f)
 	}
@@ -495,7 +506,7 @@ func faultCases(full bool) []faultCase {
 // distributedFaultCases are issue 19's faults: partitions and crashes of a
 // lab of hosts, and the crash of the origin's postmaster in the cutover.
 func distributedFaultCases() []faultCase {
-	frozen := orchestrator.FaultPoint("cutover", orchestrator.PointFrozen)
+	frozen := orchestrator.PointFrozen
 	return []faultCase{
 		{name: "origin primary SIGKILLed between the freeze and the flip", pauseAt: frozen, inject: func(f *faultCtx) {
 			if _, stderr, ok := run(f.t, nil, "lab", "restart", "--dir", f.l.Dir, "--peer", "1.moray-1", "--kill", "--down", "1s"); !ok {
