@@ -333,8 +333,15 @@ func (r *run) retry(ctx context.Context, what string, fn func() error) error {
 	}
 }
 
-// runPhase runs one phase through retry and records its outcome.
+// runPhase runs one phase through retry and records its outcome. Before
+// the flip an abort asked for meanwhile is taken up first: a phase can be
+// too short to poll for it (a small copy).
 func (r *run) runPhase(ctx context.Context, ph *Phase, fn func(context.Context, *run) error) error {
+	if !r.job.FlipDone() {
+		if asked, err := r.o.store.jobs.AbortRequested(ctx, r.job.ID); err == nil && asked {
+			return ErrAborted
+		}
+	}
 	now := time.Now().UTC()
 	if ph.Started == nil {
 		ph.Started = &now

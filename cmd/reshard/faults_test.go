@@ -163,7 +163,7 @@ func runFaultCase(t *testing.T, c faultCase, strategy string, hosts bool) faultR
 	// The job starts once the load has made its buckets and writes: a
 	// bucket change during a job is refused, and a fault can slow the load's
 	// start (a member cut off makes the first etcd requests wait).
-	waitLedger(t, ledger, 30)
+	waitLedgerFor(t, ledger, 30, 45*time.Second)
 	out, stderr, ok := run(t, l.env(), args...)
 	if !ok {
 		t.Fatalf("%s: start: %s", c.name, stderr)

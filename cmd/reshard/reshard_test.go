@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/reshard/reshard/load"
 	"github.com/reshard/reshard/orchestrator"
@@ -140,13 +141,19 @@ func splitUnderLoad(t *testing.T, strategy string) {
 // waitLedger waits until the ledger has n entries.
 func waitLedger(t *testing.T, path string, n int) {
 	t.Helper()
-	for i := 0; i < 200; i++ {
+	waitLedgerFor(t, path, n, 10*time.Second)
+}
+
+// waitLedgerFor is waitLedger with a limit: a load through a router cut
+// off from etcd starts slowly (its bucket changes wait and fail over).
+func waitLedgerFor(t *testing.T, path string, n int, limit time.Duration) {
+	t.Helper()
+	for deadline := time.Now().Add(limit); time.Now().Before(deadline); sleep(50) {
 		if es, err := load.ReadLedger(path); err == nil && len(es) >= n {
 			return
 		}
-		sleep(50)
 	}
-	t.Fatalf("ledger %s did not reach %d entries", path, n)
+	t.Fatalf("ledger %s did not reach %d entries in %s", path, n, limit)
 }
 
 var jobCreated = regexp.MustCompile(`job (\S+) created`)
