@@ -623,7 +623,7 @@ func faultTable(rows []faultRow) string {
 	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rows {
 		fmt.Fprintf(&b, "| %s | %s | %d | %d | %d | %d | %d | %d | %.0f ms | %v | %s |\n", r.Case, r.Strategy, r.Acked,
-			r.ClientErrors, r.Missing, r.Stale, r.Misplaced, r.Ambiguous, r.WriteBlockMS, r.Finished, r.Note)
+			r.ClientErrors, r.Missing, r.Stale, r.Misplaced, r.Ambiguous, r.WriteBlockMS, r.Finished, strings.Join(strings.Fields(r.Note), " "))
 	}
 	return b.String()
 }
