@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/reshard/reshard/lab/netdelay"
 	"github.com/reshard/reshard/pgserver"
 )
 
@@ -177,7 +178,7 @@ func checkHostsPossible() error {
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("--hosts needs root: it creates network namespaces, a bridge and veth links")
 	}
-	for _, tool := range []string{"ip", "nsenter", iptablesCommand()} {
+	for _, tool := range []string{"ip", "nsenter", netdelay.IptablesCmd} {
 		if _, err := exec.LookPath(tool); err != nil {
 			return fmt.Errorf("--hosts needs %s on PATH (Debian packages iproute2, util-linux, iptables)", tool)
 		}
@@ -406,4 +407,65 @@ func removeNetwork(s *State) {
 			_ = exec.Command("ip", "netns", "del", s.Network.ControlNS).Run()
 		}
 	}
+}
+
+// HostRow is one row of `lab status --hosts`.
+type HostRow struct {
+	Name    string   `json:"name"`
+	Addr    string   `json:"addr"`
+	NetNS   string   `json:"netns,omitempty"`
+	DC      int      `json:"dc,omitempty"`
+	Runs    string   `json:"runs"`
+	CutFrom []string `json:"cut_from"` // hosts it cannot reach; "all" for every one
+}
+
+// HostRows lists this machine (control) and every host, with what runs
+// there and the links cut.
+func HostRows(st *State) []HostRow {
+	if st.Network == nil {
+		return nil
+	}
+	runs := map[string]string{ControlHost: "lab commands, orchestrator, tests"}
+	for _, sh := range st.Shards {
+		for _, p := range sh.Peers {
+			runs[p.Name] = fmt.Sprintf("postgres %s %s", sh.Name, p.Role)
+		}
+	}
+	for _, m := range st.EtcdMembers {
+		runs[m.Name] = "etcd member"
+	}
+	for i := range st.RouterPorts {
+		runs[RouterHostName(i)] = "router"
+	}
+	for _, h := range st.Hosts {
+		if strings.HasPrefix(h.Name, "spare-") && runs[h.Name] == "" {
+			runs[h.Name] = "spare"
+		}
+	}
+	control := HostRow{Name: ControlHost, Addr: st.Network.Gateway(), Runs: runs[ControlHost]}
+	if st.Network.DCs > 1 {
+		control.DC = 1
+	}
+	rows := []HostRow{control}
+	for _, h := range st.Hosts {
+		r := runs[h.Name]
+		if r == "" {
+			r = "-"
+		}
+		rows = append(rows, HostRow{Name: h.Name, Addr: h.Addr, NetNS: h.NS, DC: h.DC, Runs: r})
+	}
+	for i := range rows {
+		rows[i].CutFrom = []string{}
+		for _, p := range st.Partitions {
+			switch {
+			case p.A == rows[i].Name && p.B == "":
+				rows[i].CutFrom = append(rows[i].CutFrom, "all")
+			case p.A == rows[i].Name:
+				rows[i].CutFrom = append(rows[i].CutFrom, p.B)
+			case p.B == rows[i].Name:
+				rows[i].CutFrom = append(rows[i].CutFrom, p.A)
+			}
+		}
+	}
+	return rows
 }

@@ -24,10 +24,6 @@ func (p Partition) String() string {
 	return p.A + " | " + p.B
 }
 
-// iptablesCommand is netdelay's: each iptables backend lists only its own
-// rules, so the lab makes every rule (partitions, latency) with one.
-func iptablesCommand() string { return netdelay.IptablesCmd }
-
 // Cut partitions hosts a and b (b "" for every other host) in the lab in
 // dir. The rules sit in the namespaces of the hosts cut, never in this
 // machine's own.
@@ -165,72 +161,11 @@ func (s *State) applyPartitions(names ...string) error {
 			}
 		}
 		for _, r := range rules {
-			argv := h.argv(nil, append([]string{iptablesCommand(), "-w"}, r...)...)
+			argv := h.argv(nil, append([]string{netdelay.IptablesCmd, "-w"}, r...)...)
 			if out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput(); err != nil {
 				return fmt.Errorf("host %s: %s: %v: %s", name, strings.Join(r, " "), err, strings.TrimSpace(string(out)))
 			}
 		}
 	}
 	return nil
-}
-
-// HostRow is one row of `lab status --hosts`.
-type HostRow struct {
-	Name    string   `json:"name"`
-	Addr    string   `json:"addr"`
-	NetNS   string   `json:"netns,omitempty"`
-	DC      int      `json:"dc,omitempty"`
-	Runs    string   `json:"runs"`
-	CutFrom []string `json:"cut_from"` // hosts it cannot reach; "all" for every one
-}
-
-// HostRows lists this machine (control) and every host, with what runs
-// there and the links cut.
-func HostRows(st *State) []HostRow {
-	if st.Network == nil {
-		return nil
-	}
-	runs := map[string]string{ControlHost: "lab commands, orchestrator, tests"}
-	for _, sh := range st.Shards {
-		for _, p := range sh.Peers {
-			runs[p.Name] = fmt.Sprintf("postgres %s %s", sh.Name, p.Role)
-		}
-	}
-	for _, m := range st.EtcdMembers {
-		runs[m.Name] = "etcd member"
-	}
-	for i := range st.RouterPorts {
-		runs[RouterHostName(i)] = "router"
-	}
-	for _, h := range st.Hosts {
-		if strings.HasPrefix(h.Name, "spare-") && runs[h.Name] == "" {
-			runs[h.Name] = "spare"
-		}
-	}
-	control := HostRow{Name: ControlHost, Addr: st.Network.Gateway(), Runs: runs[ControlHost]}
-	if st.Network.DCs > 1 {
-		control.DC = 1
-	}
-	rows := []HostRow{control}
-	for _, h := range st.Hosts {
-		r := runs[h.Name]
-		if r == "" {
-			r = "-"
-		}
-		rows = append(rows, HostRow{Name: h.Name, Addr: h.Addr, NetNS: h.NS, DC: h.DC, Runs: r})
-	}
-	for i := range rows {
-		rows[i].CutFrom = []string{}
-		for _, p := range st.Partitions {
-			switch {
-			case p.A == rows[i].Name && p.B == "":
-				rows[i].CutFrom = append(rows[i].CutFrom, "all")
-			case p.A == rows[i].Name:
-				rows[i].CutFrom = append(rows[i].CutFrom, p.B)
-			case p.B == rows[i].Name:
-				rows[i].CutFrom = append(rows[i].CutFrom, p.A)
-			}
-		}
-	}
-	return rows
 }
