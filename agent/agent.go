@@ -390,20 +390,57 @@ func (a *agent) saveRecord(rec *record) error {
 	return writeFile(a.recordPath(rec.Name), b)
 }
 
-func (a *agent) records() ([]*record, error) {
-	files, err := filepath.Glob(a.path("peers", "*.json"))
+func (a *agent) records() ([]*record, error) { return readRecords(a.cfg.DataRoot) }
+
+// readRecords reads every peer record under an agent's data root.
+func readRecords(root string) ([]*record, error) {
+	files, err := filepath.Glob(filepath.Join(root, "peers", "*.json"))
 	if err != nil {
 		return nil, err
 	}
 	var out []*record
 	for _, f := range files {
-		rec, err := a.loadRecord(filepath.Base(f[:len(f)-len(".json")]))
+		b, err := os.ReadFile(f)
+		if errors.Is(err, os.ErrNotExist) {
+			continue // removed since the listing
+		}
 		if err != nil {
 			return nil, err
 		}
-		if rec != nil {
-			out = append(out, rec)
+		var rec record
+		if err := json.Unmarshal(b, &rec); err != nil {
+			return nil, fmt.Errorf("%s: %w", f, err)
 		}
+		out = append(out, &rec)
+	}
+	return out, nil
+}
+
+// LocalPeer is a peer an agent made, as its data root records it: what a
+// lab on the same machine shows and stops.
+type LocalPeer struct {
+	Name     string
+	Pnode    string
+	Port     int
+	Role     reshard.Role
+	Upstream string // the peer it streams from, by name
+	DataDir  string
+	Ready    bool // made and streaming; not set while half made
+}
+
+// LocalPeers lists the peers recorded under an agent's data root.
+func LocalPeers(root string) ([]LocalPeer, error) {
+	recs, err := readRecords(root)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]LocalPeer, 0, len(recs))
+	for _, r := range recs {
+		p := LocalPeer{Name: r.Name, Pnode: r.Pnode, Port: r.Port, Role: r.Role, DataDir: filepath.Join(root, "data", r.Name), Ready: r.Ready}
+		if r.Upstream != nil {
+			p.Upstream = r.Upstream.Name
+		}
+		out = append(out, p)
 	}
 	return out, nil
 }

@@ -88,10 +88,16 @@ func (p *Provisioner) Check(ctx context.Context, n int) error {
 	if len(p.Hosts) < n {
 		return fmt.Errorf("%w: %d new peers need %d hosts, --peer-hosts names %d", ErrTooFewHosts, n, n, len(p.Hosts))
 	}
-	for _, h := range p.Hosts[:n] {
-		if !slices.Contains(free, h) {
-			return fmt.Errorf("%w: host %s has no agent registered or already runs a peer", ErrTooFewHosts, h)
+	// Each new peer takes the first named host that is free (hostFor).
+	var named []string
+	for _, h := range p.Hosts {
+		if slices.Contains(free, h) {
+			named = append(named, h)
 		}
+	}
+	if len(named) < n {
+		return fmt.Errorf("%w: %d new peers need %d, and %d of the hosts named are registered and run no peer (%s)",
+			ErrTooFewHosts, n, n, len(named), strings.Join(named, ", "))
 	}
 	return nil
 }

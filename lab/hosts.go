@@ -426,8 +426,15 @@ func HostRows(st *State) []HostRow {
 		return nil
 	}
 	runs := map[string]string{ControlHost: "lab commands, orchestrator, tests"}
-	for _, sh := range st.Shards {
+	for _, a := range st.Agents {
+		runs[a.Name] = "agent"
+	}
+	for _, sh := range st.AllShards() {
 		for _, p := range sh.Peers {
+			if p.Agent != "" {
+				runs[p.Agent] = fmt.Sprintf("agent, postgres %s %s (%s)", sh.Name, p.Role, p.Name)
+				continue
+			}
 			runs[p.Name] = fmt.Sprintf("postgres %s %s", sh.Name, p.Role)
 		}
 	}

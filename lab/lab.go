@@ -42,8 +42,9 @@ type Config struct {
 	// (one way) between any two; 0 or 1 is one datacenter.
 	DCs       int
 	DCLatency time.Duration
-	// SpareHosts are hosts with nothing on them (spare-1, ...): for an
-	// orchestrator run apart, or new peers.
+	// SpareHosts are hosts that run a host agent and no peer (spare-1,
+	// ...): for the physical strategy's new peers, or an orchestrator run
+	// apart. In a lab without --hosts their agents run on 127.0.0.1.
 	SpareHosts int
 	// CrossShardFind is the routers' --cross-shard-find ("": theirs).
 	CrossShardFind string
@@ -80,9 +81,6 @@ func (c Config) Validate() error {
 	}
 	if c.SpareHosts < 0 || c.SpareHosts > 32 {
 		return fmt.Errorf("--spare-hosts must be between 0 and 32, got %d", c.SpareHosts)
-	}
-	if c.SpareHosts > 0 && !c.Hosts {
-		return fmt.Errorf("--spare-hosts needs --hosts")
 	}
 	if c.DCs > 1 && !c.Hosts {
 		return fmt.Errorf("--dcs needs --hosts: the latency is between hosts")
@@ -279,6 +277,9 @@ func Up(ctx context.Context, cfg Config) (st *State, err error) {
 			cfg.progress("hosts in %d datacenters, %s each way between them", st.Network.DCs, st.Network.Latency)
 		}
 	}
+	if err := st.prepareAgents(cfg.SpareHosts, g.as); err != nil {
+		return st, err
+	}
 	for i := range st.RouterPorts {
 		h := st.routerPlace(i).host()
 		st.Routers = append(st.Routers, fmt.Sprintf("http://%s", net.JoinHostPort(h, strconv.Itoa(st.RouterPorts[i]))))
@@ -317,6 +318,12 @@ func Up(ctx context.Context, cfg Config) (st *State, err error) {
 	if len(st.Routers) > 0 {
 		cfg.progress("waiting for %d routers to serve ring version %d", len(st.Routers), st.RingVersion)
 		if err := waitRouters(ctx, cli, st); err != nil {
+			return st, err
+		}
+	}
+	if len(st.Agents) > 0 {
+		cfg.progress("waiting for the agents of %d spare hosts", len(st.Agents))
+		if err := waitAgents(ctx, cli, st); err != nil {
 			return st, err
 		}
 	}
@@ -545,8 +552,8 @@ func Down(dir string) error {
 }
 
 // teardown stops peers (standbys first, so none logs its upstream's
-// disappearance), then the supervisor, then the etcd members it started,
-// then removes the data.
+// disappearance), then the supervisor, then the agents and the peers they
+// made, then the etcd members it started, then removes the data.
 func teardown(st *State, g *pg) {
 	for _, sh := range st.Shards {
 		for i := len(sh.Peers) - 1; i >= 0; i-- {
@@ -556,6 +563,7 @@ func teardown(st *State, g *pg) {
 	if st.SupervisorPID != 0 {
 		stopPID(st.SupervisorPID, syscall.SIGTERM, 20*time.Second)
 	}
+	stopAgents(st, g)
 	stopEtcdMembers(st)
 	// Routers outlive a supervisor that was killed; stop them by pid.
 	for i := range st.RouterPorts {

@@ -86,7 +86,7 @@ func Heal(dir, a, b string) ([]Partition, error) {
 }
 
 func withNetwork(dir string, fn func(st *State) error) error {
-	return Provisioner{Dir: dir}.withState(func(st *State, _ *pg) error {
+	return withState(dir, func(st *State, _ *pg) error {
 		if st.Network == nil {
 			return fmt.Errorf("the lab in %s has no hosts to partition: start it with 'reshard lab up --hosts'", st.Dir)
 		}

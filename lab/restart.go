@@ -14,15 +14,14 @@ import (
 // postmaster: a crash, with no checkpoint and backends orphaned), waits
 // down, and starts it again: a fault test's "primary restart".
 func RestartPeer(ctx context.Context, dir, name string, down time.Duration, kill bool) error {
-	pr := Provisioner{Dir: dir}
 	var p Peer
 	var g *pg
-	if err := pr.withState(func(st *State, gg *pg) error {
-		_, q := st.peer(name)
-		if q == nil {
+	if err := withState(dir, func(st *State, gg *pg) error {
+		q, ok := st.findPeer(name)
+		if !ok {
 			return fmt.Errorf("peer %s is not in the lab", name)
 		}
-		p, g = *q, gg
+		p, g = q, gg
 		if kill {
 			g.kill(p)
 			return nil
@@ -36,9 +35,9 @@ func RestartPeer(ctx context.Context, dir, name string, down time.Duration, kill
 	case <-ctx.Done():
 	case <-time.After(down):
 	}
-	return pr.withState(func(st *State, g *pg) error {
-		_, q := st.peer(name)
-		if q == nil {
+	return withState(dir, func(st *State, g *pg) error {
+		q, ok := st.findPeer(name)
+		if !ok {
 			return fmt.Errorf("peer %s left the lab while it was down", name)
 		}
 		// After a SIGKILL the old backends notice their postmaster's death
@@ -46,11 +45,12 @@ func RestartPeer(ctx context.Context, dir, name string, down time.Duration, kill
 		// on the shared memory they still hold.
 		var err error
 		for attempt := 0; attempt < 20; attempt++ {
-			if err = g.start(ctx, q); err == nil || !kill {
-				return err
+			if err = g.start(ctx, &q); err == nil || !kill {
+				break
 			}
 			time.Sleep(250 * time.Millisecond)
 		}
+		st.updatePeer(q)
 		return err
 	})
 }

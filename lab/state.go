@@ -43,6 +43,8 @@ type State struct {
 	Partitions []Partition `json:"partitions,omitempty"`
 	// RouterPlaces is where each router runs (empty: 127.0.0.1).
 	RouterPlaces []Place `json:"router_places,omitempty"`
+	// Agents are the spare hosts, each running a host agent (agents.go).
+	Agents []AgentHost `json:"agents,omitempty"`
 }
 
 // routerPlace is where router i runs.
@@ -71,6 +73,9 @@ type Peer struct {
 	Upstream string       `json:"upstream,omitempty"` // peer it streams from
 	PID      int          `json:"pid"`
 	Place
+	// Agent is the host whose agent made the peer (a physical split's new
+	// peer); empty for the lab's own.
+	Agent string `json:"agent,omitempty"`
 }
 
 // DSN is how clients reach the peer. The lab listens on loopback or its
@@ -145,4 +150,55 @@ func (s *State) Shard(name string) (*Shard, bool) {
 		}
 	}
 	return nil, false
+}
+
+// withState runs fn on the state of the lab in dir under the lab lock, and
+// saves it.
+func withState(dir string, fn func(st *State, g *pg) error) error {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	unlock, err := lock(dir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	st, err := Load(dir)
+	if err != nil {
+		return err
+	}
+	g, err := newPG(filepath.Join(dir, "logs"))
+	if err != nil {
+		return err
+	}
+	ferr := fn(st, g)
+	if err := st.save(); err != nil {
+		return err
+	}
+	return ferr
+}
+
+// findPeer finds a peer of any shard by name, the agents' peers included.
+func (s *State) findPeer(name string) (Peer, bool) {
+	for _, sh := range s.AllShards() {
+		for _, p := range sh.Peers {
+			if p.Name == name {
+				return p, true
+			}
+		}
+	}
+	return Peer{}, false
+}
+
+// updatePeer records a peer of the lab's own shards as it now runs (its
+// port and pid); an agent's peer is its agent's to record.
+func (s *State) updatePeer(p Peer) {
+	for i := range s.Shards {
+		for j := range s.Shards[i].Peers {
+			if s.Shards[i].Peers[j].Name == p.Name {
+				s.Shards[i].Peers[j] = p
+			}
+		}
+	}
 }

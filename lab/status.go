@@ -16,8 +16,9 @@ type PeerStatus struct {
 	Role       reshard.Role  `json:"role"`
 	Peer       string        `json:"peer"`
 	Port       int           `json:"port"`
-	Addr       string        `json:"addr,omitempty"` // its host's address, in a lab of hosts
-	PG         string        `json:"pg"`             // ok or down
+	Addr       string        `json:"addr,omitempty"`  // its host's address, in a lab of hosts
+	Agent      string        `json:"agent,omitempty"` // the spare host whose agent made it
+	PG         string        `json:"pg"`              // ok or down
 	InRecovery bool          `json:"in_recovery"`
 	WAL        postgres.LSN  `json:"wal"` // current LSN (primary) or replayed LSN (standby)
 	Repl       string        `json:"repl"`
@@ -30,20 +31,22 @@ type PeerStatus struct {
 	LagBytes   *uint64  `json:"lag_bytes,omitempty"`
 }
 
-// Status reads every peer live. A peer that does not answer is "down".
-// A peer's upstream may sit in another shard: the physical strategy's new
-// peers stream from the origin's primary while they catch up.
+// Status reads every peer live, the agents' peers included. A peer that
+// does not answer is "down". A peer's upstream may sit in another shard:
+// the physical strategy's new peers stream from the origin's primary while
+// they catch up.
 func Status(ctx context.Context, st *State) []PeerStatus {
+	shards := st.AllShards()
 	reps := map[string]*postgres.Replication{}
-	for _, sh := range st.Shards {
+	for _, sh := range shards {
 		for _, p := range sh.Peers {
 			reps[p.Name] = readPeer(ctx, p)
 		}
 	}
 	var out []PeerStatus
-	for _, sh := range st.Shards {
+	for _, sh := range shards {
 		for i, p := range sh.Peers {
-			row := PeerStatus{Shard: sh.Name, Role: p.Role, Peer: p.Name, Port: p.Port, Addr: p.Addr, PG: "down", Repl: "-"}
+			row := PeerStatus{Shard: sh.Name, Role: p.Role, Peer: p.Name, Port: p.Port, Addr: p.Addr, Agent: p.Agent, PG: "down", Repl: "-"}
 			r := reps[p.Name]
 			if r != nil {
 				row.PG, row.InRecovery, row.WAL = "ok", r.InRecovery, r.WAL

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strconv"
@@ -30,8 +31,8 @@ func RouterPIDFile(dir string, i int) string {
 }
 
 // Supervise runs the lab's long-lived services until SIGTERM or SIGINT: the
-// embedded etcd, and the routers as child processes that it restarts if
-// they die. `lab up` starts it; `lab down` stops it. A lab of several etcd
+// embedded etcd, and the routers and the spare hosts' agents as child
+// processes that it restarts if they die (as SMF restarts a service). `lab up` starts it; `lab down` stops it. A lab of several etcd
 // members runs each as its own process instead: the supervisor starts those
 // that are not running and leaves them running when it stops, as the
 // PostgreSQL peers are, for `lab restart` and `lab down` to act on.
@@ -85,6 +86,13 @@ func Supervise(dir string) error {
 			keepRouter(ctx, log, dir, exe, etcdURL, st.routerPlace(i), i, port, moray, st.CrossShardFind)
 		}()
 	}
+	for _, a := range st.Agents {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			keep(ctx, log, dir, "agent-"+a.Name, AgentPIDFile(dir, a.Name), func() *exec.Cmd { return a.command(exe, etcdURL) })
+		}()
+	}
 	if err := os.WriteFile(readyPath(dir), []byte(etcdURL), 0o644); err != nil {
 		return err
 	}
@@ -134,33 +142,41 @@ func embeddedErr(m *etcd.Embedded) <-chan error {
 
 // keepRouter runs router i and starts it again when it dies, until ctx ends.
 func keepRouter(ctx context.Context, log *slog.Logger, dir, exe, etcdURL string, place Place, i, port, morayPort int, crossShardFind string) {
-	name := RouterHostName(i)
 	addr := func(port int) string { return net.JoinHostPort(place.host(), strconv.Itoa(port)) }
-	for ctx.Err() == nil {
-		logf, err := os.OpenFile(filepath.Join(dir, "logs", name+".log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-		if err != nil {
-			log.Error("router log", "err", err)
-			return
-		}
-		args := []string{exe, "router", "--etcd", etcdURL, "--listen", addr(port), "--name", name}
+	keep(ctx, log, dir, RouterHostName(i), RouterPIDFile(dir, i), func() *exec.Cmd {
+		args := []string{exe, "router", "--etcd", etcdURL, "--listen", addr(port), "--name", RouterHostName(i)}
 		if morayPort > 0 {
 			args = append(args, "--moray-listen", addr(morayPort))
 		}
 		if crossShardFind != "" {
 			args = append(args, "--cross-shard-find", crossShardFind)
 		}
-		cmd := place.command(nil, args...)
+		return place.command(nil, args...)
+	})
+}
+
+// keep runs the command that newCmd makes, logging to logs/NAME.log with
+// its pid in pidFile, and starts it again a second after it dies, until
+// ctx ends; then it stops it with SIGTERM (SIGKILL after 10 s).
+func keep(ctx context.Context, log *slog.Logger, dir, name, pidFile string, newCmd func() *exec.Cmd) {
+	for ctx.Err() == nil {
+		logf, err := os.OpenFile(filepath.Join(dir, "logs", name+".log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+		if err != nil {
+			log.Error("log file", "process", name, "err", err)
+			return
+		}
+		cmd := newCmd()
 		cmd.Stdout, cmd.Stderr = logf, logf
 		if err := cmd.Start(); err != nil {
 			logf.Close()
-			log.Error("start router", "router", name, "err", err)
+			log.Error("start", "process", name, "err", err)
 		} else {
-			os.WriteFile(RouterPIDFile(dir, i), []byte(strconv.Itoa(cmd.Process.Pid)), 0o644)
+			os.WriteFile(pidFile, []byte(strconv.Itoa(cmd.Process.Pid)), 0o644)
 			exited := make(chan error, 1)
 			go func() { exited <- cmd.Wait() }()
 			select {
 			case err := <-exited:
-				log.Warn("router exited; restarting", "router", name, "err", err)
+				log.Warn("exited; restarting", "process", name, "err", err)
 			case <-ctx.Done():
 				cmd.Process.Signal(syscall.SIGTERM)
 				select {
@@ -177,5 +193,5 @@ func keepRouter(ctx context.Context, log *slog.Logger, dir, exe, etcdURL string,
 		case <-time.After(time.Second):
 		}
 	}
-	os.Remove(RouterPIDFile(dir, i))
+	os.Remove(pidFile)
 }

@@ -117,7 +117,7 @@ func streamsTo(t *testing.T, upstream, name string) string {
 // repeat, the chained one made sync, the first promoted (fenced), a stale
 // token refused, and both removed.
 func TestAgentProvisioner(t *testing.T) {
-	l := labUp(t, "--shards", "1", "--peers", "1", "--routers", "0", "--vnodes", "16")
+	l := labUp(t, "--shards", "1", "--peers", "1", "--routers", "0", "--vnodes", "16", "--spare-hosts", "0")
 	startAgent(t, l, "h1", agentRoot(t))
 	startAgent(t, l, "h2", agentRoot(t))
 	cli := l.etcdClient(t)
@@ -195,7 +195,7 @@ func TestAgentProvisioner(t *testing.T) {
 // removes the half-made peer and makes it again, and the provisioner that
 // asked sees the operation done.
 func TestAgentKilledDuringBaseBackup(t *testing.T) {
-	l := labUp(t, "--shards", "1", "--peers", "1", "--routers", "0", "--vnodes", "16")
+	l := labUp(t, "--shards", "1", "--peers", "1", "--routers", "0", "--vnodes", "16", "--spare-hosts", "0")
 	root := agentRoot(t)
 	a := startAgent(t, l, "h1", root)
 	cli := l.etcdClient(t)
@@ -272,7 +272,7 @@ func backups(root string) []int {
 // the hosts --peer-hosts names, through their agents, and end as a primary
 // with a sync and an async. Too few hosts is a one-line refusal.
 func TestAgentPhysicalSplit(t *testing.T) {
-	l := labUp(t, "--shards", "1", "--peers", "1", "--routers", "0", "--vnodes", "16")
+	l := labUp(t, "--shards", "1", "--peers", "1", "--routers", "0", "--vnodes", "16", "--spare-hosts", "0")
 	for _, h := range []string{"h1", "h2", "h3"} {
 		startAgent(t, l, h, agentRoot(t))
 	}

@@ -92,7 +92,7 @@ func TestLabCLI(t *testing.T) {
 		t.Fatalf("lab status: %s %s", out, stderr)
 	}
 	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if f := strings.Fields(lines[2]); f[0] != "primary" || f[2] != "ok" || f[3] != "sync" {
+	if f := strings.Fields(lines[2]); f[0] != "primary" || f[2] != "1.moray-1" || f[3] != "ok" || f[4] != "sync" {
 		t.Fatalf("primary row: %q", lines[2])
 	}
 

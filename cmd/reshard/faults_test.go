@@ -122,7 +122,7 @@ func runFaultCase(t *testing.T, c faultCase, strategy string, hosts bool) faultR
 		// RFD 103's triple-DC mode: each shard's primary, sync and async in
 		// another DC, 10 ms apart each way.
 		labArgs = []string{"--shards", "2", "--peers", "3", "--routers", "2", "--vnodes", "256",
-			"--hosts", "--dcs", "3", "--dc-latency", "10ms", "--etcd-members", "3", "--spare-hosts", "1"}
+			"--hosts", "--dcs", "3", "--dc-latency", "10ms", "--etcd-members", "3", "--spare-hosts", "4"}
 		peers, split = "3", []string{"--dc-mode", "triple", "--servers", "3"}
 	}
 	l := labUp(t, labArgs...)
@@ -503,6 +503,10 @@ func faultCases(full bool) []faultCase {
 	return cases
 }
 
+// orchestratorHost is the spare host a case's orchestrator runs on: the
+// last one, as the physical strategy's new peers take the first three.
+var orchestratorHost = lab.SpareHostName(4)
+
 // distributedFaultCases are issue 19's faults: partitions and crashes of a
 // lab of hosts, and the crash of the origin's postmaster in the cutover.
 func distributedFaultCases() []faultCase {
@@ -557,10 +561,10 @@ func distributedFaultCases() []faultCase {
 			f.partition("router-1", "1.moray-1")
 			f.note("router-1 cut from 1.moray-1 in %s; healed after the job", p)
 		}, extra: func(f *faultCtx) ([]string, func()) { return nil, f.heal }},
-		{name: "orchestrator's host partitioned from etcd just after the freeze", hostsOnly: true, pauseAt: frozen, host: lab.SpareHostName(1),
+		{name: "orchestrator's host partitioned from etcd just after the freeze", hostsOnly: true, pauseAt: frozen, host: orchestratorHost,
 			inject: func(f *faultCtx) {
-				f.partition(lab.SpareHostName(1), "etcd-1", "etcd-2", "etcd-3")
-				f.note("the orchestrator's host (spare-1) cut from every etcd member with writes frozen, not from PostgreSQL")
+				f.partition(orchestratorHost, "etcd-1", "etcd-2", "etcd-3")
+				f.note("the orchestrator's host (%s) cut from every etcd member with writes frozen, not from PostgreSQL", orchestratorHost)
 			}, extra: func(f *faultCtx) ([]string, func()) { return nil, f.heal }},
 	}
 }

@@ -100,14 +100,15 @@ func TestSplitOnHosts(t *testing.T) {
 	}
 	verifyLedger(t, l, ledger)
 
-	// The physical split's new peer is a host of its own.
+	// The physical split's new peer runs on the first spare host, made by
+	// that host's agent, in the host's namespace.
 	st, err = lab.Load(l.Dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	checkOwnHosts(t, st)
-	if h, ok := st.Host("4.moray-1"); !ok || h.Addr == "" {
-		t.Fatalf("the physical split's new peer has no host: %+v", st.Hosts)
+	if r := hostRows(t, l)[lab.SpareHostName(1)]; !strings.Contains(r.Runs, "agent, postgres 4.moray primary (4.moray-1)") {
+		t.Fatalf("%s runs %q, want the physical split's new peer", lab.SpareHostName(1), r.Runs)
 	}
 
 	if out, stderr, ok := run(t, nil, "lab", "heal", "--dir", l.Dir); !ok || !strings.Contains(out, "healed: "+cut) {
@@ -129,7 +130,7 @@ func checkOwnHosts(t *testing.T, st *lab.State) {
 		t.Fatal(err)
 	}
 	seen := map[string]string{}
-	for _, sh := range st.Shards {
+	for _, sh := range st.AllShards() {
 		for _, p := range sh.Peers {
 			b, err := os.ReadFile(filepath.Join(p.DataDir, "postmaster.pid"))
 			if err != nil {

@@ -137,7 +137,8 @@ func newLabUpCmd(g *globals) *cobra.Command {
 	cmd.Flags().IntVar(&cfg.DCs, "dcs", 1,
 		"with --hosts, spread the hosts over this many datacenters (1 to 3): a shard's primary, sync and async each in another, with --dc-latency between any two")
 	cmd.Flags().DurationVar(&cfg.DCLatency, "dc-latency", 10*time.Millisecond, "one-way latency between two datacenters (--dcs)")
-	cmd.Flags().IntVar(&cfg.SpareHosts, "spare-hosts", 0, "with --hosts, this many hosts with nothing on them (spare-1, ...), e.g. to run an orchestrator apart with 'lab exec'")
+	cmd.Flags().IntVar(&cfg.SpareHosts, "spare-hosts", lab.DefaultSpareHosts,
+		"this many spare hosts (spare-1, ...), each running a host agent and no peer: the physical strategy's new peers go there (a triple-DC split of one pnode takes 3); with --hosts each is a host of its own, e.g. to run an orchestrator apart with 'lab exec'")
 	cmd.Flags().IntVar(&cfg.BasePort, "port", 0, "first port to use, then consecutive ones (default: free ports)")
 	cmd.Flags().StringVar(&cfg.CrossShardFind, "cross-shard-find", "",
 		"the routers' --cross-shard-find: refuse (electric-moray's answer to a findObjects with neither hashkey nor token) or gather (run it on every shard and merge); default refuse")
@@ -207,7 +208,8 @@ A lab of several etcd members lists them after the shards: whether each
 answers, and which one leads. --etcd shows only the etcd members (the
 embedded one is named lab). A lab of hosts then lists its hosts: each
 one's address, what runs there and which links are cut; --hosts shows
-only those.`,
+only those. The lab's spare hosts run a host agent each: a peer an agent
+made (the physical strategy's new peers) shows that host under HOST.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			st, err := lab.Load(dir)
@@ -237,9 +239,13 @@ only those.`,
 					}
 					fmt.Fprintf(w, "cluster: %s\n", r.Shard)
 					tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-					fmt.Fprintln(tw, "ROLE\tPEER\tPG\tREPL\tSENT\tFLUSH\tREPLAY\tLAG")
+					fmt.Fprintln(tw, "ROLE\tPEER\tHOST\tPG\tREPL\tSENT\tFLUSH\tREPLAY\tLAG")
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Role, r.Peer, r.PG, r.Repl,
+				host := r.Peer // each of the lab's own peers is a host of its own
+				if r.Agent != "" {
+					host = r.Agent
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Role, r.Peer, host, r.PG, r.Repl,
 					lsnOr(r.Sent), lsnOr(r.Flush), lsnOr(r.Replay), lagText(r))
 			}
 			if tw != nil {

@@ -3,13 +3,11 @@ package main
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/reshard/reshard"
 	"github.com/reshard/reshard/agent"
 	"github.com/reshard/reshard/etcd"
-	"github.com/reshard/reshard/lab"
 	"github.com/reshard/reshard/orchestrator"
 	"github.com/reshard/reshard/zookeeper"
 	"github.com/spf13/cobra"
@@ -74,23 +72,17 @@ func withOrchestratorWithin(cmd *cobra.Command, g *globals, d time.Duration, fn 
 	})
 }
 
-// provisioner resolves a job's provisioner: "lab:DIR" creates peers in
-// the lab in DIR, "agents:HOSTS" through the host agents (agent.SpecPrefix).
+// provisioner resolves a job's provisioner: "agents:HOSTS", through the
+// host agents (agent.SpecPrefix); a lab's spare hosts run them too.
 func provisioner(cli *clientv3.Client, spec string) (reshard.Provisioner, error) {
-	if hosts, ok, err := agent.ParseSpec(spec); ok {
-		if err != nil {
-			return nil, err
-		}
-		return &agent.Provisioner{Agents: etcd.NewAgents(cli), Hosts: hosts}, nil
-	}
-	dir, ok := strings.CutPrefix(spec, "lab:")
+	hosts, ok, err := agent.ParseSpec(spec)
 	if !ok {
-		return nil, fmt.Errorf("unknown provisioner %q (use --lab DIR, or run 'reshard agent' on the hosts)", spec)
+		return nil, fmt.Errorf("unknown provisioner %q (run 'reshard agent' on the hosts of the new peers)", spec)
 	}
-	if _, err := lab.Load(dir); err != nil {
+	if err != nil {
 		return nil, err
 	}
-	return lab.Provisioner{Dir: dir}, nil
+	return &agent.Provisioner{Agents: etcd.NewAgents(cli), Hosts: hosts}, nil
 }
 
 // dialDumpZnode is the orchestrator's ZooKeeper client for the dump lock.

@@ -68,7 +68,8 @@ func runScenario(ctx context.Context, g *globals, sc scenario) (*scenarioResult,
 		sc.Peers = 1
 	}
 	step("lab up in %s: embedded etcd, 2 shards x %d peers, 2 routers, a %d-vnode ring", dir, sc.Peers, sc.Vnodes)
-	st, err := lab.Up(ctx, lab.Config{Dir: dir, Shards: 2, Peers: sc.Peers, Routers: 2, Vnodes: sc.Vnodes, Progress: w})
+	st, err := lab.Up(ctx, lab.Config{Dir: dir, Shards: 2, Peers: sc.Peers, Routers: 2, Vnodes: sc.Vnodes,
+		SpareHosts: lab.DefaultSpareHosts, Progress: w})
 	if err != nil {
 		return nil, err
 	}
@@ -128,8 +129,8 @@ func runScenario(ctx context.Context, g *globals, sc scenario) (*scenarioResult,
 			return nil, err
 		}
 	} else {
-		step("the %s strategy will create 3.moray from 3 new peers of 1.moray (triple-DC mode)", sc.Strategy)
-		sreq.DCMode, sreq.Servers, sreq.Provisioner = orchestrator.TripleDC, 3, "lab:"+dir
+		step("the %s strategy will create 3.moray from 3 new peers of 1.moray (triple-DC mode), made by the agents of %s", sc.Strategy, strings.Join(st.AgentNames(), ", "))
+		sreq.DCMode, sreq.Servers, sreq.Provisioner = orchestrator.TripleDC, 3, st.AgentSpec()
 	}
 
 	step("load: traffic through both routers while 1.moray is split")

@@ -6,13 +6,13 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/reshard/reshard/agent"
 	"github.com/reshard/reshard/etcd"
+	"github.com/reshard/reshard/lab"
 	"github.com/reshard/reshard/orchestrator"
 	"github.com/reshard/reshard/zookeeper"
 	"github.com/spf13/cobra"
@@ -44,10 +44,11 @@ the foreground, phase by phase, each recorded in etcd: if this process is
 killed, 'reshard resume JOB' (or a 'reshard run' service) continues where
 it stopped. --detach records the job for a 'reshard run' service instead.
 
-The physical strategy creates the new peers in the lab given by --lab,
-or else through host agents ('reshard agent'): on the hosts --peer-hosts
-names, one per new peer, or on free registered agent hosts (those running
-no peer). It refuses to start when there are too few.
+The physical strategy creates the new peers through host agents
+('reshard agent'): on the hosts --peer-hosts names, each new peer on the
+first that runs no peer yet, or on free registered agent hosts (those
+running no peer). --lab DIR names the spare hosts of the lab in DIR, whose
+agents the lab runs. It refuses to start when there are too few.
 
 The dump lock (RFD 103 step 5) is kept in etcd, where 'reshard dump'
 looks. With --zookeeper (or pnodes registered with 'pnode add
@@ -61,13 +62,17 @@ waits while another holder has it, and deletes it at release-dump-lock
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withOrchestrator(cmd, g, orch, func(ctx context.Context, o *orchestrator.Orchestrator) error {
-				if labDir != "" {
-					abs, err := filepath.Abs(labDir)
-					if err != nil {
-						return err
+				if orchestrator.CreatesDestinations(req.Strategy) {
+					if labDir != "" && peerHosts == "" {
+						st, err := lab.Load(labDir)
+						if err != nil {
+							return err
+						}
+						if len(st.Agents) == 0 {
+							return fmt.Errorf("the lab in %s has no spare hosts for new peers (lab up --spare-hosts N)", labDir)
+						}
+						peerHosts = strings.Join(st.AgentNames(), ",")
 					}
-					req.Provisioner = "lab:" + abs
-				} else if req.Strategy == orchestrator.Physical {
 					spec, err := agentSpec(ctx, o, req, peerHosts)
 					if err != nil {
 						return err
@@ -116,8 +121,8 @@ waits while another holder has it, and deletes it at release-dump-lock
 	f.StringVar((*string)(&req.DCMode), "dc-mode", string(orchestrator.SingleDC), "single (lab) or triple (production) DC mode")
 	f.IntVar(&req.Servers, "servers", 0, "destination servers: 1 per destination pnode in single-DC mode, 3 in triple")
 	f.StringVar((*string)(&req.Strategy), "strategy", string(orchestrator.Logical), orchestrator.StrategyHelp())
-	f.StringVar(&labDir, "lab", "", "physical strategy: create the new peers in the lab in DIR")
-	f.StringVar(&peerHosts, "peer-hosts", "", "physical strategy without --lab: the 'reshard agent' hosts of the new peers, one each, in order, e.g. pg-7,pg-8,pg-9 (default: free registered agent hosts)")
+	f.StringVar(&labDir, "lab", "", "physical strategy: make the new peers on the spare hosts of the lab in DIR, through their agents (as --peer-hosts spare-1,spare-2,...)")
+	f.StringVar(&peerHosts, "peer-hosts", "", "physical strategy: the 'reshard agent' hosts of the new peers, one each, in order, e.g. pg-7,pg-8,pg-9 (default: free registered agent hosts)")
 	f.IntVar(&req.RateLimit, "rate-limit", 20000, "rows per second deleted from the origin in cleanup")
 	f.Int64Var(&req.LagBytes, "lag-threshold", 1<<20, "catch-up ends when replication is fewer bytes behind than this")
 	f.StringVar(&zkServers, "zookeeper", "", "Manta's ZooKeeper, HOST:PORT,...: also take the dump lock as a znode there, for Manatee's dump job (default: the pnodes' own, from 'pnode add --zookeeper')")
