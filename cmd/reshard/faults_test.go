@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -56,6 +57,8 @@ type faultCtx struct {
 }
 
 func (f *faultCtx) note(format string, args ...any) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.events = append(f.events, fmt.Sprintf(format, args...))
 }
 
@@ -218,7 +221,9 @@ func runFaultCase(t *testing.T, c faultCase, strategy string, hosts bool) faultR
 		}
 		f.note("%s", first)
 	}
+	f.mu.Lock()
 	row.Note = strings.Join(f.events, "; ")
+	f.mu.Unlock()
 	if n := query[int64](t, l.primary("1.moray"), `select count(*) from pg_replication_slots`); n != 0 {
 		t.Errorf("%s: %d replication slots left on the origin", c.name, n)
 	}
@@ -495,6 +500,7 @@ func faultCases(full bool) []faultCase {
 				}
 				f.note("new peer 3.moray-1 down 1s in %s", p)
 			}})
+	cases = append(cases, agentFaultCases()...)
 	if full {
 		for i := 0; i < 4; i++ {
 			cases = append(cases, cases[0])
@@ -630,4 +636,74 @@ func faultTable(rows []faultRow) string {
 			r.ClientErrors, r.Missing, r.Stale, r.Misplaced, r.Ambiguous, r.WriteBlockMS, r.Finished, strings.Join(strings.Fields(r.Note), " "))
 	}
 	return b.String()
+}
+
+// agentFaultCases are the faults of the physical strategy's host agents:
+// the agent of the first new peer's host (spare-1) killed while its
+// pg_basebackup runs, and that host cut off while the peer is promoted.
+func agentFaultCases() []faultCase {
+	physical := []orchestrator.StrategyName{orchestrator.Physical}
+	host := lab.SpareHostName(1)
+	return []faultCase{
+		{name: "agent SIGKILLed during its pg_basebackup", strategies: physical, rows: 100000, inject: func(f *faultCtx) {
+			st, err := lab.Load(f.l.Dir)
+			if err != nil || len(st.Agents) == 0 {
+				f.t.Fatalf("the lab has no agents: %v", err)
+			}
+			pidFile := filepath.Join(st.Agents[0].Root, "basebackup.pid")
+			backup := 0
+			for i := 0; i < 6000 && backup == 0; i++ {
+				backup = livePID(pidFile)
+				time.Sleep(5 * time.Millisecond)
+			}
+			if backup == 0 {
+				f.t.Fatalf("no pg_basebackup ran on %s in 30 s", host)
+			}
+			agentPID := livePID(lab.AgentPIDFile(f.l.Dir, host))
+			if agentPID == 0 {
+				f.t.Fatalf("no agent runs on %s", host)
+			}
+			syscall.Kill(agentPID, syscall.SIGKILL)
+			running := syscall.Kill(backup, 0) == nil
+			// The lab's supervisor starts the agent again a second later,
+			// as SMF would; the new agent kills the base backup it finds
+			// and makes the peer again.
+			gone := false
+			for i := 0; i < 300 && !gone; i++ {
+				gone = syscall.Kill(backup, 0) != nil
+				time.Sleep(50 * time.Millisecond)
+			}
+			if !gone {
+				f.t.Errorf("the pg_basebackup (pid %d) the killed agent left still runs 15 s later", backup)
+			}
+			f.note("%s's agent (pid %d) SIGKILLed while its pg_basebackup (pid %d) ran (still running after the kill: %v); orphaned base backup gone: %v",
+				host, agentPID, backup, running, gone)
+		}},
+		{name: "agent's host partitioned from all while its peer is promoted", strategies: physical, hostsOnly: true,
+			pauseAt: orchestrator.PointFrozen, inject: func(f *faultCtx) {
+				f.partition(host, "")
+				f.note("%s (the new primary's host and agent) cut from every host with writes frozen, before the promotion", host)
+				go func() {
+					time.Sleep(8 * time.Second)
+					if _, stderr, ok := run(f.t, nil, "lab", "heal", "--dir", f.l.Dir); !ok {
+						f.note("heal failed: %s", stderr)
+						return
+					}
+					f.note("healed 8 s later")
+				}()
+			}},
+	}
+}
+
+// livePID is the pid recorded in path if that process runs, else 0.
+func livePID(path string) int {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	if pid <= 0 || syscall.Kill(pid, 0) != nil {
+		return 0
+	}
+	return pid
 }
