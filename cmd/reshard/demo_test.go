@@ -32,6 +32,12 @@ func TestDemoJSON(t *testing.T) {
 					t.Errorf("demo output lacks %q", want)
 				}
 			}
+			// The physical strategy's new peers are made by the spare
+			// hosts' agents, and the new primary serves writes.
+			if strategy == "physical" && (strings.Count(stderr, " on spare-") != 3 ||
+				!strings.Contains(stderr, "primary  3.moray-1  on spare-1  pg ok, read-write")) {
+				t.Errorf("demo output does not show 3.moray's peers on the spare hosts:\n%s", stderr)
+			}
 		})
 	}
 	if _, stderr, ok := run(t, nil, "demo", "--strategy", "magic"); ok || !strings.Contains(stderr, "--strategy") {

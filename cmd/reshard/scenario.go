@@ -195,6 +195,14 @@ func runScenario(ctx context.Context, g *globals, sc scenario) (*scenarioResult,
 	if runErr != nil {
 		return nil, fmt.Errorf("job %s: %w", j.ID, runErr)
 	}
+	if orchestrator.CreatesDestinations(sreq.Strategy) {
+		step("lab status: 3.moray's peers, each made by the agent of a spare host")
+		for _, r := range lab.Status(ctx, st) {
+			if r.Shard == "3.moray" {
+				fmt.Fprintf(w, "%-8s %-10s on %-8s pg %s, %s\n", r.Role, r.Peer, r.Agent, r.PG, map[bool]string{true: "in recovery", false: "read-write"}[r.InRecovery])
+			}
+		}
+	}
 	if err := ledger.Sync(); err != nil {
 		return nil, err
 	}
