@@ -230,11 +230,9 @@ func (p *Provisioner) run(ctx context.Context, host string, op Op) (*Status, err
 	if gone <= 0 {
 		gone = 30 * time.Second
 	}
-	if rec, err := p.Agents.Host(ctx, host); err != nil {
-		return nil, err
-	} else if rec == nil {
-		return nil, fmt.Errorf("agent host %s is not registered (is 'reshard agent --host %s' running?)", host, host)
-	}
+	// The operation is asked even while the host's agent is unregistered:
+	// one restarting, or cut off for a moment (its lease gone), takes it up
+	// when it is back. Only an agent away for longer than gone fails it.
 	id := opID()
 	if err := p.Agents.PutOp(ctx, host, id, op); err != nil {
 		return nil, fmt.Errorf("ask agent host %s to %s %s: %w", host, op.Kind, op.Peer, err)

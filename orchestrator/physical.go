@@ -172,16 +172,35 @@ func waitReplay(ctx context.Context, r *run) error {
 		return fatal("freeze LSN: %v", err)
 	}
 	r.crash(PointMid)
-	return r.waitFor(ctx, 5*time.Millisecond, 2*time.Minute, fmt.Sprintf("new primaries replaying %s", want), func() (bool, error) {
+	// Writes are blocked: a new peer that does not answer (cut off, or
+	// restarting) is asked again at once, each ask bounded, rather than
+	// after the phase's backoff or a TCP retransmission timer that has
+	// grown while the peer was away (13 s after an 8 s partition).
+	var lastErr error
+	err = r.waitFor(ctx, 5*time.Millisecond, 2*time.Minute, fmt.Sprintf("new primaries replaying %s", want), func() (bool, error) {
 		for _, to := range j.To {
-			_, replayed, err := replayLag(ctx, origin, j.NewPeers[to][0])
+			actx, cancel := context.WithTimeout(ctx, replayAskTimeout)
+			_, replayed, err := replayLag(actx, origin, j.NewPeers[to][0])
+			cancel()
+			if err != nil && ctx.Err() == nil {
+				lastErr = err
+				return false, nil
+			}
 			if err != nil || replayed < want {
 				return false, err
 			}
 		}
 		return true, nil
 	})
+	if err != nil && lastErr != nil {
+		return fmt.Errorf("%w (last error: %v)", err, lastErr)
+	}
+	return err
 }
+
+// replayAskTimeout bounds one look at a new peer's replay in the write
+// block: far above a connection and a query across DCs.
+const replayAskTimeout = time.Second
 
 // peerRole is the role of a new pnode's k-th peer (from 0), as in Manatee:
 // primary, sync, then asyncs.
