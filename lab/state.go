@@ -43,6 +43,9 @@ type State struct {
 	Partitions []Partition `json:"partitions,omitempty"`
 	// RouterPlaces is where each router runs (empty: 127.0.0.1).
 	RouterPlaces []Place `json:"router_places,omitempty"`
+	// Disks are the small file systems mounted over peers' data
+	// directories (`lab disk`); `lab down` unmounts them.
+	Disks []Disk `json:"disks,omitempty"`
 }
 
 // routerPlace is where router i runs.
