@@ -127,20 +127,28 @@ func copyRows(ctx context.Context, r *run) error {
 	}
 	start := time.Now()
 	crashed := false
+	watch, last := newSubWatch(), map[int]int64{}
 	return r.waitFor(ctx, 200*time.Millisecond, 0, "initial copy", func() (bool, error) {
 		ready, all, copied := 0, 0, int64(0)
 		if err := r.eachMove(ctx, func(i int, m Move, dst *pgxpool.Pool) error {
 			rd, n, err := shard.SyncState(ctx, dst, pubName(j, i))
 			if err != nil {
-				return err
+				return fmt.Errorf("destination %s: %w", m.To, err)
 			}
 			if n == 0 {
 				return fmt.Errorf("subscription %s has no tables yet", pubName(j, i))
 			}
 			ready, all = ready+rd, all+n
 			c, err := shard.RowCount(ctx, dst, j.Buckets, m.Ranges)
+			if err != nil {
+				return fmt.Errorf("destination %s: %w", m.To, err)
+			}
 			copied += c
-			return err
+			if c != last[i] || rd == n {
+				watch.progressed(i)
+			}
+			last[i] = c
+			return r.checkSubscription(ctx, watch, i, m, dst)
 		}); err != nil {
 			return false, err
 		}
@@ -165,9 +173,27 @@ func copyRows(ctx context.Context, r *run) error {
 
 // logicalCatchup waits until every slot's unconfirmed WAL is under the
 // threshold.
+// The destinations' subscriptions are watched meanwhile: an apply worker
+// that cannot write (a full disk) must stop the job, not hold it here.
 func logicalCatchup(ctx context.Context, r *run) error {
+	watch, least := newSubWatch(), map[int]int64{}
 	return r.catchUp(ctx, fmt.Sprintf("waiting for lag under %d bytes", r.job.LagBytes), len(r.job.Moves),
-		func(origin *pgxpool.Pool, i int) (int64, error) { return shard.SlotLag(ctx, origin, pubName(r.job, i)) })
+		func(origin *pgxpool.Pool, i int) (int64, error) {
+			lag, err := shard.SlotLag(ctx, origin, pubName(r.job, i))
+			if err != nil {
+				return 0, err
+			}
+			if l, ok := least[i]; !ok || lag < l || lag <= r.job.LagBytes {
+				least[i] = lag
+				watch.progressed(i)
+			}
+			m := r.job.Moves[i]
+			dst, err := r.pool(ctx, m.To)
+			if err != nil {
+				return 0, err
+			}
+			return lag, r.checkSubscription(ctx, watch, i, m, dst)
+		})
 }
 
 // catchUp waits until the worst of n replication lags, each measured
