@@ -369,7 +369,10 @@ func teardown(ctx context.Context, r *run) error {
 }
 
 // undoLogical drops the job's replication objects and its copy on each
-// destination; the origin already owns and serves the vnodes again.
+// destination; the origin already owns and serves the vnodes again. The
+// origin's slots and publication go even when the destination cannot drop
+// its subscription (down, or its disk full): a slot left holds the
+// origin's WAL. The error then says what is left on the destination.
 func undoLogical(ctx context.Context, r *run) error {
 	j := r.job
 	origin, err := r.pool(ctx, j.From)
@@ -377,33 +380,52 @@ func undoLogical(ctx context.Context, r *run) error {
 		return err
 	}
 	if err := r.eachMove(ctx, func(i int, m Move, dst *pgxpool.Pool) error {
-		if err := shard.DropSubscription(ctx, dst, pubName(j, i)); err != nil {
+		name := pubName(j, i)
+		oid, subErr := shard.SubscriptionOID(ctx, dst, name)
+		if subErr == nil {
+			subErr = shard.DropSubscription(ctx, dst, name)
+		}
+		if err := shard.DropSlot(ctx, origin, name); err != nil {
 			return err
 		}
-		if err := shard.DropSlot(ctx, origin, pubName(j, i)); err != nil {
+		if err := shard.DropSyncSlots(ctx, origin, oid); err != nil {
 			return err
 		}
-		if err := shard.DropPublication(ctx, origin, pubName(j, i)); err != nil {
+		if err := shard.DropPublication(ctx, origin, name); err != nil {
 			return err
 		}
-		vs, err := moving(m)
-		if err != nil {
-			return err
+		if subErr != nil {
+			return fmt.Errorf("the origin %s has no slot or publication of the job left, but destination %s keeps subscription %s "+
+				"and the rows copied so far (abort again once it answers): %w", j.From, m.To, name, subErr)
 		}
-		if err := r.fenced(ctx, m.To, func(tx pgx.Tx) error { return shard.Disown(ctx, tx, vs) }); err != nil && !postgres.IsUndefinedTable(err) {
-			return err
-		}
-		for _, b := range j.Buckets {
-			if err := r.deleteAll(ctx, m.To, b, m.Ranges); err != nil {
-				return err
-			}
-		}
-		if err := shard.DropMarkers(ctx, dst, j.ID); err != nil && !postgres.IsUndefinedTable(err) {
-			return err
+		if err := r.undoDestination(ctx, m, dst); err != nil {
+			return fmt.Errorf("the origin %s has no slot or publication of the job left, but destination %s keeps "+
+				"the rows copied so far (abort again once it answers): %w", j.From, m.To, err)
 		}
 		return nil
 	}); err != nil {
 		return err
 	}
 	return shard.DropMarkers(ctx, origin, j.ID)
+}
+
+// undoDestination removes the job's ownership rows, copied rows and
+// markers from one destination.
+func (r *run) undoDestination(ctx context.Context, m Move, dst *pgxpool.Pool) error {
+	vs, err := moving(m)
+	if err != nil {
+		return err
+	}
+	if err := r.fenced(ctx, m.To, func(tx pgx.Tx) error { return shard.Disown(ctx, tx, vs) }); err != nil && !postgres.IsUndefinedTable(err) {
+		return err
+	}
+	for _, b := range r.job.Buckets {
+		if err := r.deleteAll(ctx, m.To, b, m.Ranges); err != nil {
+			return err
+		}
+	}
+	if err := shard.DropMarkers(ctx, dst, r.job.ID); err != nil && !postgres.IsUndefinedTable(err) {
+		return err
+	}
+	return nil
 }

@@ -3,6 +3,7 @@ package shard
 import (
 	"context"
 	"errors"
+	"fmt"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/reshard/reshard/postgres"
@@ -57,4 +58,42 @@ func DiskFullCause(err error) string {
 		return ""
 	}
 	return pe.Message
+}
+
+// SubscriptionOID is the subscription's oid on the destination, 0 when it
+// does not exist: its table-sync workers name their slots on the origin
+// pg_OID_sync_RELID_SYSID.
+func SubscriptionOID(ctx context.Context, q Querier, subscription string) (uint32, error) {
+	var oid uint32
+	err := q.QueryRow(ctx, `select oid from pg_subscription where subname = $1`, subscription).Scan(&oid)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, nil
+	}
+	return oid, err
+}
+
+// DropSyncSlots drops on the origin the slots that the table-sync workers
+// of the subscription of oid made. DROP SUBSCRIPTION drops them itself
+// when it reaches the origin; one that could not (a subscription dropped
+// with slot_name = none, the origin unreachable from the destination)
+// leaves them holding WAL.
+func DropSyncSlots(ctx context.Context, q Querier, oid uint32) error {
+	if oid == 0 {
+		return nil
+	}
+	rows, err := q.Query(ctx, `select slot_name from pg_replication_slots where slot_name like $1`,
+		fmt.Sprintf(`pg\_%d\_sync\_%%`, oid))
+	if err != nil {
+		return err
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		if err := DropSlot(ctx, q, n); err != nil {
+			return err
+		}
+	}
+	return nil
 }
