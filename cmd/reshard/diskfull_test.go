@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -11,9 +12,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/reshard/reshard"
+	"github.com/reshard/reshard/agent"
+	"github.com/reshard/reshard/etcd"
 	"github.com/reshard/reshard/lab"
 	"github.com/reshard/reshard/load"
 	"github.com/reshard/reshard/orchestrator"
+	"github.com/reshard/reshard/pgserver"
 	"github.com/reshard/reshard/postgres"
 	"github.com/reshard/reshard/shard"
 	"golang.org/x/sys/unix"
@@ -58,6 +63,12 @@ func TestDestinationDiskFull(t *testing.T) {
 	size := (used + moving/3) >> 20
 	disk = peer.DataDir
 	t.Logf("destination uses %d MiB, %d MiB move to it: a disk of %d MiB", used>>20, moving>>20, size)
+	for _, bad := range [][]string{{"--peer", "9.moray-1", "--size", "64M"}, {"--peer", peer.Name, "--size", "64 MB"}} {
+		if _, stderr, ok := run(t, nil, append([]string{"lab", "disk", "--dir", l.Dir}, bad...)...); ok ||
+			!strings.Contains(stderr, "not in the lab") && !strings.Contains(stderr, "--size must be") {
+			t.Fatalf("lab disk %v: %s", bad, stderr)
+		}
+	}
 	if out, stderr, ok := run(t, nil, "lab", "disk", "--dir", l.Dir, "--peer", peer.Name, "--size", fmt.Sprintf("%dM", size)); !ok {
 		t.Fatalf("lab disk: %s %s", out, stderr)
 	}
@@ -167,4 +178,122 @@ func dirBytes(t *testing.T, dir string) int64 {
 	var n int64
 	fmt.Sscanf(string(out), "%d", &n)
 	return n
+}
+
+// Issue 19, the physical strategy's side: an agent whose data root has
+// less room than a copy of the upstream refuses the standby before
+// pg_basebackup starts, naming the host, the free space and the need, and
+// leaves nothing behind; one whose disk fills during the copy says so and
+// discards the half-made copy.
+func TestAgentDiskFull(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounts a tmpfs for the agent's data: root only")
+	}
+	l := labUp(t, "--shards", "1", "--peers", "1", "--routers", "0", "--vnodes", "16")
+	root := agentRoot(t)
+	data := filepath.Join(root, "data")
+	mountTmpfs(t, data, "32M")
+	startAgent(t, l, "h1", root)
+	prov := &agent.Provisioner{Agents: etcd.NewAgents(l.etcdClient(t)), Hosts: []string{"h1"}}
+	ctx := reshard.WithFencingToken(context.Background(), reshard.FencingToken{Job: "disk-test", Token: 1})
+	origin := reshard.Peer{Name: l.Shards[0].Peers[0].Name, Role: reshard.RolePrimary, DSN: l.primary("1.moray")}
+	_, err := prov.CreateStandby(ctx, "2.moray", "2.moray-1", origin)
+	t.Logf("create-standby: %v", err)
+	if err == nil {
+		t.Fatal("a standby was made on a 32 MiB disk")
+	}
+	for _, want := range []string{"host h1 has", "MiB free", "needs", origin.Name} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("the error does not say %q: %v", want, err)
+		}
+	}
+	if left, _ := os.ReadDir(data); len(left) != 0 {
+		t.Errorf("left in the data root: %v", left)
+	}
+	if left, _ := filepath.Glob(filepath.Join(root, "peers", "*")); len(left) != 0 {
+		t.Errorf("peer records left: %v", left)
+	}
+
+	// Room enough by the check, but the disk fills while pg_basebackup
+	// copies (slowed down, and something else takes the space): the
+	// error says the disk is full and the half-made copy is gone.
+	root = agentRoot(t)
+	data = filepath.Join(root, "data")
+	mountTmpfs(t, data, "160M")
+	startAgent(t, l, "h2", root)
+	prov = &agent.Provisioner{Agents: prov.Agents, Hosts: []string{"h2"}, MaxRate: "4M"}
+	done := make(chan error, 1)
+	go func() {
+		_, err := prov.CreateStandby(ctx, "2.moray", "2.moray-2", origin)
+		done <- err
+	}()
+	for i := 0; ; i++ {
+		if _, err := os.Stat(filepath.Join(data, "2.moray-2")); err == nil {
+			break
+		}
+		if i > 600 {
+			t.Fatal("pg_basebackup did not start within 30s")
+		}
+		sleep(50)
+	}
+	ballast := filepath.Join(data, "ballast")
+	fill(t, ballast)
+	err = <-done
+	t.Logf("create-standby: %v", err)
+	if err == nil {
+		t.Fatal("a standby was made on a full disk")
+	}
+	for _, want := range []string{"host h2's disk is full", "No space left on device"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("the error does not say %q: %v", want, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(data, "2.moray-2")); !os.IsNotExist(err) {
+		t.Errorf("the half-made copy is left: %v", err)
+	}
+	os.Remove(ballast)
+}
+
+// fill writes zeros to path until its file system is full.
+func fill(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 1<<20)
+	for {
+		if _, err := f.Write(buf); err != nil {
+			if !errors.Is(err, unix.ENOSPC) {
+				t.Fatalf("fill %s: %v", path, err)
+			}
+			return
+		}
+	}
+}
+
+// mountTmpfs mounts a tmpfs of size at dir, a directory under one the test
+// made, owned by the PostgreSQL user, and unmounts it when the test ends.
+func mountTmpfs(t *testing.T, dir, size string) {
+	t.Helper()
+	bin, err := pgserver.New("", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	opts := fmt.Sprintf("size=%s,mode=0700", size)
+	if bin.As.Cred != nil {
+		opts += fmt.Sprintf(",uid=%d,gid=%d", bin.As.UID, bin.As.GID)
+	}
+	if err := unix.Mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
+		t.Fatalf("mount a tmpfs at %s: %v", dir, err)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(dir, 0); err != nil {
+			unix.Unmount(dir, unix.MNT_DETACH)
+		}
+	})
 }
