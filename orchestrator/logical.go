@@ -97,7 +97,7 @@ func replicate(ctx context.Context, r *run) error {
 	if err != nil {
 		return err
 	}
-	return r.eachMove(ctx, func(i int, m Move, _ *pgxpool.Pool) error {
+	return r.eachMove(ctx, func(i int, m Move, dst *pgxpool.Pool) error {
 		name := pubName(j, i)
 		if err := r.fenced(ctx, j.From, func(tx pgx.Tx) error {
 			return shard.CreatePublication(ctx, tx, name, j.Buckets, m.Ranges)
@@ -111,9 +111,20 @@ func replicate(ctx context.Context, r *run) error {
 		if err := r.fenced(ctx, j.From, func(tx pgx.Tx) error { return shard.CreateSlot(ctx, tx, name) }); err != nil {
 			return err
 		}
-		return r.fenced(ctx, m.To, func(tx pgx.Tx) error {
+		if err := r.fenced(ctx, m.To, func(tx pgx.Tx) error {
 			return shard.CreateSubscription(ctx, tx, name, conninfo, name)
-		})
+		}); err != nil {
+			return err
+		}
+		oid, err := shard.SubscriptionOID(ctx, dst, name)
+		if err != nil {
+			return err
+		}
+		if j.SubscriptionOIDs == nil {
+			j.SubscriptionOIDs = map[int]uint32{}
+		}
+		j.SubscriptionOIDs[i] = oid
+		return r.save(ctx)
 	})
 }
 
@@ -384,6 +395,9 @@ func undoLogical(ctx context.Context, r *run) error {
 		oid, subErr := shard.SubscriptionOID(ctx, dst, name)
 		if subErr == nil {
 			subErr = shard.DropSubscription(ctx, dst, name)
+		}
+		if oid == 0 {
+			oid = j.SubscriptionOIDs[i]
 		}
 		if err := shard.DropSlot(ctx, origin, name); err != nil {
 			return err

@@ -190,6 +190,12 @@ func (o *Orchestrator) Run(ctx context.Context, id string) error {
 		return ErrAborted
 	}
 	if err := r.claimShards(ctx); err != nil {
+		if errors.Is(err, ErrAborted) && !j.FlipDone() {
+			// A destination that cannot be claimed (down) must not turn
+			// the abort into a false success: the origin, claimed first,
+			// is undone, and the abort says what it could not reach.
+			return r.stopped(r.abort(ctx))
+		}
 		return r.stopped(err)
 	}
 	if asked, err := o.store.jobs.AbortRequested(ctx, id); err != nil {

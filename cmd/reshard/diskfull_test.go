@@ -297,3 +297,84 @@ func mountTmpfs(t *testing.T, dir, size string) {
 		}
 	})
 }
+
+// A destination that goes down during the copy (a full pg_wal makes
+// PostgreSQL PANIC, and its recovery then fails for want of the same
+// space: it stays down) cannot drop its subscription. An abort meanwhile
+// still drops the origin's slots and publication, so no WAL piles up
+// there, says what it left on the destination, and finishes once the
+// destination is back.
+func TestAbortDestinationDown(t *testing.T) {
+	l := labUp(t, "--shards", "2", "--peers", "1", "--routers", "1", "--vnodes", "256")
+	httpDo(t, "PUT", l.Routers[0]+"/buckets/manta", `{}`)
+	if err := load.Fill(context.Background(), l.etcdClient(t), "manta", 150000, io.Discard, nil); err != nil {
+		t.Fatal(err)
+	}
+	origin := l.primary("1.moray")
+	dst := l.addShard(t, "3.moray", "1")
+	rows := query[int64](t, origin, `select count(*) from manta`)
+	out, stderr, ok := run(t, l.env(), "start", "--from", "1.moray", "--to", "3.moray", "--split-half", "--servers", "1",
+		"--strategy", "logical", "--detach")
+	if !ok {
+		t.Fatalf("start: %s", stderr)
+	}
+	f := &faultCtx{t: t, l: l, job: strings.TrimSpace(out)}
+	orch := startProcess(t, l.env(), "resume", f.job)
+	if p := f.waitPhase("copy"); p != "copy" {
+		t.Fatalf("the job never copied: %s (%s)", p, orch.stderr())
+	}
+	down := startProcess(t, nil, "lab", "restart", "--dir", l.Dir, "--peer", "3.moray-1", "--kill", "--down", "15s")
+	for i := 0; reachable(dst); i++ {
+		if i > 200 {
+			t.Fatal("the destination still answers 10 s after its kill")
+		}
+		sleep(50)
+	}
+	out, stderr, ok = run(t, l.env(), "abort", f.job)
+	t.Logf("abort with the destination down: %s\nthe orchestrator: %s", stderr, orch.stderr())
+	if ok || !strings.Contains(stderr, "destination 3.moray keeps subscription") {
+		t.Fatalf("abort with the destination down: ok=%v %s %s", ok, out, stderr)
+	}
+	for name, sql := range map[string]string{
+		"slots on the origin":        `select count(*) from pg_replication_slots`,
+		"publications on the origin": `select count(*) from pg_publication`,
+	} {
+		if n := query[int64](t, origin, sql); n != 0 {
+			t.Errorf("%s: %d, want 0", name, n)
+		}
+	}
+	if code, stderr := down.wait(time.Minute); code != 0 {
+		t.Fatalf("lab restart: %s", stderr)
+	}
+	if out, stderr, ok := run(t, l.env(), "abort", f.job); !ok || !strings.Contains(out, "aborted and undone") {
+		t.Fatalf("abort again with the destination back: %s %s", out, stderr)
+	}
+	for name, c := range map[string]struct {
+		dsn, sql string
+		want     int64
+	}{
+		"slots on the origin":          {origin, `select count(*) from pg_replication_slots`, 0},
+		"rows on the origin":           {origin, `select count(*) from manta`, rows},
+		"subscriptions on the dest":    {dst, `select count(*) from pg_subscription`, 0},
+		"rows on the destination":      {dst, `select count(*) from manta`, 0},
+		"ownership on the destination": {dst, `select count(*) from reshard_vnodes`, 0},
+	} {
+		if got := query[int64](t, c.dsn, c.sql); got != c.want {
+			t.Errorf("%s: %d, want %d", name, got, c.want)
+		}
+	}
+	if rg := ringOf(t, l); rg.PnodeVnodeCount("3.moray") != 0 {
+		t.Fatal("the ring changed")
+	}
+}
+
+func reachable(dsn string) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	conn, err := postgres.Connect(ctx, dsn)
+	if err != nil {
+		return false
+	}
+	conn.Close(ctx)
+	return true
+}
