@@ -42,8 +42,8 @@ func ProbeWrite(ctx context.Context, db Beginner) error {
 	if _, err := tx.Exec(ctx, `create temporary table reshard_write_probe (b text) on commit drop`); err != nil {
 		return err
 	}
-	// Several blocks, incompressible enough that TOAST keeps them in
-	// their own: a disk with only a block or two left fails too.
+	// About two blocks of rows (each under TOAST's threshold, so in the
+	// heap): a disk with one block left fails too.
 	_, err = tx.Exec(ctx, `insert into reshard_write_probe select string_agg(md5(i::text || g::text), '')
 		from generate_series(1, 8) g, generate_series(1, 60) i group by g`)
 	return err
