@@ -113,6 +113,8 @@ func TestDestinationDiskFull(t *testing.T) {
 	if n := query[int64](t, origin, `select count(*) from pg_replication_slots`); n == 0 {
 		t.Fatal("no slot on the origin before the abort")
 	}
+	retained := `select coalesce(sum(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)), 0)::bigint from pg_replication_slots`
+	t.Logf("the failed job's slots hold %d bytes of the origin's WAL", query[int64](t, origin, retained))
 	// The abort runs with the destination's disk still full.
 	if err := probe(dst); !postgres.IsDiskFull(err) {
 		t.Fatalf("the destination's disk is not full before the abort: %v", err)
@@ -140,6 +142,11 @@ func TestDestinationDiskFull(t *testing.T) {
 	}
 	if rg := ringOf(t, l); rg.PnodeVnodeCount("3.moray") != 0 {
 		t.Fatal("the ring changed")
+	}
+	// Writes go on after the abort; no slot holds their WAL.
+	sleep(1000)
+	if n := query[int64](t, origin, retained); n != 0 {
+		t.Errorf("the origin's slots hold %d bytes of WAL after the abort", n)
 	}
 	if code, stderr := ld.wait(30 * time.Second); code != 0 {
 		t.Fatalf("load exited %d: %s", code, lastLines(stderr, 3))
