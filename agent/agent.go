@@ -481,6 +481,9 @@ func (a *agent) createStandby(ctx context.Context, op Op) (*reshard.Peer, error)
 	if err != nil {
 		return nil, err
 	}
+	if err := a.checkSpace(ctx, up); err != nil {
+		return nil, err
+	}
 	port, err := pgserver.FreePort(a.cfg.Addr)
 	if err != nil {
 		return nil, err
@@ -493,6 +496,16 @@ func (a *agent) createStandby(ctx context.Context, op Op) (*reshard.Peer, error)
 	}
 	s := a.server(rec)
 	if err := a.bin.InitStandby(ctx, s, *up.server(), pgserver.Backup{PIDFile: a.path("basebackup.pid"), MaxRate: op.MaxRate}); err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("%s: %w", op.Peer, err) // stopping: the next agent discards it
+		}
+		// The half-made copy goes at once: it holds the space it took.
+		if derr := a.discard(op.Peer); derr != nil {
+			a.log.Warn("discard the half-made peer", "peer", op.Peer, "err", derr)
+		}
+		if noSpace(err) {
+			return nil, fmt.Errorf("%s: host %s's disk is full (%s free after discarding the copy): %w", op.Peer, a.cfg.Host, a.freeSpace(), err)
+		}
 		return nil, fmt.Errorf("%s: %w", op.Peer, err)
 	}
 	if _, err := a.bin.WriteConf(s, "", up.server()); err != nil {

@@ -574,6 +574,7 @@ func teardown(st *State, g *pg) {
 			os.Remove(RouterPIDFile(st.Dir, i))
 		}
 	}
+	unmountDisks(st)
 	if st.DataRoot != "" {
 		os.RemoveAll(st.DataRoot)
 	}

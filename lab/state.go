@@ -45,6 +45,9 @@ type State struct {
 	RouterPlaces []Place `json:"router_places,omitempty"`
 	// Agents are the spare hosts, each running a host agent (agents.go).
 	Agents []AgentHost `json:"agents,omitempty"`
+	// Disks are the small file systems mounted over peers' data
+	// directories (`lab disk`); `lab down` unmounts them.
+	Disks []Disk `json:"disks,omitempty"`
 }
 
 // routerPlace is where router i runs.

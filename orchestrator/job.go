@@ -113,8 +113,13 @@ type Job struct {
 	// block can be read step by step.
 	CutoverMS  map[string]float64 `json:"cutover_ms,omitempty"`
 	Mismatched []int32            `json:"mismatched,omitempty"` // vnodes to check again, exactly, while frozen
-	Warnings   []string           `json:"warnings,omitempty"`
-	RingVnodes int                `json:"ring_vnodes"`
+	// SubscriptionOIDs is each move's subscription's oid on its
+	// destination (logical strategy): its table-sync slots on the origin
+	// are named after it, and an abort must drop them even when the
+	// destination cannot be asked.
+	SubscriptionOIDs map[int]uint32 `json:"subscription_oids,omitempty"`
+	Warnings         []string       `json:"warnings,omitempty"`
+	RingVnodes       int            `json:"ring_vnodes"`
 	// Physical strategy: who creates peers, the peers created for each new
 	// pnode, and the origin's WAL position right after the freeze.
 	Provisioner string                    `json:"provisioner,omitempty"`

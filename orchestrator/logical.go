@@ -97,7 +97,7 @@ func replicate(ctx context.Context, r *run) error {
 	if err != nil {
 		return err
 	}
-	return r.eachMove(ctx, func(i int, m Move, _ *pgxpool.Pool) error {
+	return r.eachMove(ctx, func(i int, m Move, dst *pgxpool.Pool) error {
 		name := pubName(j, i)
 		if err := r.fenced(ctx, j.From, func(tx pgx.Tx) error {
 			return shard.CreatePublication(ctx, tx, name, j.Buckets, m.Ranges)
@@ -111,9 +111,20 @@ func replicate(ctx context.Context, r *run) error {
 		if err := r.fenced(ctx, j.From, func(tx pgx.Tx) error { return shard.CreateSlot(ctx, tx, name) }); err != nil {
 			return err
 		}
-		return r.fenced(ctx, m.To, func(tx pgx.Tx) error {
+		if err := r.fenced(ctx, m.To, func(tx pgx.Tx) error {
 			return shard.CreateSubscription(ctx, tx, name, conninfo, name)
-		})
+		}); err != nil {
+			return err
+		}
+		oid, err := shard.SubscriptionOID(ctx, dst, name)
+		if err != nil {
+			return err
+		}
+		if j.SubscriptionOIDs == nil {
+			j.SubscriptionOIDs = map[int]uint32{}
+		}
+		j.SubscriptionOIDs[i] = oid
+		return r.save(ctx)
 	})
 }
 
@@ -127,20 +138,28 @@ func copyRows(ctx context.Context, r *run) error {
 	}
 	start := time.Now()
 	crashed := false
+	watch, last := newSubWatch(), map[int]int64{}
 	return r.waitFor(ctx, 200*time.Millisecond, 0, "initial copy", func() (bool, error) {
 		ready, all, copied := 0, 0, int64(0)
 		if err := r.eachMove(ctx, func(i int, m Move, dst *pgxpool.Pool) error {
 			rd, n, err := shard.SyncState(ctx, dst, pubName(j, i))
 			if err != nil {
-				return err
+				return fmt.Errorf("destination %s: %w", m.To, err)
 			}
 			if n == 0 {
 				return fmt.Errorf("subscription %s has no tables yet", pubName(j, i))
 			}
 			ready, all = ready+rd, all+n
 			c, err := shard.RowCount(ctx, dst, j.Buckets, m.Ranges)
+			if err != nil {
+				return fmt.Errorf("destination %s: %w", m.To, err)
+			}
 			copied += c
-			return err
+			if c != last[i] || rd == n {
+				watch.progressed(i)
+			}
+			last[i] = c
+			return r.checkSubscription(ctx, watch, i, m, dst)
 		}); err != nil {
 			return false, err
 		}
@@ -165,9 +184,27 @@ func copyRows(ctx context.Context, r *run) error {
 
 // logicalCatchup waits until every slot's unconfirmed WAL is under the
 // threshold.
+// The destinations' subscriptions are watched meanwhile: an apply worker
+// that cannot write (a full disk) must stop the job, not hold it here.
 func logicalCatchup(ctx context.Context, r *run) error {
+	watch, least := newSubWatch(), map[int]int64{}
 	return r.catchUp(ctx, fmt.Sprintf("waiting for lag under %d bytes", r.job.LagBytes), len(r.job.Moves),
-		func(origin *pgxpool.Pool, i int) (int64, error) { return shard.SlotLag(ctx, origin, pubName(r.job, i)) })
+		func(origin *pgxpool.Pool, i int) (int64, error) {
+			lag, err := shard.SlotLag(ctx, origin, pubName(r.job, i))
+			if err != nil {
+				return 0, err
+			}
+			if l, ok := least[i]; !ok || lag < l || lag <= r.job.LagBytes {
+				least[i] = lag
+				watch.progressed(i)
+			}
+			m := r.job.Moves[i]
+			dst, err := r.pool(ctx, m.To)
+			if err != nil {
+				return 0, err
+			}
+			return lag, r.checkSubscription(ctx, watch, i, m, dst)
+		})
 }
 
 // catchUp waits until the worst of n replication lags, each measured
@@ -343,7 +380,10 @@ func teardown(ctx context.Context, r *run) error {
 }
 
 // undoLogical drops the job's replication objects and its copy on each
-// destination; the origin already owns and serves the vnodes again.
+// destination; the origin already owns and serves the vnodes again. The
+// origin's slots and publication go even when the destination cannot drop
+// its subscription (down, or its disk full): a slot left holds the
+// origin's WAL. The error then says what is left on the destination.
 func undoLogical(ctx context.Context, r *run) error {
 	j := r.job
 	origin, err := r.pool(ctx, j.From)
@@ -351,33 +391,55 @@ func undoLogical(ctx context.Context, r *run) error {
 		return err
 	}
 	if err := r.eachMove(ctx, func(i int, m Move, dst *pgxpool.Pool) error {
-		if err := shard.DropSubscription(ctx, dst, pubName(j, i)); err != nil {
+		name := pubName(j, i)
+		oid, subErr := shard.SubscriptionOID(ctx, dst, name)
+		if subErr == nil {
+			subErr = shard.DropSubscription(ctx, dst, name)
+		}
+		if oid == 0 {
+			oid = j.SubscriptionOIDs[i]
+		}
+		if err := shard.DropSlot(ctx, origin, name); err != nil {
 			return err
 		}
-		if err := shard.DropSlot(ctx, origin, pubName(j, i)); err != nil {
+		if err := shard.DropSyncSlots(ctx, origin, oid); err != nil {
 			return err
 		}
-		if err := shard.DropPublication(ctx, origin, pubName(j, i)); err != nil {
+		if err := shard.DropPublication(ctx, origin, name); err != nil {
 			return err
 		}
-		vs, err := moving(m)
-		if err != nil {
-			return err
+		if subErr != nil {
+			return fmt.Errorf("the origin %s has no slot or publication of the job left, but destination %s keeps subscription %s "+
+				"and the rows copied so far (abort again once it answers): %w", j.From, m.To, name, subErr)
 		}
-		if err := r.fenced(ctx, m.To, func(tx pgx.Tx) error { return shard.Disown(ctx, tx, vs) }); err != nil && !postgres.IsUndefinedTable(err) {
-			return err
-		}
-		for _, b := range j.Buckets {
-			if err := r.deleteAll(ctx, m.To, b, m.Ranges); err != nil {
-				return err
-			}
-		}
-		if err := shard.DropMarkers(ctx, dst, j.ID); err != nil && !postgres.IsUndefinedTable(err) {
-			return err
+		if err := r.undoDestination(ctx, m, dst); err != nil {
+			return fmt.Errorf("the origin %s has no slot or publication of the job left, but destination %s keeps "+
+				"the rows copied so far (abort again once it answers): %w", j.From, m.To, err)
 		}
 		return nil
 	}); err != nil {
 		return err
 	}
 	return shard.DropMarkers(ctx, origin, j.ID)
+}
+
+// undoDestination removes the job's ownership rows, copied rows and
+// markers from one destination.
+func (r *run) undoDestination(ctx context.Context, m Move, dst *pgxpool.Pool) error {
+	vs, err := moving(m)
+	if err != nil {
+		return err
+	}
+	if err := r.fenced(ctx, m.To, func(tx pgx.Tx) error { return shard.Disown(ctx, tx, vs) }); err != nil && !postgres.IsUndefinedTable(err) {
+		return err
+	}
+	for _, b := range r.job.Buckets {
+		if err := r.deleteAll(ctx, m.To, b, m.Ranges); err != nil {
+			return err
+		}
+	}
+	if err := shard.DropMarkers(ctx, dst, r.job.ID); err != nil && !postgres.IsUndefinedTable(err) {
+		return err
+	}
+	return nil
 }

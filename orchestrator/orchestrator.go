@@ -190,6 +190,12 @@ func (o *Orchestrator) Run(ctx context.Context, id string) error {
 		return ErrAborted
 	}
 	if err := r.claimShards(ctx); err != nil {
+		if errors.Is(err, ErrAborted) && !j.FlipDone() {
+			// A destination that cannot be claimed (down) must not turn
+			// the abort into a false success: the origin, claimed first,
+			// is undone, and the abort says what it could not reach.
+			return r.stopped(r.abort(ctx))
+		}
 		return r.stopped(err)
 	}
 	if asked, err := o.store.jobs.AbortRequested(ctx, id); err != nil {
@@ -299,15 +305,24 @@ func (r *run) claimable(ctx context.Context, pnode string) (*pgxpool.Pool, error
 
 // retry runs fn until it succeeds, retrying transient failures with
 // backoff for up to three minutes: a primary restarting or etcd blinking
-// should pause a job, not fail it. A fence's refusal, an abort and a
-// permanent error end it at once.
+// should pause a job, not fail it; a server down for longer fails it,
+// saying for how long. A fence's refusal, an abort and a permanent error
+// end it at once.
 func (r *run) retry(ctx context.Context, what string, fn func() error) error {
+	const limit = 3 * time.Minute
 	backoff := 500 * time.Millisecond
-	deadline := time.Now().Add(3 * time.Minute)
+	var failing time.Time // since when the attempts fail
 	for {
+		began := time.Now()
 		err := fn()
 		if err == nil || lostJob(err) || errors.Is(err, ErrAborted) {
 			return err
+		}
+		// The three minutes count from the first failure in a row, not
+		// from the phase's start: an attempt that ran for a while (an
+		// hour's copy) made progress before it failed.
+		if failing.IsZero() || time.Since(began) > time.Minute {
+			failing, backoff = time.Now(), 500*time.Millisecond
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -316,8 +331,11 @@ func (r *run) retry(ctx context.Context, what string, fn func() error) error {
 			return ErrAborted
 		}
 		var p permanent
-		if errors.As(err, &p) || time.Now().After(deadline) {
+		if errors.As(err, &p) {
 			return err
+		}
+		if d := time.Since(failing); d > limit {
+			return fmt.Errorf("still failing after %s: %w", d.Round(time.Second), err)
 		}
 		r.o.log.Warn(what+" failed; retrying", "job", r.job.ID, "err", err)
 		if r.phase != nil && r.phase.State == Running {

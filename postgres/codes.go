@@ -21,6 +21,7 @@ const (
 	DuplicateObject          = "42710"
 	UndefinedTable           = "42P01"
 	DatatypeMismatch         = "42804"
+	DiskFull                 = "53100" // ENOSPC, or a short write extending a file
 	ProgramLimitExceeded     = "54000" // e.g. an index row over its size limit
 	LockNotAvailable         = "55P03" // lock_timeout ran out
 )
@@ -64,6 +65,9 @@ func IsUniqueViolation(err error) bool { return Code(err) == UniqueViolation }
 
 // IsUndefinedTable: a statement named a table that does not exist.
 func IsUndefinedTable(err error) bool { return Code(err) == UndefinedTable }
+
+// IsDiskFull: the server could not write a file for want of space.
+func IsDiskFull(err error) bool { return Code(err) == DiskFull }
 
 // IsLockNotAvailable: a statement gave up waiting for a lock (lock_timeout).
 func IsLockNotAvailable(err error) bool { return Code(err) == LockNotAvailable }

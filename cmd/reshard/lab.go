@@ -34,7 +34,7 @@ This machine is the host named control: the lab's commands, the
 orchestrator and the tests run there.`,
 	}
 	cmd.AddCommand(newLabUpCmd(g), newLabDownCmd(g), newLabStatusCmd(g), newLabAddShardCmd(g), newLabRestartCmd(g),
-		newLabPartitionCmd(g), newLabHealCmd(g), newLabExecCmd(), newLabSuperviseCmd(), newLabEtcdMemberCmd(), newLabDelayCmd())
+		newLabPartitionCmd(g), newLabHealCmd(g), newLabExecCmd(), newLabSuperviseCmd(), newLabEtcdMemberCmd(), newLabDelayCmd(), newLabDiskCmd(g))
 	return cmd
 }
 
