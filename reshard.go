@@ -50,6 +50,9 @@ var (
 	ErrNotFound = errors.New("not found")
 	ErrExists   = errors.New("already exists")
 	ErrInUse    = errors.New("in use")
+	// ErrDiskFull means a host or server has no room for what a job asks
+	// of it: trying again does not help until an operator makes some.
+	ErrDiskFull = errors.New("disk full")
 )
 
 // Registry records which pnodes exist and how to reach them.

@@ -253,7 +253,7 @@ func (a *agent) handle(ctx context.Context, id string, raw []byte) {
 	}
 	st := Status{State: Done, Peer: peer}
 	if err != nil {
-		st = Status{State: Failed, Error: err.Error()}
+		st = Status{State: Failed, Error: err.Error(), DiskFull: errors.Is(err, reshard.ErrDiskFull)}
 		log.Warn("operation failed", "err", err)
 	} else {
 		log.Info("operation done")
@@ -482,7 +482,7 @@ func (a *agent) createStandby(ctx context.Context, op Op) (*reshard.Peer, error)
 		return nil, err
 	}
 	if err := a.checkSpace(ctx, up); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s: %w", op.Peer, err)
 	}
 	port, err := pgserver.FreePort(a.cfg.Addr)
 	if err != nil {
@@ -504,7 +504,7 @@ func (a *agent) createStandby(ctx context.Context, op Op) (*reshard.Peer, error)
 			a.log.Warn("discard the half-made peer", "peer", op.Peer, "err", derr)
 		}
 		if noSpace(err) {
-			return nil, fmt.Errorf("%s: host %s's disk is full (%s free after discarding the copy): %w", op.Peer, a.cfg.Host, a.freeSpace(), err)
+			return nil, fmt.Errorf("%s: host %s's disk is full (%s free after discarding the copy): %w: %w", op.Peer, a.cfg.Host, a.freeSpace(), reshard.ErrDiskFull, err)
 		}
 		return nil, fmt.Errorf("%s: %w", op.Peer, err)
 	}

@@ -63,10 +63,13 @@ const (
 
 // Status is an operation's progress as the agent reports it.
 type Status struct {
-	State State         `json:"state"`
-	Error string        `json:"error,omitempty"`
-	Peer  *reshard.Peer `json:"peer,omitempty"` // the peer as it now is
-	Agent int           `json:"agent_pid"`      // the agent process that wrote it
+	State State  `json:"state"`
+	Error string `json:"error,omitempty"`
+	// DiskFull says the operation failed for want of space on the host
+	// (reshard.ErrDiskFull): the job stops rather than trying again.
+	DiskFull bool          `json:"disk_full,omitempty"`
+	Peer     *reshard.Peer `json:"peer,omitempty"` // the peer as it now is
+	Agent    int           `json:"agent_pid"`      // the agent process that wrote it
 }
 
 // hostName keeps host names to what is safe in etcd keys and file names.

@@ -255,7 +255,7 @@ func (p *Provisioner) run(ctx context.Context, host string, op Op) (*Status, err
 			case Done:
 				return &st, nil
 			case Failed:
-				err := fmt.Errorf("agent host %s: %s %s: %s", host, op.Kind, op.Peer, st.Error)
+				var err error = &opFailed{msg: fmt.Sprintf("agent host %s: %s %s: %s", host, op.Kind, op.Peer, st.Error), diskFull: st.DiskFull}
 				if strings.Contains(st.Error, ErrStaleToken.Error()) {
 					err = fmt.Errorf("%w (agent host %s: %s %s: %s)", ErrStaleToken, host, op.Kind, op.Peer, st.Error)
 				}
@@ -293,3 +293,14 @@ func opID() string {
 	rand.Read(b[:])
 	return fmt.Sprintf("%s-%s", time.Now().UTC().Format("20060102T150405.000000000"), hex.EncodeToString(b[:]))
 }
+
+// opFailed is an operation an agent reports failed, in its words; it is
+// reshard.ErrDiskFull when the agent says the host ran out of space.
+type opFailed struct {
+	msg      string
+	diskFull bool
+}
+
+func (e *opFailed) Error() string { return e.msg }
+
+func (e *opFailed) Is(target error) bool { return e.diskFull && target == reshard.ErrDiskFull }

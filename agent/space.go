@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/reshard/reshard"
 	"github.com/reshard/reshard/postgres"
 	"golang.org/x/sys/unix"
 )
@@ -32,8 +33,8 @@ func (a *agent) checkSpace(ctx context.Context, up *upstream) error {
 	}
 	need := (dbs+wal)*11/10 + backupMargin
 	if free < need {
-		return fmt.Errorf("host %s has %s free in %s, needs %s for a copy of %s (%s of databases, %s of WAL, 10%% and %s more)",
-			a.cfg.Host, mib(free), a.path("data"), mib(need), up.Name, mib(dbs), mib(wal), mib(backupMargin))
+		return fmt.Errorf("%w: host %s has %s free in %s, needs %s for a copy of %s (%s of databases, %s of WAL, 10%% and %s more)",
+			reshard.ErrDiskFull, a.cfg.Host, mib(free), a.path("data"), mib(need), up.Name, mib(dbs), mib(wal), mib(backupMargin))
 	}
 	return nil
 }

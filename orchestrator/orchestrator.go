@@ -331,7 +331,7 @@ func (r *run) retry(ctx context.Context, what string, fn func() error) error {
 			return ErrAborted
 		}
 		var p permanent
-		if errors.As(err, &p) {
+		if errors.As(err, &p) || errors.Is(err, reshard.ErrDiskFull) {
 			return err
 		}
 		if d := time.Since(failing); d > limit {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -24,14 +23,28 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Issue 19: the destination's disk fills up during a logical job's copy.
-// The job must fail naming the cause and the destination, not wait for
-// ever, and an abort must leave the origin with no slot or publication
-// (so no WAL held for it) even while the destination's disk is still full.
+// Issue 19: the destination's disk fills up during a job's copy. The job
+// must fail naming the cause and the destination, not wait for ever, and
+// an abort must leave the origin with no slot or publication (so no WAL
+// held for it) even while the destination's disk is still full. Logical:
+// the destination's primary has a small disk; physical: the spare host
+// that the first new peer goes to. make test runs the logical case;
+// make faults both, on the distributed lab as root.
 func TestDestinationDiskFull(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("mounts a tmpfs for the destination's disk: root only")
 	}
+	full := os.Getenv("RESHARD_FAULTS") == "full"
+	strategies := []string{"logical"}
+	if full {
+		strategies = append(strategies, "physical")
+	}
+	for _, strategy := range strategies {
+		t.Run(strategy, func(t *testing.T) { testDestinationDiskFull(t, strategy, distributedFaults(full)) })
+	}
+}
+
+func testDestinationDiskFull(t *testing.T, strategy string, hosts bool) {
 	// Registered before the lab, so it runs after `lab down`: a disk that
 	// down failed to unmount is unmounted here, the test failing or not.
 	var disk string
@@ -41,13 +54,17 @@ func TestDestinationDiskFull(t *testing.T) {
 			unix.Unmount(disk, unix.MNT_DETACH)
 		}
 	})
-	l := labUp(t, "--shards", "2", "--peers", "1", "--routers", "1", "--vnodes", "256")
+	labArgs, peers, split := faultLab(hosts)
+	l := labUp(t, labArgs...)
 	httpDo(t, "PUT", l.Routers[0]+"/buckets/manta", `{}`)
 	if err := load.Fill(context.Background(), l.etcdClient(t), "manta", 150000, io.Discard, nil); err != nil {
 		t.Fatal(err)
 	}
 	origin := l.primary("1.moray")
-	dst := l.addShard(t, "3.moray", "1")
+	dst, target := "", lab.SpareHostName(1)
+	if strategy == "logical" {
+		dst, target = l.addShard(t, "3.moray", peers), "3.moray-1"
+	}
 	owned := query[int64](t, origin, `select count(*) from reshard_vnodes where writable`)
 	rows := query[int64](t, origin, `select count(*) from manta`)
 	moving := query[int64](t, origin, `select pg_total_relation_size('manta')`) / 2
@@ -56,20 +73,23 @@ func TestDestinationDiskFull(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, peer := findPeer(st, "3.moray-1")
-	used := dirBytes(t, peer.DataDir)
-	// Room for what the destination holds now plus less than half of what
-	// moves to it: the copy overflows it whichever part comes first.
-	size := (used + moving/3) >> 20
-	disk = peer.DataDir
-	t.Logf("destination uses %d MiB, %d MiB move to it: a disk of %d MiB", used>>20, moving>>20, size)
-	for _, bad := range [][]string{{"--peer", "9.moray-1", "--size", "64M"}, {"--peer", peer.Name, "--size", "64 MB"}} {
+	// Room beyond what the destination holds now for half of what moves
+	// to it: the copy (its rows, indexes and their WAL) overflows it. A
+	// new peer's copy is of the whole origin.
+	if _, peer := findPeer(st, target); peer != nil {
+		disk = peer.DataDir
+	} else {
+		disk = filepath.Join(st.Agents[0].Root, "data")
+	}
+	room := max(moving/2>>20, 4)
+	t.Logf("%d MiB move to the destination: a disk with %d MiB of room", moving>>20, room)
+	for _, bad := range [][]string{{"--peer", "9.moray-1", "--size", "64M"}, {"--peer", target, "--size", "64 MB"}} {
 		if _, stderr, ok := run(t, nil, append([]string{"lab", "disk", "--dir", l.Dir}, bad...)...); ok ||
-			!strings.Contains(stderr, "not in the lab") && !strings.Contains(stderr, "--size must be") {
+			!strings.Contains(stderr, "not a peer or spare host of the lab") && !strings.Contains(stderr, "--size must be") {
 			t.Fatalf("lab disk %v: %s", bad, stderr)
 		}
 	}
-	if out, stderr, ok := run(t, nil, "lab", "disk", "--dir", l.Dir, "--peer", peer.Name, "--size", fmt.Sprintf("%dM", size)); !ok {
+	if out, stderr, ok := run(t, nil, "lab", "disk", "--dir", l.Dir, "--peer", target, "--size", fmt.Sprintf("+%dM", room)); !ok {
 		t.Fatalf("lab disk: %s %s", out, stderr)
 	}
 	if !lab.Mounted(disk) {
@@ -81,17 +101,20 @@ func TestDestinationDiskFull(t *testing.T) {
 	ledger := filepath.Join(t.TempDir(), "ledger.jsonl")
 	ld := startProcess(t, l.env(), append([]string{"load", "--duration", "8s", "--rate", "200", "--keys", "300",
 		"--ledger", ledger}, l.routerArgs()...)...)
-	sleep(1000) // its buckets exist before the job lists them
+	waitLedger(t, ledger, 30) // its buckets exist before the job: a bucket change during one is refused
 
 	t.Cleanup(func() {
 		if t.Failed() {
-			b, _ := os.ReadFile(filepath.Join(l.Dir, "logs", peer.Name+".log"))
+			b, _ := os.ReadFile(filepath.Join(l.Dir, "logs", target+".log"))
 			t.Logf("the destination's log ends:\n%s", lastLines(string(b), 30))
 		}
 	})
 	start := time.Now()
-	out, stderr, ok := run(t, l.env(), "start", "--from", "1.moray", "--to", "3.moray", "--split-half", "--servers", "1",
-		"--strategy", "logical", "--detach")
+	args := append([]string{"start", "--from", "1.moray", "--to", "3.moray", "--split-half", "--strategy", strategy, "--detach"}, split...)
+	if strategy == "physical" {
+		args = append(args, "--lab", l.Dir)
+	}
+	out, stderr, ok := run(t, l.env(), args...)
 	if !ok {
 		t.Fatalf("start: %s", stderr)
 	}
@@ -103,21 +126,30 @@ func TestDestinationDiskFull(t *testing.T) {
 	if code == 0 || j.State != orchestrator.Failed {
 		t.Fatalf("the job is %s (exit %d), want failed", j.State, code)
 	}
-	for _, want := range []string{"3.moray", "disk full"} {
+	t.Logf("the job failed: %s", j.Error)
+	for _, want := range []string{map[string]string{"logical": "3.moray", "physical": target}[strategy], "disk full"} {
 		if !strings.Contains(j.Error, want) {
 			t.Errorf("the job's error does not name %q: %s", want, j.Error)
 		}
 	}
 
-	// The origin still holds the slots: what the abort must drop.
-	if n := query[int64](t, origin, `select count(*) from pg_replication_slots`); n == 0 {
-		t.Fatal("no slot on the origin before the abort")
-	}
 	retained := `select coalesce(sum(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)), 0)::bigint from pg_replication_slots`
-	t.Logf("the failed job's slots hold %d bytes of the origin's WAL", query[int64](t, origin, retained))
-	// The abort runs with the destination's disk still full.
-	if err := probe(dst); !postgres.IsDiskFull(err) {
-		t.Fatalf("the destination's disk is not full before the abort: %v", err)
+	if strategy == "logical" {
+		// The origin still holds the slots: what the abort must drop.
+		if n := query[int64](t, origin, `select count(*) from pg_replication_slots`); n == 0 {
+			t.Fatal("no slot on the origin before the abort")
+		}
+		t.Logf("the failed job's slots hold %d bytes of the origin's WAL", query[int64](t, origin, retained))
+		// The abort runs with the destination's disk still full.
+		if err := probe(dst); !postgres.IsDiskFull(err) {
+			t.Fatalf("the destination's disk is not full before the abort: %v", err)
+		}
+	} else {
+		// The agent refused the copy before it began, or discarded it:
+		// spare-1 keeps no peer, half made or not.
+		if peers, err := agent.LocalPeers(st.Agents[0].Root); err != nil || len(peers) != 0 {
+			t.Fatalf("%s keeps peers after the failed copy: %+v %v", target, peers, err)
+		}
 	}
 	if out, stderr, ok := run(t, l.env(), "abort", job); !ok {
 		t.Fatalf("abort: %s %s", out, stderr)
@@ -131,9 +163,22 @@ func TestDestinationDiskFull(t *testing.T) {
 		"markers on the origin":         {origin, `select count(*) from reshard_markers`, 0},
 		"writable vnodes on the origin": {origin, `select count(*) from reshard_vnodes where writable`, owned},
 		"rows on the origin":            {origin, `select count(*) from manta`, rows},
-		"subscriptions on the dest":     {dst, `select count(*) from pg_subscription`, 0},
-		"ownership on the destination":  {dst, `select count(*) from reshard_vnodes`, 0},
-		"rows on the destination":       {dst, `select count(*) from manta`, 0},
+	}
+	if dst != "" {
+		checks["subscriptions on the dest"] = struct {
+			dsn, sql string
+			want     int64
+		}{dst, `select count(*) from pg_subscription`, 0}
+		checks["ownership on the destination"] = struct {
+			dsn, sql string
+			want     int64
+		}{dst, `select count(*) from reshard_vnodes`, 0}
+		checks["rows on the destination"] = struct {
+			dsn, sql string
+			want     int64
+		}{dst, `select count(*) from manta`, 0}
+	} else if _, err := etcd.NewRegistry(l.etcdClient(t)).Pnode(context.Background(), "3.moray"); !errors.Is(err, reshard.ErrNotFound) {
+		t.Errorf("3.moray is registered after the abort: %v", err)
 	}
 	for name, c := range checks {
 		if got := query[int64](t, c.dsn, c.sql); got != c.want {
@@ -176,16 +221,6 @@ func findPeer(st *lab.State, name string) (*lab.Shard, *lab.Peer) {
 	return nil, nil
 }
 
-// dirBytes is the space a directory's files take, as du counts it.
-func dirBytes(t *testing.T, dir string) int64 {
-	out, err := exec.Command("du", "-sb", dir).Output()
-	if err != nil {
-		t.Fatalf("du %s: %v", dir, err)
-	}
-	var n int64
-	fmt.Sscanf(string(out), "%d", &n)
-	return n
-}
 
 // Issue 19, the physical strategy's side: an agent whose data root has
 // less room than a copy of the upstream refuses the standby before

@@ -118,16 +118,21 @@ type faultCase struct {
 // TestSplitOnHosts covers the distributed lab).
 func distributedFaults(full bool) bool { return full && os.Geteuid() == 0 }
 
-func runFaultCase(t *testing.T, c faultCase, strategy string, hosts bool) faultRow {
-	labArgs := []string{"--shards", "2", "--peers", "2", "--routers", "2", "--vnodes", "256"}
-	peers, split := "2", []string{"--servers", "1"}
+// faultLab is the lab a fault case runs on, the peers of a shard it adds
+// and the split's shape.
+func faultLab(hosts bool) (labArgs []string, peers string, split []string) {
 	if hosts {
 		// RFD 103's triple-DC mode: each shard's primary, sync and async in
 		// another DC, 10 ms apart each way.
-		labArgs = []string{"--shards", "2", "--peers", "3", "--routers", "2", "--vnodes", "256",
-			"--hosts", "--dcs", "3", "--dc-latency", "10ms", "--etcd-members", "3", "--spare-hosts", "4"}
-		peers, split = "3", []string{"--dc-mode", "triple", "--servers", "3"}
+		return []string{"--shards", "2", "--peers", "3", "--routers", "2", "--vnodes", "256",
+				"--hosts", "--dcs", "3", "--dc-latency", "10ms", "--etcd-members", "3", "--spare-hosts", "4"},
+			"3", []string{"--dc-mode", "triple", "--servers", "3"}
 	}
+	return []string{"--shards", "2", "--peers", "2", "--routers", "2", "--vnodes", "256"}, "2", []string{"--servers", "1"}
+}
+
+func runFaultCase(t *testing.T, c faultCase, strategy string, hosts bool) faultRow {
+	labArgs, peers, split := faultLab(hosts)
 	l := labUp(t, labArgs...)
 	f := &faultCtx{t: t, l: l, hosts: hosts}
 	row := faultRow{Case: c.name, Strategy: strategy}
