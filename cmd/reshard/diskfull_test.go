@@ -221,7 +221,6 @@ func findPeer(st *lab.State, name string) (*lab.Shard, *lab.Peer) {
 	return nil, nil
 }
 
-
 // Issue 19, the physical strategy's side: an agent whose data root has
 // less room than a copy of the upstream refuses the standby before
 // pg_basebackup starts, naming the host, the free space and the need, and
