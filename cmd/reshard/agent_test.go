@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"os"
 	"os/exec"
@@ -266,52 +265,4 @@ func backups(root string) []int {
 		}
 	}
 	return out
-}
-
-// A physical split without a lab: the new pnode's three peers are made on
-// the hosts --peer-hosts names, through their agents, and end as a primary
-// with a sync and an async. Too few hosts is a one-line refusal.
-func TestAgentPhysicalSplit(t *testing.T) {
-	l := labUp(t, "--shards", "1", "--peers", "1", "--routers", "0", "--vnodes", "16", "--spare-hosts", "0")
-	for _, h := range []string{"h1", "h2", "h3"} {
-		startAgent(t, l, h, agentRoot(t))
-	}
-	split := []string{"start", "--from", "1.moray", "--to", "2.moray", "--vnodes", "0-7", "--dc-mode", "triple", "--servers", "3", "--strategy", "physical"}
-	_, stderr, ok := run(t, l.env(), append(split, "--peer-hosts", "h1,h2")...)
-	if ok || !strings.Contains(stderr, "too few free agent hosts: 3 new peers need 3 hosts, --peer-hosts names 2") {
-		t.Fatalf("split with two hosts for three peers: ok=%v %s", ok, stderr)
-	}
-	out, stderr, ok := run(t, l.env(), append(split, "--peer-hosts", "h3,h2,h1", "--json")...)
-	var j struct{ State, Provisioner string }
-	if err := json.Unmarshal([]byte(out), &j); !ok || err != nil || j.State != "done" {
-		t.Fatalf("physical split through agents: %s %s", out, stderr)
-	}
-	if j.Provisioner != "agents:h3,h2,h1" {
-		t.Fatalf("job provisioner %q", j.Provisioner)
-	}
-	cli := l.etcdClient(t)
-	p, err := etcd.NewRegistry(cli).Pnode(context.Background(), "2.moray")
-	if err != nil || len(p.Peers) != 3 {
-		t.Fatalf("2.moray: %v %v", p, err)
-	}
-	store := etcd.NewAgents(cli)
-	for i, want := range []string{"h3", "h2", "h1"} {
-		if h, _ := store.HostOf(context.Background(), p.Peers[i].Name); h != want {
-			t.Fatalf("%s on host %q, want %s", p.Peers[i].Name, h, want)
-		}
-	}
-	if inRecovery(t, p.Peers[0].DSN) || !inRecovery(t, p.Peers[1].DSN) || !inRecovery(t, p.Peers[2].DSN) {
-		t.Fatal("2.moray: want a primary and two standbys")
-	}
-	if s := streamsTo(t, p.Peers[0].DSN, p.Peers[1].Name); s != "sync" {
-		t.Fatalf("%s is %q to the new primary, want sync", p.Peers[1].Name, s)
-	}
-	if s := streamsTo(t, p.Peers[1].DSN, p.Peers[2].Name); s != "async" {
-		t.Fatalf("%s is %q to %s, want async", p.Peers[2].Name, s, p.Peers[1].Name)
-	}
-	// Every agent host now runs a peer: no free one is left for another.
-	_, stderr, ok = run(t, l.env(), "start", "--from", "1.moray", "--to", "3.moray", "--vnodes", "8-9", "--dc-mode", "single", "--servers", "1", "--strategy", "physical")
-	if ok || strings.Count(strings.TrimSpace(stderr), "\n") > 0 || !strings.Contains(stderr, "too few free agent hosts: 1 new peers need 1, and 0 run no peer") {
-		t.Fatalf("split with no free agent host: ok=%v %q", ok, stderr)
-	}
 }

@@ -523,7 +523,7 @@ var orchestratorHost = lab.SpareHostName(4)
 func distributedFaultCases() []faultCase {
 	frozen := orchestrator.PointFrozen
 	return []faultCase{
-		{name: "origin primary SIGKILLed between the freeze and the flip", pauseAt: frozen, inject: func(f *faultCtx) {
+		{name: "origin primary SIGKILLed between the freeze and the flip", fullOnly: true, pauseAt: frozen, inject: func(f *faultCtx) {
 			if _, stderr, ok := run(f.t, nil, "lab", "restart", "--dir", f.l.Dir, "--peer", "1.moray-1", "--kill", "--down", "1s"); !ok {
 				f.t.Fatalf("kill 1.moray-1: %s", stderr)
 			}

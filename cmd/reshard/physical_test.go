@@ -29,7 +29,9 @@ func httpDo(t testing.TB, method, u, body string) (*http.Response, string) {
 // RFD 103 end to end with the physical strategy in triple-DC mode: a
 // canary (step 2) created before the split is afterwards on the new shard
 // only, at the vnode the ring says, and the new shard has a primary, a sync
-// and an async.
+// and an async, made by the agents of the hosts --peer-hosts names, in
+// its order (the lab's spare hosts, as real hosts: no --lab). Too few
+// hosts is a one-line refusal.
 func TestPhysicalTripleDCWithCanary(t *testing.T) {
 	l := labUp(t, "--shards", "2", "--peers", "1", "--routers", "1")
 	router := l.Routers[0]
@@ -58,11 +60,15 @@ func TestPhysicalTripleDCWithCanary(t *testing.T) {
 			t.Fatalf("put %s: %s", k, body)
 		}
 	}
-	vnodes := fmt.Sprintf("0, 106, %d", vnode)
-	out, stderr, ok := run(t, l.env(), "start", "--from", "1.moray", "--to", "3.moray", "--vnodes", vnodes,
-		"--dc-mode", "triple", "--servers", "3", "--strategy", "physical", "--lab", l.Dir, "--json")
+	split := []string{"start", "--from", "1.moray", "--to", "3.moray", "--vnodes", fmt.Sprintf("0, 106, %d", vnode),
+		"--dc-mode", "triple", "--servers", "3", "--strategy", "physical"}
+	_, stderr, ok := run(t, l.env(), append(split, "--peer-hosts", "spare-3,spare-2")...)
+	if ok || !strings.Contains(stderr, "too few free agent hosts: 3 new peers need 3 hosts, --peer-hosts names 2") {
+		t.Fatalf("split with two hosts for three peers: ok=%v %s", ok, stderr)
+	}
+	out, stderr, ok := run(t, l.env(), append(split, "--peer-hosts", "spare-3,spare-2,spare-1", "--json")...)
 	var j orchestrator.Job
-	if !ok || json.Unmarshal([]byte(out), &j) != nil || j.State != orchestrator.Done {
+	if !ok || json.Unmarshal([]byte(out), &j) != nil || j.State != orchestrator.Done || j.Provisioner != "agents:spare-3,spare-2,spare-1" {
 		t.Fatalf("physical split: %s %s", out, stderr)
 	}
 	checkWriteBlock(t, "physical", j.WriteBlockMS, j.PromoteMS)
@@ -74,10 +80,11 @@ func TestPhysicalTripleDCWithCanary(t *testing.T) {
 	var got []string
 	for _, r := range rows {
 		if r.Shard == "3.moray" {
-			got = append(got, fmt.Sprintf("%s %s recovery=%v repl=%s", r.Peer, r.Role, r.InRecovery, r.Repl))
+			got = append(got, fmt.Sprintf("%s %s on %s recovery=%v repl=%s", r.Peer, r.Role, r.Agent, r.InRecovery, r.Repl))
 		}
 	}
-	want := []string{"3.moray-1 primary recovery=false repl=sync", "3.moray-2 sync recovery=true repl=async", "3.moray-3 async recovery=true repl=-"}
+	want := []string{"3.moray-1 primary on spare-3 recovery=false repl=sync", "3.moray-2 sync on spare-2 recovery=true repl=async",
+		"3.moray-3 async on spare-1 recovery=true repl=-"}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("3.moray peers:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
@@ -103,6 +110,11 @@ func TestPhysicalTripleDCWithCanary(t *testing.T) {
 	// The sync standby really is synchronous for the new primary.
 	if s := query[string](t, dst, `show synchronous_standby_names`); !strings.Contains(s, "3.moray-2") {
 		t.Errorf("synchronous_standby_names on 3.moray-1: %q", s)
+	}
+	// Every agent host now runs a peer: no free one is left for another.
+	_, stderr, ok = run(t, l.env(), "start", "--from", "1.moray", "--to", "4.moray", "--split-half", "--dc-mode", "single", "--servers", "1", "--strategy", "physical")
+	if ok || strings.Count(strings.TrimSpace(stderr), "\n") > 0 || !strings.Contains(stderr, "too few free agent hosts: 1 new peers need 1, and 0 run no peer") {
+		t.Fatalf("split with no free agent host: ok=%v %q", ok, stderr)
 	}
 }
 
