@@ -163,35 +163,7 @@ func TestAbortDuringCopy(t *testing.T) {
 			if j := jobState(t, l, f.job); j.State != orchestrator.Aborted {
 				t.Fatalf("job is %s", j.State)
 			}
-			checks := map[string]struct {
-				dsn, sql string
-				want     int64
-			}{
-				"slots on the origin":           {origin, `select count(*) from pg_replication_slots`, 0},
-				"publications on the origin":    {origin, `select count(*) from pg_publication`, 0},
-				"markers on the origin":         {origin, `select count(*) from reshard_markers`, 0},
-				"writable vnodes on the origin": {origin, `select count(*) from reshard_vnodes where writable`, owned},
-				"rows on the origin":            {origin, `select count(*) from manta`, rows},
-			}
-			if dst != "" {
-				checks["subscriptions on the destination"] = struct {
-					dsn, sql string
-					want     int64
-				}{dst, `select count(*) from pg_subscription`, 0}
-				checks["rows on the destination"] = struct {
-					dsn, sql string
-					want     int64
-				}{dst, `select count(*) from manta`, 0}
-				checks["ownership on the destination"] = struct {
-					dsn, sql string
-					want     int64
-				}{dst, `select count(*) from reshard_vnodes`, 0}
-			}
-			for name, c := range checks {
-				if got := query[int64](t, c.dsn, c.sql); got != c.want {
-					t.Errorf("%s: %d, want %d", name, got, c.want)
-				}
-			}
+			checkUndone(t, origin, dst, owned, rows)
 			if strategy == "physical" {
 				if out, _, _ := run(t, nil, "lab", "status", "--dir", l.Dir); strings.Contains(out, "3.moray") {
 					t.Fatalf("new peers left after the abort:\n%s", out)
@@ -204,5 +176,33 @@ func TestAbortDuringCopy(t *testing.T) {
 				t.Fatal("the ring changed")
 			}
 		})
+	}
+}
+
+// checkUndone asserts that an aborted job left the origin as it was (no
+// slot, publication or marker; its ownership and rows) and the logical
+// destination dst, if any, empty.
+func checkUndone(t *testing.T, origin, dst string, owned, rows int64) {
+	t.Helper()
+	type check struct {
+		dsn, sql string
+		want     int64
+	}
+	checks := map[string]check{
+		"slots on the origin":           {origin, `select count(*) from pg_replication_slots`, 0},
+		"publications on the origin":    {origin, `select count(*) from pg_publication`, 0},
+		"markers on the origin":         {origin, `select count(*) from reshard_markers`, 0},
+		"writable vnodes on the origin": {origin, `select count(*) from reshard_vnodes where writable`, owned},
+		"rows on the origin":            {origin, `select count(*) from manta`, rows},
+	}
+	if dst != "" {
+		checks["subscriptions on the destination"] = check{dst, `select count(*) from pg_subscription`, 0}
+		checks["rows on the destination"] = check{dst, `select count(*) from manta`, 0}
+		checks["ownership on the destination"] = check{dst, `select count(*) from reshard_vnodes`, 0}
+	}
+	for name, c := range checks {
+		if got := query[int64](t, c.dsn, c.sql); got != c.want {
+			t.Errorf("%s: %d, want %d", name, got, c.want)
+		}
 	}
 }
