@@ -482,7 +482,7 @@ func (a *agent) createStandby(ctx context.Context, op Op) (*reshard.Peer, error)
 		return nil, err
 	}
 	if err := a.checkSpace(ctx, up); err != nil {
-		return nil, fmt.Errorf("%s: %w", op.Peer, err)
+		return nil, err
 	}
 	port, err := pgserver.FreePort(a.cfg.Addr)
 	if err != nil {
