@@ -234,13 +234,14 @@ func (p *Provisioner) run(ctx context.Context, host string, op Op) (*Status, err
 	// one restarting, or cut off for a moment (its lease gone), takes it up
 	// when it is back. Only an agent away for longer than gone fails it.
 	id := opID()
-	if err := p.Agents.PutOp(ctx, host, id, op); err != nil {
+	rev, err := p.Agents.PutOp(ctx, host, id, op)
+	if err != nil {
 		return nil, fmt.Errorf("ask agent host %s to %s %s: %w", host, op.Kind, op.Peer, err)
 	}
 	defer p.Agents.DeleteOp(context.WithoutCancel(ctx), host, id)
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	watch := p.Agents.WatchStatus(wctx, host, id)
+	watch := p.Agents.WatchStatus(wctx, host, id, rev)
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	var goneSince time.Time

@@ -74,14 +74,16 @@ func (a *Agents) list(ctx context.Context, prefix string) (map[string][]byte, er
 	return out, nil
 }
 
-// PutOp asks host's agent for an operation. Under a job's fence (ctx), a
+// PutOp asks host's agent for an operation, and returns the revision it
+// was put at (to watch its status from). Under a job's fence (ctx), a
 // stale orchestrator's request is refused here already.
-func (a *Agents) PutOp(ctx context.Context, host, id string, record any) error {
+func (a *Agents) PutOp(ctx context.Context, host, id string, record any) (int64, error) {
 	b, err := json.Marshal(record)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	return do(ctx, a.cli, clientv3.OpPut(agentOpPrefix+host+"/"+id, string(b)))
+	_, _, rev, err := txnAt(ctx, a.cli, nil, []clientv3.Op{clientv3.OpPut(agentOpPrefix+host+"/"+id, string(b))}, nil)
+	return rev, err
 }
 
 // Ops returns host's operations by id, and the revision they were read at
@@ -130,9 +132,12 @@ func (a *Agents) Status(ctx context.Context, host, id string) ([]byte, error) {
 	return resp.Kvs[0].Value, nil
 }
 
-// WatchStatus delivers changes of an operation's status.
-func (a *Agents) WatchStatus(ctx context.Context, host, id string) clientv3.WatchChan {
-	return a.cli.Watch(clientv3.WithRequireLeader(ctx), agentStatusPrefix+host+"/"+id)
+// WatchStatus delivers every change of an operation's status after
+// revision rev (its PutOp's). A watch from "now" would miss a status the
+// agent wrote while the watch was being set up, and its asker would learn
+// of it only at its next poll: in a write block, a second lost.
+func (a *Agents) WatchStatus(ctx context.Context, host, id string, rev int64) clientv3.WatchChan {
+	return a.cli.Watch(clientv3.WithRequireLeader(ctx), agentStatusPrefix+host+"/"+id, clientv3.WithRev(rev+1))
 }
 
 // DeleteOp forgets an operation and its status once its asker has read it.

@@ -48,23 +48,29 @@ func FenceOf(ctx context.Context) (Fence, bool) {
 // ctx carries one, so a refused fence is told apart from the caller's own
 // conditions failing. It returns whether cmps held and the branch's results.
 func txn(ctx context.Context, cli *clientv3.Client, cmps []clientv3.Cmp, then, els []clientv3.Op) (bool, []*pb.ResponseOp, error) {
+	ok, resps, _, err := txnAt(ctx, cli, cmps, then, els)
+	return ok, resps, err
+}
+
+// txnAt is txn that also returns the revision it committed at.
+func txnAt(ctx context.Context, cli *clientv3.Client, cmps []clientv3.Cmp, then, els []clientv3.Op) (bool, []*pb.ResponseOp, int64, error) {
 	f, fenced := FenceOf(ctx)
 	if !fenced {
 		resp, err := cli.Txn(ctx).If(cmps...).Then(then...).Else(els...).Commit()
 		if err != nil {
-			return false, nil, err
+			return false, nil, 0, err
 		}
-		return resp.Succeeded, resp.Responses, nil
+		return resp.Succeeded, resp.Responses, resp.Header.Revision, nil
 	}
 	resp, err := cli.Txn(ctx).If(f.cmp()).Then(clientv3.OpTxn(cmps, then, els)).Commit()
 	if err != nil {
-		return false, nil, err
+		return false, nil, 0, err
 	}
 	if !resp.Succeeded {
-		return false, nil, fmt.Errorf("%w: lock %s token %d", ErrFenced, f.Key, f.Token)
+		return false, nil, 0, fmt.Errorf("%w: lock %s token %d", ErrFenced, f.Key, f.Token)
 	}
 	inner := resp.Responses[0].GetResponseTxn()
-	return inner.Succeeded, inner.Responses, nil
+	return inner.Succeeded, inner.Responses, resp.Header.Revision, nil
 }
 
 // do runs unconditional operations, under the fence when ctx carries one.

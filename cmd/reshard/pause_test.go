@@ -50,7 +50,8 @@ func TestPausePastLease(t *testing.T) {
 }
 
 func pausePastLease(t *testing.T, strategy orchestrator.StrategyName, points []string) {
-	l := labUp(t, "--shards", "2", "--peers", "1", "--routers", "2", "--vnodes", "4096")
+	l := labUp(t, "--shards", "2", "--peers", "1", "--routers", "2", "--vnodes", "4096",
+		"--spare-hosts", spareHostsFor(strategy, len(points)))
 	cli := l.etcdClient(t)
 	ledger := t.TempDir() + "/ledger.jsonl"
 	// Load for about as long as the splits take here (a physical split

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -173,6 +174,15 @@ func TestKillAndResumeEveryPhase(t *testing.T) {
 	}
 }
 
+// spareHostsFor is the --spare-hosts of a lab that runs that many
+// one-peer splits of strategy: an agent host for each new peer.
+func spareHostsFor(strategy orchestrator.StrategyName, splits int) string {
+	if !orchestrator.CreatesDestinations(strategy) {
+		return "0"
+	}
+	return strconv.Itoa(splits)
+}
+
 // nextSplit prepares a test's i-th split: of whichever pnode holds the most
 // vnodes onto a new one, which the lab adds unless the strategy creates it.
 // extra are the start flags the strategy needs.
@@ -195,9 +205,10 @@ func nextSplit(t *testing.T, l *labInfo, i int, strategy orchestrator.StrategyNa
 }
 
 func killAndResume(t *testing.T, strategy string) {
-	l := labUp(t, "--shards", "2", "--peers", "1", "--routers", "2", "--vnodes", "4096")
-	ledger := filepath.Join(t.TempDir(), "ledger.jsonl")
 	points := orchestrator.FaultPoints(orchestrator.StrategyName(strategy))
+	l := labUp(t, "--shards", "2", "--peers", "1", "--routers", "2", "--vnodes", "4096",
+		"--spare-hosts", spareHostsFor(orchestrator.StrategyName(strategy), len(points)))
+	ledger := filepath.Join(t.TempDir(), "ledger.jsonl")
 	if os.Getenv("RESHARD_FAULTS") != "full" {
 		// make test: every phase, and the cutover where ownership or the
 		// ring changes hands; make faults: after every cutover step too.
