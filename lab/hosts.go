@@ -152,10 +152,9 @@ func (n *Network) ip(args ...string) error {
 }
 
 // ipCommand runs ip in this machine's own network namespace, where the
-// bridge is, even from a process that runs on a host of the lab (an
-// orchestrator on a spare host, whose lab provisioner adds hosts for new
-// peers). The lab names that namespace when it makes the bridge: this
-// machine's init is not ours to look into.
+// bridge is, even from a process that runs on a host of the lab (a lab
+// command given through `lab exec`). The lab names that namespace when it
+// makes the bridge: this machine's init is not ours to look into.
 func (n *Network) ipCommand(args ...string) *exec.Cmd {
 	if n == nil || n.ControlNS == "" {
 		return exec.Command("ip", args...)
