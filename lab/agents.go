@@ -86,7 +86,7 @@ func (s *State) prepareAgents(n int, as runAs) error {
 	return s.save()
 }
 
-// agentCommand is the agent of a, run where a is.
+// command runs the agent of a where a is.
 func (a AgentHost) command(exe, etcdURL string) *exec.Cmd {
 	return a.Place.command(nil, exe, "agent", "--etcd", etcdURL, "--host", a.Name,
 		"--addr", a.host(), "--data-root", a.Root, "--ttl", "5s")
