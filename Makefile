@@ -28,7 +28,7 @@ test: deps vet
 # phase of both; the table goes to docs/.
 faults: deps
 	RESHARD_FAULTS=full RESHARD_FAULTS_OUT=$(CURDIR)/docs/faults-results.md \
-		$(GO) test -count=1 -v -run 'TestFaults|TestAbortDuringCopy|TestAbortDestinationDown|TestDestinationDiskFull|TestKillAndResumeEveryPhase|TestPausePastLease' -timeout 90m ./cmd/reshard/
+		$(GO) test -count=1 -v -run 'TestFaults|TestAbortDuringCopy|TestAbortDestinationDown|TestDestinationDiskFull|TestKillAndResumeEveryPhase|TestKillAndResumeRevert|TestPausePastLease' -timeout 90m ./cmd/reshard/
 
 demo: deps build
 	$(BIN) demo $(DEMO_FLAGS)

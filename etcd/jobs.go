@@ -14,13 +14,14 @@ import (
 // Job records live under JobPrefix, one JSON value per job; the
 // orchestrator owns their shape. A job's pnodes are locked under
 // PnodeLockPrefix for as long as it runs, its orchestrators take turns
-// through a lock under jobLockPrefix, and an abort request waits under
-// abortPrefix (the running orchestrator owns the record and would
-// overwrite a flag set in it).
+// through a lock under jobLockPrefix, and an operator's request (abort,
+// revert, complete) waits under abortPrefix or requestPrefix (the running
+// orchestrator owns the record and would overwrite a flag set in it).
 const (
 	JobPrefix     = Prefix + "jobs/"
 	jobLockPrefix = Prefix + "joblocks/"
 	abortPrefix   = Prefix + "aborts/"
+	requestPrefix = Prefix + "requests/"
 )
 
 // Jobs keeps job records in etcd.
@@ -117,26 +118,48 @@ func (s *Jobs) ReleasePnodes(ctx context.Context, id string, pnodes []string) er
 	return nil
 }
 
-// RequestAbort asks whoever runs the job to undo it.
-func (s *Jobs) RequestAbort(ctx context.Context, id string) error {
-	if _, err := s.cli.Put(ctx, abortPrefix+id, time.Now().UTC().Format(time.RFC3339)); err != nil {
-		return fmt.Errorf("request abort: %w", err)
+// Action is what an operator asks of a job that an orchestrator may be
+// running: the request waits in etcd until the running one takes it up.
+type Action string
+
+const (
+	// Abort undoes a job that has not flipped the ring.
+	Abort Action = "abort"
+	// Revert takes a flipped job's way back: the ring flips back.
+	Revert Action = "revert"
+	// Complete closes a flipped job's way back and cleans up.
+	Complete Action = "complete"
+)
+
+// requestKey is where a request of the action waits. Abort requests keep
+// the key they always had.
+func requestKey(a Action, id string) string {
+	if a == Abort {
+		return abortPrefix + id
+	}
+	return requestPrefix + string(a) + "/" + id
+}
+
+// Request asks whoever runs the job to carry out the action.
+func (s *Jobs) Request(ctx context.Context, a Action, id string) error {
+	if _, err := s.cli.Put(ctx, requestKey(a, id), time.Now().UTC().Format(time.RFC3339)); err != nil {
+		return fmt.Errorf("request %s: %w", a, err)
 	}
 	return nil
 }
 
-// AbortRequested reports whether an abort of the job was asked for.
-func (s *Jobs) AbortRequested(ctx context.Context, id string) (bool, error) {
-	resp, err := s.cli.Get(ctx, abortPrefix+id, clientv3.WithCountOnly())
+// Requested reports whether the action was asked of the job.
+func (s *Jobs) Requested(ctx context.Context, a Action, id string) (bool, error) {
+	resp, err := s.cli.Get(ctx, requestKey(a, id), clientv3.WithCountOnly())
 	if err != nil {
 		return false, err
 	}
 	return resp.Count > 0, nil
 }
 
-// ClearAbort removes an abort request that has been dealt with.
-func (s *Jobs) ClearAbort(ctx context.Context, id string) error {
-	return do(ctx, s.cli, clientv3.OpDelete(abortPrefix+id))
+// ClearRequest removes a request that has been dealt with.
+func (s *Jobs) ClearRequest(ctx context.Context, a Action, id string) error {
+	return do(ctx, s.cli, clientv3.OpDelete(requestKey(a, id)))
 }
 
 // Hold takes the job's lock on session, waiting while another orchestrator

@@ -27,6 +27,9 @@ type Report struct {
 	Stale int `json:"stale"`
 	// Misplaced: live rows on a shard that the ring does not map their vnode to.
 	Misplaced int `json:"misplaced"`
+	// Kept: such rows that an unfinished job keeps after its flip (its way
+	// back, or its cleanup to come): expected, not misplaced.
+	Kept int `json:"kept"`
 	// Ambiguous: keys whose last write has an unknown outcome; either
 	// outcome is accepted, and the key is not counted as missing or stale.
 	Ambiguous int `json:"ambiguous"`
@@ -48,10 +51,14 @@ type keyState struct {
 	maybePresent bool
 }
 
+// Kept reports whether an unfinished job keeps a vnode's rows on a pnode
+// although the ring maps the vnode elsewhere. nil keeps none.
+type Kept func(pnode string, vnode uint32) bool
+
 // Verify checks every key of the ledger against the shard that owns it by
 // the current ring, reading the primaries directly, and counts rows that
-// sit on shards the ring does not map their vnode to.
-func Verify(ctx context.Context, cli *clientv3.Client, entries []Entry) (Report, error) {
+// sit on shards the ring does not map their vnode to, apart from those kept.
+func Verify(ctx context.Context, cli *clientv3.Client, entries []Entry, kept Kept) (Report, error) {
 	rg, rv, err := etcd.NewRingStore(cli).Current(ctx)
 	if err != nil {
 		return Report{}, err
@@ -167,11 +174,11 @@ func Verify(ctx context.Context, cli *clientv3.Client, entries []Entry) (Report,
 			}
 		}
 	}
-	n, ex, err := misplaced(ctx, reg, rg, conn)
+	n, k, ex, err := misplaced(ctx, reg, rg, conn, kept)
 	if err != nil {
 		return rep, err
 	}
-	rep.Misplaced = n
+	rep.Misplaced, rep.Kept = n, k
 	for _, e := range ex {
 		example("%s", e)
 	}
@@ -179,22 +186,23 @@ func Verify(ctx context.Context, cli *clientv3.Client, entries []Entry) (Report,
 }
 
 // misplaced counts rows on each registered pnode whose vnode the ring maps
-// elsewhere: one grouped scan per bucket per pnode, whatever the ring size.
-func misplaced(ctx context.Context, reg reshard.Registry, rg *ring.Ring, conn func(string) (*pgxConn, error)) (int, []string, error) {
+// elsewhere, and apart those kept: one grouped scan per bucket per pnode,
+// whatever the ring size.
+func misplaced(ctx context.Context, reg reshard.Registry, rg *ring.Ring, conn func(string) (*pgxConn, error), kept Kept) (int, int, []string, error) {
 	pnodes, err := reg.Pnodes(ctx)
 	if err != nil {
-		return 0, nil, err
+		return 0, 0, nil, err
 	}
-	total := 0
+	total, keptRows := 0, 0
 	var examples []string
 	for _, p := range pnodes {
 		c, err := conn(p.Name)
 		if err != nil {
-			return 0, nil, err
+			return 0, 0, nil, err
 		}
 		bs, err := shard.Buckets(ctx, c)
 		if err != nil {
-			return 0, nil, err
+			return 0, 0, nil, err
 		}
 		names := make([]string, 0, len(bs))
 		for b := range bs {
@@ -204,10 +212,14 @@ func misplaced(ctx context.Context, reg reshard.Registry, rg *ring.Ring, conn fu
 		for _, b := range names {
 			stats, err := shard.VnodeStats(ctx, c, b)
 			if err != nil {
-				return 0, nil, err
+				return 0, 0, nil, err
 			}
 			for _, s := range stats {
 				owner, _, err := rg.Vnode(uint32(s.Vnode))
+				if err == nil && owner != p.Name && kept != nil && kept(p.Name, uint32(s.Vnode)) {
+					keptRows += int(s.Rows)
+					continue
+				}
 				if err != nil || owner != p.Name {
 					total += int(s.Rows)
 					if len(examples) < 5 {
@@ -217,7 +229,7 @@ func misplaced(ctx context.Context, reg reshard.Registry, rg *ring.Ring, conn fu
 			}
 		}
 	}
-	return total, examples, nil
+	return total, keptRows, examples, nil
 }
 
 type pgxConn = pgx.Conn

@@ -12,7 +12,7 @@ import (
 )
 
 // Abort asks a job to stop and undo itself. Before the ring flips it is
-// undone completely; after, abort is refused: the job must finish.
+// undone completely; after, abort is refused: the job reverts or completes.
 func (o *Orchestrator) Abort(ctx context.Context, id string) error {
 	j, err := o.store.Get(ctx, id)
 	if err != nil {
@@ -22,9 +22,9 @@ func (o *Orchestrator) Abort(ctx context.Context, id string) error {
 	case j.State == Done || j.State == Aborted:
 		return fmt.Errorf("job %s is already %s", id, j.State)
 	case j.FlipDone():
-		return fmt.Errorf("job %s has flipped the ring (version %d); it can only finish: run 'reshard resume %s'", id, j.RingVersionAfter, id)
+		return fmt.Errorf("job %s has flipped the ring (version %d): 'reshard revert %s' goes back, 'reshard complete %s' finishes it", id, j.RingVersionAfter, id, id)
 	}
-	if err := o.store.jobs.RequestAbort(ctx, id); err != nil {
+	if err := o.store.jobs.Request(ctx, etcd.Abort, id); err != nil {
 		return err
 	}
 	// If no orchestrator runs the job, undo it here; if one does, it sees
@@ -46,7 +46,7 @@ func (r *run) checkAbort(ctx context.Context) error {
 		return nil
 	}
 	r.abortChecked = time.Now()
-	if asked, err := r.o.store.jobs.AbortRequested(ctx, r.job.ID); err == nil && asked {
+	if asked, err := r.o.store.jobs.Requested(ctx, etcd.Abort, r.job.ID); err == nil && asked {
 		return ErrAborted
 	}
 	return nil
@@ -99,7 +99,7 @@ func (r *run) finishAbort(ctx context.Context) error {
 	if err := r.o.store.ReleasePnodes(ctx, j); err != nil {
 		return err
 	}
-	if err := r.o.store.jobs.ClearAbort(ctx, j.ID); err != nil {
+	if err := r.o.store.jobs.ClearRequest(ctx, etcd.Abort, j.ID); err != nil {
 		return err
 	}
 	return ErrAborted

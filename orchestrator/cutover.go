@@ -32,20 +32,37 @@ const (
 var stepNames = map[int]string{stepFreeze: "freeze", stepCaughtUp: "caught-up", stepVerified: "recheck",
 	stepSequences: "sequences", stepDisowned: "disown", stepWritable: "writable", stepRing: "ring", stepRouters: "routers"}
 
-// step runs cutover step n unless a previous run finished it, records it
-// with the time its work took (the save that records it aside), and then
-// passes the fault point after it.
+// cutoverLog is where one direction's cutover records its steps: the job
+// itself for the forward cutover, its Revert for the way back.
+type cutoverLog struct {
+	done  *int
+	ms    *map[string]float64
+	names map[int]string
+}
+
+func (r *run) forward() cutoverLog {
+	return cutoverLog{done: &r.job.Cutover, ms: &r.job.CutoverMS, names: stepNames}
+}
+
+// step runs forward cutover step n (see stepIn).
 func (r *run) step(ctx context.Context, n int, after Point, fn func() error) error {
-	if r.job.Cutover < n {
+	return r.stepIn(ctx, r.forward(), n, after, fn)
+}
+
+// stepIn runs cutover step n unless a previous run finished it, records
+// it with the time its work took (the save that records it aside), and
+// then passes the fault point after it.
+func (r *run) stepIn(ctx context.Context, log cutoverLog, n int, after Point, fn func() error) error {
+	if *log.done < n {
 		start := time.Now()
 		if err := fn(); err != nil {
 			return err
 		}
-		r.job.Cutover = n
-		if r.job.CutoverMS == nil {
-			r.job.CutoverMS = map[string]float64{}
+		*log.done = n
+		if *log.ms == nil {
+			*log.ms = map[string]float64{}
 		}
-		r.job.CutoverMS[stepNames[n]] = float64(time.Since(start).Microseconds()) / 1000
+		(*log.ms)[log.names[n]] = float64(time.Since(start).Microseconds()) / 1000
 		if err := r.save(ctx); err != nil {
 			return err
 		}
@@ -59,7 +76,7 @@ func (r *run) step(ctx context.Context, n int, after Point, fn func() error) err
 // to them can commit: the write block starts here.
 func (r *run) freeze(ctx context.Context) error {
 	return r.step(ctx, stepFreeze, PointFrozen, func() error {
-		if err := r.markFrozen(ctx); err != nil {
+		if err := r.markFrozen(ctx, &r.job.Frozen, &r.job.FrozenAt); err != nil {
 			return err
 		}
 		return r.fenced(ctx, r.job.From, func(tx pgx.Tx) error {
@@ -72,11 +89,11 @@ func (r *run) freeze(ctx context.Context) error {
 // markFrozen records the start of the write block before the freeze, so
 // that a crash during the freeze cannot make the block look shorter than
 // it was: the time measured is never less than the time writes waited.
-func (r *run) markFrozen(ctx context.Context) error {
-	if r.job.Frozen {
+func (r *run) markFrozen(ctx context.Context, frozen *bool, at *time.Time) error {
+	if *frozen {
 		return nil
 	}
-	r.job.Frozen, r.job.FrozenAt = true, time.Now().UTC()
+	*frozen, *at = true, time.Now().UTC()
 	return r.save(ctx)
 }
 
@@ -87,6 +104,9 @@ func (r *run) markFrozen(ctx context.Context) error {
 func (r *run) handOver(ctx context.Context) error {
 	j := r.job
 	if err := r.step(ctx, stepDisowned, PointDisowned, func() error {
+		if err := r.recordBackLSN(ctx); err != nil {
+			return err
+		}
 		return r.fenced(ctx, j.From, func(tx pgx.Tx) error { return shard.DisownRanges(ctx, tx, j.AllRanges()) })
 	}); err != nil {
 		return err
@@ -105,52 +125,74 @@ func (r *run) handOver(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
-	if err := r.step(ctx, stepRing, PointFlipped, func() error { return r.flipRing(ctx) }); err != nil {
+	if err := r.step(ctx, stepRing, PointFlipped, func() error {
+		v, err := r.remapRing(ctx, false)
+		if err != nil {
+			return err
+		}
+		j.RingVersionAfter = v
+		if j.FlippedAt.IsZero() {
+			j.FlippedAt = time.Now().UTC()
+		}
+		return nil
+	}); err != nil {
 		return err
 	}
-	return r.step(ctx, stepRouters, PointRouted, func() error { return r.waitRouters(ctx) })
+	return r.step(ctx, stepRouters, PointRouted, func() error { return r.waitRouters(ctx, j.RingVersionAfter) })
 }
 
-// flipRing publishes the ring with the moved vnodes on their new pnodes,
-// fenced like every etcd write of the job. It is idempotent: a ring that
-// already maps them there is left alone.
-func (r *run) flipRing(ctx context.Context) error {
+// remapRing publishes the ring with the moving vnodes on their new pnodes,
+// or back on the origin, fenced like every etcd write of the job, and
+// returns its version. It is idempotent: a ring that already maps them
+// there is left alone.
+func (r *run) remapRing(ctx context.Context, back bool) (int64, error) {
 	j := r.job
+	target := func(m Move) (to, from string) {
+		if back {
+			return j.From, m.To
+		}
+		return m.To, j.From
+	}
 	rg, rv, err := r.o.rings.Current(ctx)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	done := true
 	for _, m := range j.Moves {
+		to, from := target(m)
 		vs, _ := ring.ParseVnodeList(m.Vnodes, int(rg.Vnodes()))
 		for _, v := range vs {
 			p, _, err := rg.Vnode(v)
 			if err != nil {
-				return fatal("%v", err)
+				return 0, fatal("%v", err)
 			}
-			if p != m.To {
+			if p != to {
 				done = false
 			}
-			if p != m.To && p != j.From {
-				return fatal("vnode %d moved to %s outside this job", v, p)
+			if p != to && p != from {
+				return 0, fatal("vnode %d moved to %s outside this job", v, p)
 			}
 		}
 	}
 	if done {
-		j.RingVersionAfter = rv.Version
-		return nil
+		return rv.Version, nil
 	}
-	nv, err := r.o.rings.UpdateFrom(ctx, rg, rv, "reshard "+j.ID, func(next *ring.Ring) error {
+	what := "reshard " + j.ID
+	if back {
+		what = "revert " + j.ID
+	}
+	nv, err := r.o.rings.UpdateFrom(ctx, rg, rv, what, func(next *ring.Ring) error {
 		for _, m := range j.Moves {
+			to, _ := target(m)
 			vs, _ := ring.ParseVnodeList(m.Vnodes, int(next.Vnodes()))
 			var left []uint32
 			for _, v := range vs {
-				if p, _, _ := next.Vnode(v); p != m.To {
+				if p, _, _ := next.Vnode(v); p != to {
 					left = append(left, v)
 				}
 			}
 			if len(left) > 0 {
-				if err := next.Remap(left, m.To); err != nil {
+				if err := next.Remap(left, to); err != nil {
 					return err
 				}
 			}
@@ -158,16 +200,15 @@ func (r *run) flipRing(ctx context.Context) error {
 		return nil
 	})
 	if err != nil {
-		return err
+		return 0, err
 	}
-	j.RingVersionAfter = nv.Version
-	return nil
+	return nv.Version, nil
 }
 
-// waitRouters waits until every registered router serves the new ring. A
-// router that does not is still safe (the fence refuses its writes); after
-// RouterWait the job goes on and records a warning.
-func (r *run) waitRouters(ctx context.Context) error {
+// waitRouters waits until every registered router serves ring version
+// want or later. A router that does not is still safe (the fence refuses
+// its writes); after RouterWait the job goes on and records a warning.
+func (r *run) waitRouters(ctx context.Context, want int64) error {
 	deadline := time.Now().Add(r.o.RouterWait)
 	return r.waitFor(ctx, 20*time.Millisecond, 0, "routers", func() (bool, error) {
 		rs, err := etcd.Routers(ctx, r.o.cli)
@@ -176,7 +217,7 @@ func (r *run) waitRouters(ctx context.Context) error {
 		}
 		var behind []string
 		for _, rt := range rs {
-			if rt.RingVersion < r.job.RingVersionAfter {
+			if rt.RingVersion < want {
 				behind = append(behind, rt.Name)
 			}
 		}
@@ -184,7 +225,7 @@ func (r *run) waitRouters(ctx context.Context) error {
 			return true, nil
 		}
 		if time.Now().After(deadline) {
-			r.job.Warnings = append(r.job.Warnings, fmt.Sprintf("routers %v did not report ring version %d within %s", behind, r.job.RingVersionAfter, r.o.RouterWait))
+			r.job.Warnings = append(r.job.Warnings, fmt.Sprintf("routers %v did not report ring version %d within %s", behind, want, r.o.RouterWait))
 			return true, nil
 		}
 		return false, r.progress(ctx, Progress{Done: int64(len(rs) - len(behind)), Total: int64(len(rs)), Unit: "routers"})

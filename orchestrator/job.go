@@ -26,6 +26,16 @@ const (
 	Failed   State = "failed"
 	Aborted  State = "aborted"
 	Aborting State = "aborting"
+	// After the flip the way back stays open until the job completes or
+	// reverts (see wayback.go).
+	Flipped    State = "flipped"    // waiting for 'reshard complete' or 'reshard revert'
+	Completing State = "completing" // closing the way back, then the cleanup
+	Reverting  State = "reverting"  // going back to the origin
+	Reverted   State = "reverted"   // back on the origin, nothing of the job left
+	// Phase states only: a phase waiting for an operator's decision, and
+	// one a revert left out.
+	Waiting State = "waiting"
+	Skipped State = "skipped"
 )
 
 // DCMode is RFD 103's datacenter layout of a pnode: one server, or three
@@ -130,6 +140,28 @@ type Job struct {
 	// is kept here so a resumed job uses the same one.
 	ZooKeeper     []string `json:"zookeeper,omitempty"`
 	ZooKeeperPath string   `json:"zookeeper_path,omitempty"`
+
+	// Complete says when the way back closes after the flip: "auto",
+	// "manual" or "after:DURATION" (see ParseComplete).
+	Complete  string    `json:"complete,omitempty"`
+	FlippedAt time.Time `json:"flipped_at,omitzero"`
+	// BackLSN is each move's destination WAL position before it took
+	// writes: the way back streams what the destination wrote after it.
+	BackLSN map[int]string `json:"back_lsn,omitempty"`
+	// Revert, once asked for, records the way back taken.
+	Revert *Revert `json:"revert,omitempty"`
+}
+
+// Revert records a revert's cutover, step by step, as the forward one is
+// recorded in the job.
+type Revert struct {
+	Requested    time.Time          `json:"requested"`
+	Cutover      int                `json:"cutover_step"`
+	Frozen       bool               `json:"frozen"`
+	FrozenAt     time.Time          `json:"frozen_at,omitzero"`
+	WriteBlockMS float64            `json:"write_block_ms,omitempty"`
+	CutoverMS    map[string]float64 `json:"cutover_ms,omitempty"`
+	RingVersion  int64              `json:"ring_version,omitempty"`
 }
 
 // phase returns the named phase.

@@ -31,13 +31,18 @@ func init() {
 			{Name: "catchup", Run: logicalCatchup, Points: []Point{PointMid}},
 			dumpLockPhase,
 			{Name: "verify", Run: verify, Points: []Point{PointMid}},
+			reverseSlotsPhase,
 			{Name: "cutover", Run: logicalCutover, Points: []Point{PointFrozen, PointCaughtUp, PointRechecked, PointSequences,
 				PointDisowned, PointWritable, PointFlipped, PointRouted}},
 			{Name: "teardown", Run: teardown, Points: []Point{PointMid}},
+			reverseStreamPhase,
 			releaseDumpLockPhase,
+			soakPhase,
+			closeWayBackPhase,
 			{Name: "cleanup", Run: cleanupOrigin, Points: []Point{PointMid}},
 		},
-		Undo: undoLogical,
+		Undo:          undoLogical,
+		RevertCleanup: revertCleanupLogical,
 	})
 }
 
@@ -100,7 +105,7 @@ func replicate(ctx context.Context, r *run) error {
 	return r.eachMove(ctx, func(i int, m Move, dst *pgxpool.Pool) error {
 		name := pubName(j, i)
 		if err := r.fenced(ctx, j.From, func(tx pgx.Tx) error {
-			return shard.CreatePublication(ctx, tx, name, j.Buckets, m.Ranges)
+			return shard.CreatePublication(ctx, tx, name, j.ID, j.Buckets, m.Ranges)
 		}); err != nil {
 			return err
 		}
@@ -112,7 +117,7 @@ func replicate(ctx context.Context, r *run) error {
 			return err
 		}
 		if err := r.fenced(ctx, m.To, func(tx pgx.Tx) error {
-			return shard.CreateSubscription(ctx, tx, name, conninfo, name)
+			return shard.CreateSubscription(ctx, tx, name, conninfo, name, true)
 		}); err != nil {
 			return err
 		}
@@ -253,7 +258,7 @@ func verify(ctx context.Context, r *run) error {
 			if err != nil {
 				return err
 			}
-			if err := r.markerReached(ctx, fmt.Sprintf("verify-%d-%d-%d", i, round, time.Now().UnixNano()), m); err != nil {
+			if err := r.markerReached(ctx, fmt.Sprintf("verify-%d-%d-%d", i, round, time.Now().UnixNano()), j.From, m.To); err != nil {
 				return err
 			}
 			got, err := shard.Checksums(ctx, dst, j.Buckets, rgs)
@@ -299,7 +304,7 @@ func logicalCutover(ctx context.Context, r *run) error {
 	if err := r.freeze(ctx); err != nil {
 		return err
 	}
-	if err := r.step(ctx, stepCaughtUp, PointCaughtUp, func() error { return r.markerReached(ctx, "cutover", j.Moves...) }); err != nil {
+	if err := r.step(ctx, stepCaughtUp, PointCaughtUp, func() error { return r.markerReached(ctx, "cutover", j.From, j.To...) }); err != nil {
 		return err
 	}
 	if err := r.step(ctx, stepVerified, PointRechecked, func() error { return r.recheck(ctx) }); err != nil {

@@ -184,7 +184,7 @@ func (o *Orchestrator) Run(ctx context.Context, id string) error {
 	defer r.closePools()
 	defer r.closeZnode()
 	switch j.State {
-	case Done:
+	case Done, Reverted:
 		return nil
 	case Aborted:
 		return ErrAborted
@@ -198,47 +198,80 @@ func (o *Orchestrator) Run(ctx context.Context, id string) error {
 		}
 		return r.stopped(err)
 	}
-	if asked, err := o.store.jobs.AbortRequested(ctx, id); err != nil {
+	if asked, err := o.store.jobs.Requested(ctx, etcd.Abort, id); err != nil {
 		return err
 	} else if asked {
 		if !j.FlipDone() {
 			return r.stopped(r.abort(ctx))
 		}
-		o.log.Warn("abort ignored: the ring has flipped; finishing the job", "job", id)
-		if err := o.store.jobs.ClearAbort(ctx, id); err != nil {
+		o.log.Warn("abort ignored: the ring has flipped; the job reverts or completes", "job", id)
+		if err := o.store.jobs.ClearRequest(ctx, etcd.Abort, id); err != nil {
 			return r.stopped(err)
 		}
 	}
-	j.State, j.Error = Running, ""
+	if j.wayBackOpen() {
+		if asked, err := o.store.jobs.Requested(ctx, etcd.Revert, id); err != nil {
+			return err
+		} else if asked {
+			if err := r.beginRevert(ctx); err != nil {
+				return r.stopped(err)
+			}
+		}
+	}
+	j.State, j.Error = j.activeState(), ""
 	if err := r.save(ctx); err != nil {
 		return r.stopped(err)
 	}
-	for i := range j.Phases {
+	// A revert adds phases as the loop runs, so the length is read anew.
+	for i := 0; i < len(j.Phases); i++ {
 		ph := &j.Phases[i]
-		if ph.State == Done {
+		if ph.State == Done || ph.State == Skipped {
 			continue
 		}
 		pf, ok := strat.phase(ph.Name)
 		if !ok {
 			return fmt.Errorf("job %s: strategy %s has no phase %s", j.ID, j.Strategy, ph.Name)
 		}
-		if err := r.runPhase(ctx, ph, r.resumeHold(ph, pf.Run)); err != nil {
-			if errors.Is(err, ErrAborted) {
-				return r.stopped(r.abort(ctx))
-			}
-			if lostJob(err) || r.sessionEnded() {
+		j.State = j.activeState()
+		err := r.runPhase(ctx, ph, r.resumeHold(ph, pf.Run))
+		switch {
+		case err == nil:
+			continue
+		case errors.Is(err, errRevertAsked):
+			if err := r.beginRevert(ctx); err != nil {
 				return r.stopped(err)
 			}
-			j.State, j.Error = Failed, err.Error()
-			r.save(context.WithoutCancel(ctx))
-			return err
+			continue
+		case errors.Is(err, errAwaitDecision):
+			// Nobody has decided: the job waits, flipped, with its way
+			// back open and its pnodes held, for complete or revert.
+			ph.State, j.State, j.Current = Waiting, Flipped, ph.Name
+			return r.stopped(r.save(ctx))
+		case errors.Is(err, ErrAborted):
+			return r.stopped(r.abort(ctx))
+		case lostJob(err) || r.sessionEnded():
+			return r.stopped(err)
 		}
+		j.State, j.Error = Failed, err.Error()
+		r.save(context.WithoutCancel(ctx))
+		return err
 	}
 	j.State, j.Current = Done, ""
+	if j.Revert != nil {
+		j.State = Reverted
+	}
 	if err := r.save(ctx); err != nil {
 		return r.stopped(err)
 	}
-	return r.stopped(o.store.ReleasePnodes(ctx, j))
+	if err := o.store.ReleasePnodes(ctx, j); err != nil {
+		return r.stopped(err)
+	}
+	for _, a := range []etcd.Action{etcd.Revert, etcd.Complete} {
+		if err := o.store.jobs.ClearRequest(ctx, a, id); err != nil {
+			return r.stopped(err)
+		}
+	}
+	return nil
 }
 
 // sessionEnded reports whether this run's etcd session (its lease) is
@@ -292,8 +325,9 @@ func (r *run) claimShards(ctx context.Context) error {
 // origin, see the origin's claim by replication).
 func (r *run) claimable(ctx context.Context, pnode string) (*pgxpool.Pool, error) {
 	if _, err := r.o.reg.Pnode(ctx, pnode); errors.Is(err, reshard.ErrNotFound) && r.strat.CreatesDestinations && pnode != r.job.From {
+		// Not registered: not made yet, or removed by a revert.
 		peers := r.job.NewPeers[pnode]
-		if len(peers) == 0 || peers[0].Role != reshard.RolePrimary {
+		if len(peers) == 0 || peers[0].Role != reshard.RolePrimary || r.job.Revert != nil {
 			return nil, nil
 		}
 		return r.peerPool(ctx, pnode, peers[0])
@@ -315,7 +349,7 @@ func (r *run) retry(ctx context.Context, what string, fn func() error) error {
 	for {
 		began := time.Now()
 		err := fn()
-		if err == nil || lostJob(err) || errors.Is(err, ErrAborted) {
+		if err == nil || lostJob(err) || errors.Is(err, ErrAborted) || decided(err) {
 			return err
 		}
 		// The three minutes count from the first failure in a row, not
@@ -327,7 +361,7 @@ func (r *run) retry(ctx context.Context, what string, fn func() error) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if aborted, _ := r.o.store.jobs.AbortRequested(ctx, r.job.ID); aborted && !r.job.FlipDone() {
+		if aborted, _ := r.o.store.jobs.Requested(ctx, etcd.Abort, r.job.ID); aborted && !r.job.FlipDone() {
 			return ErrAborted
 		}
 		var p permanent
@@ -356,7 +390,7 @@ func (r *run) retry(ctx context.Context, what string, fn func() error) error {
 // too short to poll for it (a small copy).
 func (r *run) runPhase(ctx context.Context, ph *Phase, fn func(context.Context, *run) error) error {
 	if !r.job.FlipDone() {
-		if asked, err := r.o.store.jobs.AbortRequested(ctx, r.job.ID); err == nil && asked {
+		if asked, err := r.o.store.jobs.Requested(ctx, etcd.Abort, r.job.ID); err == nil && asked {
 			return ErrAborted
 		}
 	}
@@ -385,7 +419,7 @@ func (r *run) runPhase(ctx context.Context, ph *Phase, fn func(context.Context, 
 		ph.State, ph.Ended, ph.Error = Done, &end, ""
 		ph.Seconds = end.Sub(*ph.Started).Seconds()
 		return r.save(ctx)
-	case errors.Is(err, ErrAborted), lostJob(err), ctx.Err() != nil:
+	case errors.Is(err, ErrAborted), lostJob(err), decided(err), ctx.Err() != nil:
 		return err
 	default:
 		ph.State, ph.Error = Failed, err.Error()

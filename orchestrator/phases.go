@@ -118,20 +118,22 @@ func releaseDumpLock(ctx context.Context, r *run) error {
 	return r.releaseDumpZnode(ctx)
 }
 
-// markerReached writes a marker on the origin, fenced, and waits until every
-// destination has applied it: they apply transactions in commit order, so
-// then they hold every change committed before it.
-func (r *run) markerReached(ctx context.Context, token string, moves ...Move) error {
-	if err := r.fenced(ctx, r.job.From, func(tx pgx.Tx) error { return shard.PutMarker(ctx, tx, r.job.ID, token) }); err != nil {
+// markerReached writes a marker on the pnode from, fenced, and waits until
+// every pnode in to has applied it: they apply transactions in commit
+// order, so then they hold every change from committed before it. The
+// copy sends markers from the origin to the destinations, the way back
+// from the destinations to the origin.
+func (r *run) markerReached(ctx context.Context, token, from string, to ...string) error {
+	if err := r.fenced(ctx, from, func(tx pgx.Tx) error { return shard.PutMarker(ctx, tx, r.job.ID, token) }); err != nil {
 		return err
 	}
-	for _, m := range moves {
-		dst, err := r.pool(ctx, m.To)
+	for _, p := range to {
+		db, err := r.pool(ctx, p)
 		if err != nil {
 			return err
 		}
-		if err := r.waitFor(ctx, 2*time.Millisecond, 2*time.Minute, fmt.Sprintf("%s applying marker %s", m.To, token), func() (bool, error) {
-			return shard.HasMarker(ctx, dst, r.job.ID, token)
+		if err := r.waitFor(ctx, 2*time.Millisecond, 2*time.Minute, fmt.Sprintf("%s applying marker %s", p, token), func() (bool, error) {
+			return shard.HasMarker(ctx, db, r.job.ID, token)
 		}); err != nil {
 			return err
 		}

@@ -19,8 +19,9 @@ const Physical StrategyName = "physical"
 // The physical strategy is RFD 103's own method: new peers of the origin
 // catch up by streaming replication, the moving vnodes are frozen, the first
 // new peer replays past the freeze and is promoted, the others follow it,
-// and the new shard owns the moving vnodes. Each side then deletes the rows
-// it no longer owns.
+// and the new shard owns the moving vnodes. The way back (wayback.go)
+// streams the new shard's changes to the moved vnodes to the origin until
+// the job completes; then each side deletes the rows it no longer owns.
 func init() {
 	register(&Strategy{
 		Name:    Physical,
@@ -34,8 +35,12 @@ func init() {
 			{Name: "wait-replay", Run: waitReplay, Points: []Point{PointMid}},
 			{Name: "detach", Run: detach, Points: []Point{PointMid}},
 			{Name: "register", Run: registerPnodes, Points: []Point{PointMid}},
+			reverseSlotsPhase,
 			{Name: "cutover", Run: physicalCutover, Points: []Point{PointDisowned, PointWritable, PointFlipped, PointRouted}},
+			reverseStreamPhase,
 			releaseDumpLockPhase,
+			soakPhase,
+			closeWayBackPhase,
 			{Name: "cleanup", Run: cleanupSplit, Points: []Point{PointMid}},
 		},
 		CreatesDestinations: true,
@@ -46,7 +51,8 @@ func init() {
 			_, err := o.provisioner(req.Provisioner)
 			return err
 		},
-		Undo: undoPhysical,
+		Undo:          undoPhysical,
+		RevertCleanup: undoPhysical,
 	})
 }
 
@@ -284,7 +290,8 @@ func physicalCutover(ctx context.Context, r *run) error {
 	return r.handOver(ctx)
 }
 
-// undoPhysical removes a physical job's work before its flip: the new
+// undoPhysical removes a physical job's work once the origin serves the
+// moving vnodes again (an abort before the flip, or a revert): the new
 // pnodes are unregistered and their peers removed.
 func undoPhysical(ctx context.Context, r *run) error {
 	j := r.job
@@ -294,6 +301,7 @@ func undoPhysical(ctx context.Context, r *run) error {
 				return err
 			}
 		}
+		r.crash(PointMid)
 		if len(j.NewPeers[to]) == 0 {
 			continue
 		}

@@ -42,6 +42,9 @@ type Request struct {
 	// lock znode now: the job waits for it at its dump-lock phase. Without
 	// it, start refuses, as RFD 103 step 6 wants no dump running.
 	WaitDumpLock bool
+	// Complete says when the way back closes after the flip: "auto" (at
+	// once, the default), "manual" or "after:DURATION" (see ParseComplete).
+	Complete string
 }
 
 func (r *Request) check() error {
@@ -49,6 +52,12 @@ func (r *Request) check() error {
 		r.Strategy = Logical
 	}
 	if _, err := strategyOf(r.Strategy); err != nil {
+		return err
+	}
+	if r.Complete == "" {
+		r.Complete = CompleteAuto
+	}
+	if _, err := ParseComplete(r.Complete); err != nil {
 		return err
 	}
 	if r.DCMode != SingleDC && r.DCMode != TripleDC {
@@ -207,7 +216,7 @@ func (o *Orchestrator) Plan(ctx context.Context, req Request) (*Job, error) {
 		Servers: req.Servers, Buckets: buckets, RateLimit: req.RateLimit, LagBytes: req.LagBytes,
 		Provisioner: req.Provisioner, RingVnodes: rg.Vnodes(),
 		State: Pending, RingVersionBefore: rv.Version, Created: time.Now().UTC(),
-		ZooKeeper: zkServers, ZooKeeperPath: zkPath,
+		ZooKeeper: zkServers, ZooKeeperPath: zkPath, Complete: req.Complete,
 	}
 	for i, part := range divide(moving, rows, len(req.To)) {
 		m := Move{To: req.To[i], Vnodes: ring.FormatVnodeList(part), Count: len(part), Ranges: ranges(part, owned)}

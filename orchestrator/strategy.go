@@ -32,6 +32,9 @@ type Strategy struct {
 	// Undo removes the job's work from every side once the origin owns
 	// and serves its vnodes again (an abort before the flip).
 	Undo func(ctx context.Context, r *run) error
+	// RevertCleanup removes the destinations' copies once a revert has
+	// handed the vnodes back to the origin and closed the way back.
+	RevertCleanup func(ctx context.Context, r *run) error
 }
 
 // PhaseFunc is one named phase of a strategy. Points names the crash
@@ -118,13 +121,14 @@ func PhaseNames(name StrategyName) []string {
 	return out
 }
 
-// phase returns the strategy's phase called name.
+// phase returns the strategy's phase called name, a revert's included.
 func (s *Strategy) phase(name string) (PhaseFunc, bool) {
-	i := slices.IndexFunc(s.Phases, func(p PhaseFunc) bool { return p.Name == name })
-	if i < 0 {
-		return PhaseFunc{}, false
+	for _, list := range [][]PhaseFunc{s.Phases, revertPhases} {
+		if i := slices.IndexFunc(list, func(p PhaseFunc) bool { return p.Name == name }); i >= 0 {
+			return list[i], true
+		}
 	}
-	return s.Phases[i], true
+	return PhaseFunc{}, false
 }
 
 // Point is a named place inside a phase where fault injection can kill or

@@ -209,12 +209,18 @@ func (r *run) releaseDumpZnode(ctx context.Context) error {
 }
 
 // insideDumpLock reports whether a phase runs while the job holds the dump
-// lock: after dump-lock is done and before release-dump-lock.
+// lock: after dump-lock is done and before release-dump-lock, or the same
+// pair of a revert.
 func (j *Job) insideDumpLock(name string) bool {
-	lock := slices.IndexFunc(j.Phases, func(p Phase) bool { return p.Name == "dump-lock" })
-	release := slices.IndexFunc(j.Phases, func(p Phase) bool { return p.Name == "release-dump-lock" })
 	at := slices.IndexFunc(j.Phases, func(p Phase) bool { return p.Name == name })
-	return lock >= 0 && release > lock && at > lock && at < release && j.Phases[lock].State == Done
+	for _, prefix := range []string{"", "revert-"} {
+		lock := slices.IndexFunc(j.Phases, func(p Phase) bool { return p.Name == prefix+"dump-lock" })
+		release := slices.IndexFunc(j.Phases, func(p Phase) bool { return p.Name == prefix+"release-dump-lock" })
+		if lock >= 0 && release > lock && at > lock && at < release && j.Phases[lock].State == Done {
+			return true
+		}
+	}
+	return false
 }
 
 // resumeHold makes the first phase a run starts with take the dump lock

@@ -86,7 +86,7 @@ type Router struct {
 	cur     atomic.Pointer[view]
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced on every new ring version
-	pools   map[string]*pgxpool.Pool
+	pools   map[string]shardPool
 	opts    sync.Map // bucket name -> cachedOptions
 	// listeners holds the running listen RPCs by request id, for unlisten.
 	listeners sync.Map // req_id -> *listener
@@ -101,7 +101,7 @@ func New(cfg Config) *Router {
 		reg:     etcd.NewRegistry(cfg.Etcd),
 		buckets: etcd.NewBuckets(cfg.Etcd),
 		changed: make(chan struct{}),
-		pools:   map[string]*pgxpool.Pool{},
+		pools:   map[string]shardPool{},
 		metrics: newMetrics(),
 	}
 	r.lease = etcd.NewRouterLease(cfg.Etcd, etcd.RouterInfo{Name: cfg.Name, URL: cfg.URL}, 10*time.Second)
@@ -135,7 +135,7 @@ func (r *Router) Run(ctx context.Context) {
 	for _, p := range r.pools {
 		p.Close()
 	}
-	r.pools = map[string]*pgxpool.Pool{}
+	r.pools = map[string]shardPool{}
 	r.mu.Unlock()
 }
 
@@ -204,13 +204,19 @@ func (r *Router) waitRing(ctx context.Context, seen int64, d time.Duration) {
 	}
 }
 
+// shardPool is a pool to a pnode's primary and the DSN it was made for.
+type shardPool struct {
+	*pgxpool.Pool
+	dsn string
+}
+
 // pool returns the connection pool for a pnode's primary.
 func (r *Router) pool(ctx context.Context, pnode string) (*pgxpool.Pool, error) {
 	r.mu.Lock()
 	p := r.pools[pnode]
 	r.mu.Unlock()
-	if p != nil {
-		return p, nil
+	if p.Pool != nil {
+		return p.Pool, nil
 	}
 	primary, err := r.reg.Primary(ctx, pnode)
 	if err != nil {
@@ -221,18 +227,39 @@ func (r *Router) pool(ctx context.Context, pnode string) (*pgxpool.Pool, error) 
 		return nil, fmt.Errorf("pnode %s: invalid DSN %s", pnode, postgres.RedactDSN(primary.DSN))
 	}
 	cfg.MaxConns = r.cfg.PoolSize
-	p, err = pgxpool.NewWithConfig(context.WithoutCancel(ctx), cfg)
+	np, err := pgxpool.NewWithConfig(context.WithoutCancel(ctx), cfg)
 	if err != nil {
 		return nil, fmt.Errorf("pnode %s: %s", pnode, postgres.RedactDSN(err.Error()))
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if q := r.pools[pnode]; q != nil {
-		p.Close()
-		return q, nil
+	if q := r.pools[pnode]; q.Pool != nil {
+		np.Close()
+		return q.Pool, nil
 	}
-	r.pools[pnode] = p
-	return p, nil
+	r.pools[pnode] = shardPool{Pool: np, dsn: primary.DSN}
+	return np, nil
+}
+
+// checkPrimary drops a pnode's pool when the registry names another
+// primary than the one it connects to (a takeover, or a pnode removed and
+// made again by a revert and a new split), so the next attempt connects
+// to the new one. A router that cannot connect asks it.
+func (r *Router) checkPrimary(ctx context.Context, pnode string) {
+	primary, err := r.reg.Primary(ctx, pnode)
+	if err != nil {
+		return
+	}
+	r.mu.Lock()
+	p := r.pools[pnode]
+	if p.Pool == nil || p.dsn == primary.DSN {
+		r.mu.Unlock()
+		return
+	}
+	delete(r.pools, pnode)
+	r.mu.Unlock()
+	r.cfg.Log.Info("pnode has a new primary; reconnecting", "pnode", pnode)
+	p.Close()
 }
 
 type cachedOptions struct {
@@ -385,6 +412,9 @@ func (r *Router) routeHash(ctx context.Context, opName, hk string, write bool,
 		}
 		if time.Now().After(deadline) {
 			return s, fmt.Errorf("%w (vnode %d on %s: %s)", ErrStillFenced, loc.Vnode, loc.Pnode, reason)
+		}
+		if reason == "connect" {
+			r.checkPrimary(ctx, loc.Pnode)
 		}
 		s.Retries++
 		r.metrics.retries.WithLabelValues(opName, reason).Inc()

@@ -49,10 +49,13 @@ func checkName(n string) error {
 	return nil
 }
 
-// CreatePublication publishes the buckets' rows in ranges, and the marker
-// table whole, on the origin.
-func CreatePublication(ctx context.Context, q Querier, name string, buckets []string, ranges []Range) error {
+// CreatePublication publishes the buckets' rows in ranges, and the job's
+// markers: on the origin for the copy, on a destination for the way back.
+func CreatePublication(ctx context.Context, q Querier, name, job string, buckets []string, ranges []Range) error {
 	if err := checkName(name); err != nil {
+		return err
+	}
+	if err := checkName(job); err != nil {
 		return err
 	}
 	var exists bool
@@ -79,7 +82,9 @@ func CreatePublication(ctx context.Context, q Querier, name string, buckets []st
 		}
 		tables = append(tables, fmt.Sprintf("table %s where (%s)", quoteIdent(b), filter))
 	}
-	tables = append(tables, "table reshard_markers")
+	// Only the job's markers: another job's must not travel this way, and
+	// a filter on job is allowed since job is part of the primary key.
+	tables = append(tables, fmt.Sprintf("table reshard_markers where (job = %s)", quoteLiteral(job)))
 	_, err := q.Exec(ctx, fmt.Sprintf("create publication %s for %s", quoteIdent(name), strings.Join(tables, ", ")))
 	if err != nil {
 		return fmt.Errorf("create publication %s: %w", name, err)
@@ -134,9 +139,11 @@ func CreateSlot(ctx context.Context, q Querier, name string) error {
 
 // CreateSubscription subscribes the destination to the origin's publication
 // through the slot of the subscription's name, made first by CreateSlot.
-// The conninfo holds the origin's credentials: it goes into the statement
-// only, never into an error.
-func CreateSubscription(ctx context.Context, q Querier, name, conninfo, publication string) error {
+// copyData copies the rows there are first (the copy); without it only
+// changes after the slot's position stream (the way back, whose other
+// side has the rows). The conninfo holds the origin's credentials: it goes
+// into the statement only, never into an error.
+func CreateSubscription(ctx context.Context, q Querier, name, conninfo, publication string, copyData bool) error {
 	if err := checkName(name); err != nil {
 		return err
 	}
@@ -151,8 +158,8 @@ func CreateSubscription(ctx context.Context, q Querier, name, conninfo, publicat
 		return nil
 	}
 	lit := "'" + strings.ReplaceAll(conninfo, "'", "''") + "'"
-	_, err := q.Exec(ctx, fmt.Sprintf("create subscription %s connection %s publication %s with (copy_data = true, create_slot = false, slot_name = %s)",
-		quoteIdent(name), lit, quoteIdent(publication), quoteLiteral(name)))
+	_, err := q.Exec(ctx, fmt.Sprintf("create subscription %s connection %s publication %s with (copy_data = %t, create_slot = false, slot_name = %s)",
+		quoteIdent(name), lit, quoteIdent(publication), copyData, quoteLiteral(name)))
 	if err != nil {
 		return fmt.Errorf("create subscription %s: %s", name, scrubConninfo(err, conninfo))
 	}
@@ -216,6 +223,29 @@ func DropSlot(ctx context.Context, q Querier, name string) error {
 		}
 	}
 	return fmt.Errorf("replication slot %s stays active", name)
+}
+
+// AdvanceSlot moves a logical slot's confirmed position forward to lsn, so
+// its subscriber starts after it: the way back skips the changes the copy
+// applied on a destination, which the origin has. PostgreSQL moves a slot
+// no further than the WAL flushed, so it reports whether lsn was reached;
+// the caller asks again once the WAL writer has flushed.
+func AdvanceSlot(ctx context.Context, q Querier, slot, lsn string) (bool, error) {
+	if err := checkName(slot); err != nil {
+		return false, err
+	}
+	var reached bool
+	err := q.QueryRow(ctx, `select confirmed_flush_lsn >= $2::pg_lsn from pg_replication_slots where slot_name = $1`, slot, lsn).Scan(&reached)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, fmt.Errorf("replication slot %s does not exist", slot)
+	}
+	if err != nil || reached {
+		return reached, err
+	}
+	if err := q.QueryRow(ctx, `select end_lsn >= $2::pg_lsn from pg_replication_slot_advance($1, $2::pg_lsn)`, slot, lsn).Scan(&reached); err != nil {
+		return false, fmt.Errorf("advance replication slot %s: %w", slot, err)
+	}
+	return reached, nil
 }
 
 // SlotExists reports whether the origin still has the slot.

@@ -188,7 +188,7 @@ func TestFenceDoesNotBlockApply(t *testing.T) {
 	if err := shard.Own(ctx, src, []int32{3}, true, 1); err != nil {
 		t.Fatal(err)
 	}
-	if err := shard.CreatePublication(ctx, src, "p", []string{"manta"}, []shard.Range{{Lo: 3, Hi: 3}}); err != nil {
+	if err := shard.CreatePublication(ctx, src, "p", "j1", []string{"manta"}, []shard.Range{{Lo: 3, Hi: 3}}); err != nil {
 		t.Fatal(err)
 	}
 	srcCfg, _ := pgx.ParseConfig(srcDSN)

@@ -15,7 +15,8 @@ func newAbortCmd(g *globals) *cobra.Command {
 		Long: `Before the ring flips, abort undoes everything: the origin owns and serves
 its vnodes again, and the subscription, slot, publication, the
 destination's copied rows and ownership rows, and the locks are removed.
-After the flip abort is refused: the job must finish ('reshard resume').`,
+After the flip abort is refused: the job goes back with 'reshard revert'
+or finishes with 'reshard complete'.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withOrchestrator(cmd, g, orchestratorSettings{}, func(ctx context.Context, o *orchestrator.Orchestrator) error {

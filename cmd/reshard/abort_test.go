@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -76,15 +77,16 @@ func TestAbort(t *testing.T) {
 	}
 	verifyLedger(t, l, ledger)
 
-	// The same split again, killed after the ring flip: abort is refused,
-	// resume finishes it.
+	// The same split again, with a soak, killed in it after the ring
+	// flip: abort is refused (revert or complete instead).
 	_, stderr, _ = run(t, l.env(), "start", "--from", "1.moray", "--to", "3.moray", "--split-half", "--servers", "1",
-		"--crash-at", "cleanup", "--lease-ttl", "2s")
+		"--complete", "after:2s", "--crash-at", "soak", "--lease-ttl", "2s")
 	id = regexp.MustCompile(`job (\S+) created`).FindStringSubmatch(stderr)[1]
-	if _, stderr, ok := run(t, l.env(), "abort", id); ok || !strings.Contains(stderr, "can only finish") {
+	if _, stderr, ok := run(t, l.env(), "abort", id); ok || !strings.Contains(stderr, "'reshard revert "+id+"' goes back") {
 		t.Fatalf("abort after the flip: %s", stderr)
 	}
-	// The service form picks the job up and finishes it.
+	// The service form picks the job up, ends its soak on time and
+	// completes it.
 	svc := exec.Command(binary, "run", "--poll", "200ms")
 	svc.Env = append(os.Environ(), l.env()...)
 	if err := svc.Start(); err != nil {
@@ -105,6 +107,13 @@ func TestAbort(t *testing.T) {
 	}
 	svc.Process.Signal(syscall.SIGTERM)
 	svc.Wait()
+	var done statusView
+	out, _, _ = run(t, l.env(), "status", id, "--json")
+	json.Unmarshal([]byte(out), &done)
+	if soak := done.Job.Phases[slices.IndexFunc(done.Job.Phases, func(p orchestrator.Phase) bool { return p.Name == "soak" })]; soak.Ended == nil ||
+		soak.Ended.Sub(done.Job.FlippedAt) < 2*time.Second {
+		t.Fatalf("the soak of 2s ended %v after the flip at %v", soak.Ended, done.Job.FlippedAt)
+	}
 	verifyLedger(t, l, ledger)
 }
 

@@ -458,7 +458,7 @@ func faultCases(full bool) []faultCase {
 				cmd.Wait()
 			}
 		}},
-		{name: "embedded etcd restart mid-job", localOnly: true, inject: func(f *faultCtx) {
+		{name: "embedded etcd restart mid-job", localOnly: true, fullOnly: true, inject: func(f *faultCtx) {
 			p := f.waitPhase("copy", "add-peers", "catchup", "verify")
 			if _, stderr, ok := run(f.t, nil, "lab", "restart", "--dir", f.l.Dir, "--etcd"); !ok {
 				f.t.Fatalf("restart etcd: %s", stderr)
@@ -472,7 +472,7 @@ func faultCases(full bool) []faultCase {
 			}
 			f.note("1.moray-1 down 1s in %s", p)
 		}},
-		{name: "dump lock held by a dead process", crash: func(f *faultCtx) string {
+		{name: "dump lock held by a dead process", fullOnly: true, crash: func(f *faultCtx) string {
 			ctx := context.Background()
 			cli := f.l.etcdClient(f.t)
 			lease, err := cli.Grant(ctx, 4)

@@ -42,7 +42,7 @@ lab's embedded etcd.`,
 	root.PersistentFlags().StringVar(&g.etcd, "etcd", def, "etcd endpoints, comma-separated (env RESHARD_ETCD)")
 	root.PersistentFlags().BoolVar(&g.json, "json", false, "print JSON for scripts")
 	root.AddCommand(newLabCmd(g), newPnodeCmd(g), newRingCmd(g), newRouterCmd(g), newLoadCmd(g), newVerifyCmd(g), newVnodeStatsCmd(g),
-		newStartCmd(g), newResumeCmd(g), newRunCmd(g), newAbortCmd(g), newStatusCmd(g), newWatchCmd(g), newJobsCmd(g),
+		newStartCmd(g), newResumeCmd(g), newRunCmd(g), newAbortCmd(g), newRevertCmd(g), newCompleteCmd(g), newStatusCmd(g), newWatchCmd(g), newJobsCmd(g),
 		newDumpCmd(g), newLocksCmd(g), newDemoCmd(g), newBenchCmd(g), newAgentCmd(g))
 	return root
 }

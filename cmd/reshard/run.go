@@ -16,9 +16,11 @@ func newRunCmd(g *globals) *cobra.Command {
 		Use:   "run",
 		Short: "Run as a service: pick up unfinished jobs and run them to the end",
 		Long: `The long-running form of the orchestrator. It runs every job that is
-pending or running (a killed orchestrator's jobs resume here), one at a
-time; a job another orchestrator holds is waited for. Failed jobs wait for
-an operator: 'reshard resume JOB' or 'reshard abort JOB'.`,
+pending, running, reverting or completing (a killed orchestrator's jobs
+resume here), and every flipped job whose soak (--complete after:DURATION)
+must end or that an operator asked to revert or complete, one at a time; a
+job another orchestrator holds is waited for. Failed jobs wait for an
+operator: 'reshard resume JOB' or 'reshard abort JOB'.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withOrchestrator(cmd, g, orchestratorSettings{}, func(ctx context.Context, o *orchestrator.Orchestrator) error {
@@ -29,7 +31,7 @@ an operator: 'reshard resume JOB' or 'reshard abort JOB'.`,
 						log.Warn("list jobs", "err", err)
 					}
 					for _, j := range jobs {
-						if j.State != orchestrator.Pending && j.State != orchestrator.Running {
+						if !o.NeedsRun(ctx, j) {
 							continue
 						}
 						log.Info("running job", "job", j.ID)

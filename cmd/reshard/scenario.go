@@ -212,7 +212,7 @@ func runScenario(ctx context.Context, g *globals, sc scenario) (*scenarioResult,
 	if err != nil {
 		return nil, err
 	}
-	rep, err := load.Verify(ctx, cli, entries)
+	rep, err := verifyLedgerEntries(ctx, cli, entries)
 	if err != nil {
 		return nil, err
 	}

@@ -50,6 +50,13 @@ first that runs no peer yet, or on free registered agent hosts (those
 running no peer). --lab DIR names the spare hosts of the lab in DIR, whose
 agents the lab runs. It refuses to start when there are too few.
 
+After the flip the origin keeps the moved rows and the destinations stream
+their changes back to it: the way back. --complete says when it closes:
+auto (the default) closes it at once and cleans up; manual waits, flipped,
+for 'reshard complete JOB' or 'reshard revert JOB' (start returns once the
+job is flipped and prints both commands); after:30m soaks that long and
+completes unless reverted first.
+
 The dump lock (RFD 103 step 5) is kept in etcd, where 'reshard dump'
 looks. With --zookeeper (or pnodes registered with 'pnode add
 --zookeeper') it is also the znode /pg_dump_lock in that ZooKeeper, with
@@ -128,6 +135,7 @@ waits while another holder has it, and deletes it at release-dump-lock
 	f.StringVar(&zkServers, "zookeeper", "", "Manta's ZooKeeper, HOST:PORT,...: also take the dump lock as a znode there, for Manatee's dump job (default: the pnodes' own, from 'pnode add --zookeeper')")
 	f.StringVar(&req.ZooKeeperPath, "zookeeper-path", "", "the dump lock's znode (default "+orchestrator.DefaultZnodePath+")")
 	f.BoolVar(&req.WaitDumpLock, "wait-dump-lock", false, "start even if another holder has the dump lock znode now, and wait for it at the dump-lock phase")
+	f.StringVar(&req.Complete, "complete", orchestrator.CompleteAuto, "when the way back closes after the flip: auto (at once), manual (wait for 'reshard complete' or 'reshard revert'; start returns once flipped) or after:DURATION (complete after a soak, e.g. after:30m, unless reverted first)")
 	f.BoolVar(&dryRun, "dry-run", false, "print the plan and change nothing")
 	f.BoolVar(&detach, "detach", false, "record the job for a 'reshard run' service and return")
 	orch.leaseTTLFlag(cmd)
@@ -194,6 +202,10 @@ func runJob(ctx context.Context, cmd *cobra.Command, g *globals, o *orchestrator
 	}
 	if errors.Is(err, orchestrator.ErrAborted) {
 		return fmt.Errorf("job %s was aborted", id)
+	}
+	if err == nil && j.State == orchestrator.Flipped {
+		fmt.Fprintf(out, "job %s has flipped; its way back is open until you decide:\n  reshard revert %s     # go back to %s\n  reshard complete %s   # close the way back and clean up\n",
+			id, id, j.From, id)
 	}
 	return err
 }

@@ -87,7 +87,7 @@ func newWatchCmd(g *globals) *cobra.Command {
 				renderStatus(&b, v)
 				fmt.Fprint(cmd.OutOrStdout(), "\033[H\033[2J"+b.String())
 				switch v.Job.State {
-				case orchestrator.Done, orchestrator.Aborted, orchestrator.Failed:
+				case orchestrator.Done, orchestrator.Aborted, orchestrator.Failed, orchestrator.Flipped, orchestrator.Reverted:
 					return nil
 				}
 				select {
@@ -128,13 +128,24 @@ func renderStatus(w io.Writer, v statusView) {
 	}
 	fmt.Fprintln(w)
 	if len(j.CutoverMS) > 0 {
-		var parts []string
-		for _, n := range []string{"freeze", "caught-up", "recheck", "sequences", "disown", "writable", "ring", "routers"} {
-			if ms, ok := j.CutoverMS[n]; ok {
-				parts = append(parts, fmt.Sprintf("%s %.1f ms", n, ms))
-			}
+		fmt.Fprintf(w, "cutover steps: %s\n", cutoverSteps(j.CutoverMS))
+	}
+	if rv := j.Revert; rv != nil {
+		back := "-"
+		if rv.RingVersion != 0 {
+			back = fmt.Sprint(rv.RingVersion)
 		}
-		fmt.Fprintf(w, "cutover steps: %s\n", strings.Join(parts, ", "))
+		fmt.Fprintf(w, "revert: ring version %d -> %s", j.RingVersionAfter, back)
+		if rv.WriteBlockMS > 0 {
+			fmt.Fprintf(w, "   write block: %.1f ms", rv.WriteBlockMS)
+		}
+		fmt.Fprintln(w)
+		if len(rv.CutoverMS) > 0 {
+			fmt.Fprintf(w, "revert steps: %s\n", cutoverSteps(rv.CutoverMS))
+		}
+	}
+	if j.State == orchestrator.Flipped {
+		fmt.Fprintf(w, "way back open: 'reshard revert %s' goes back to %s, 'reshard complete %s' closes it\n", j.ID, j.From, j.ID)
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
@@ -179,6 +190,17 @@ func renderStatus(w io.Writer, v statusView) {
 	for _, warn := range j.Warnings {
 		fmt.Fprintf(w, "warning: %s\n", warn)
 	}
+}
+
+// cutoverSteps lists a cutover's step times in the order they run.
+func cutoverSteps(ms map[string]float64) string {
+	var parts []string
+	for _, n := range []string{"freeze", "caught-up", "recheck", "sequences", "disown", "writable", "ring", "routers"} {
+		if v, ok := ms[n]; ok {
+			parts = append(parts, fmt.Sprintf("%s %.1f ms", n, v))
+		}
+	}
+	return strings.Join(parts, ", ")
 }
 
 func progressText(p orchestrator.Phase) string {
