@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"time"
 )
 
 // Role is a peer's place in a Manatee-style shard.
@@ -125,6 +126,20 @@ type Provisioner interface {
 	Follow(ctx context.Context, peer, upstream Peer, role Role) error
 	// Remove stops a peer and deletes its data.
 	Remove(ctx context.Context, peer Peer) error
+}
+
+// HostSpace is the free disk of a host that would hold a new peer, as last
+// measured there.
+type HostSpace struct {
+	Host     string    `json:"host"`
+	Free     int64     `json:"free_bytes"`
+	Measured time.Time `json:"measured"`
+}
+
+// SpaceReporter is a Provisioner that can tell, before a job starts, how
+// much disk the hosts of its next n new peers have free.
+type SpaceReporter interface {
+	FreeSpace(ctx context.Context, n int) ([]HostSpace, error)
 }
 
 // FencingToken is one orchestrator's hold on one job, as the shards see

@@ -48,6 +48,9 @@ type agent struct {
 	bin    *pgserver.Bin
 	log    *slog.Logger
 	tokens map[string]int64
+	// recorded is the free space in the agent's record (see register);
+	// only the registration's goroutine reads and writes it.
+	recorded int64
 }
 
 // Run registers the agent and carries out its host's operations until ctx
@@ -181,21 +184,65 @@ func (a *agent) stayRegistered(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("etcd session: %w", err)
 		}
-		h := Host{Name: a.cfg.Host, Addr: a.cfg.Addr, DataRoot: a.cfg.DataRoot, PID: os.Getpid()}
-		if err := a.store.Register(ctx, a.cfg.Host, s.Lease(), h); err != nil {
+		if err := a.register(ctx, s.Lease()); err != nil {
 			s.Close()
-			return fmt.Errorf("register host %s: %w", a.cfg.Host, err)
+			return err
 		}
 		a.log.Info("registered", "addr", a.cfg.Addr, "lease", fmt.Sprintf("%x", s.Lease()))
-		select {
-		case <-ctx.Done():
-			// Revoking the lease unregisters at once rather than after the TTL.
-			s.Close()
-			return ctx.Err()
-		case <-s.Done():
-			a.log.Warn("lost the registration's lease; registering again")
+		refresh := time.NewTicker(RefreshEvery)
+	renew:
+		for {
+			select {
+			case <-ctx.Done():
+				refresh.Stop()
+				// Revoking the lease unregisters at once rather than after the TTL.
+				s.Close()
+				return ctx.Err()
+			case <-s.Done():
+				a.log.Warn("lost the registration's lease; registering again")
+				break renew
+			case <-refresh.C:
+				if !a.freeChanged() {
+					continue
+				}
+				if err := a.register(ctx, s.Lease()); err != nil && ctx.Err() == nil {
+					a.log.Warn("refresh the registration", "err", err)
+				}
+			}
 		}
+		refresh.Stop()
 	}
+}
+
+// RefreshEvery is how often an agent measures its free space again; it
+// rewrites its record when the space changed by more than freeSlack.
+const RefreshEvery = 15 * time.Second
+
+// freeSlack is the change in free space worth a new record: 64 MiB or 1%.
+func freeSlack(free int64) int64 { return max(64<<20, free/100) }
+
+// freeChanged reports whether the free space moved past the slack since the
+// record was written: an idle host's record (and etcd) stays as it is.
+func (a *agent) freeChanged() bool {
+	free, err := a.free()
+	if err != nil {
+		return false
+	}
+	d := free - a.recorded
+	return d > freeSlack(a.recorded) || -d > freeSlack(a.recorded)
+}
+
+// register writes the agent's record, with its free space now, on lease.
+func (a *agent) register(ctx context.Context, lease clientv3.LeaseID) error {
+	h := Host{Name: a.cfg.Host, Addr: a.cfg.Addr, DataRoot: a.cfg.DataRoot, PID: os.Getpid(), FreeAt: time.Now().UTC()}
+	if free, err := a.free(); err == nil {
+		h.Free = free
+	}
+	a.recorded = h.Free
+	if err := a.store.Register(ctx, a.cfg.Host, lease, h); err != nil {
+		return fmt.Errorf("register host %s: %w", a.cfg.Host, err)
+	}
+	return nil
 }
 
 // serve carries out the host's operations: those already asked, then each

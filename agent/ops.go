@@ -7,6 +7,7 @@ package agent
 import (
 	"fmt"
 	"regexp"
+	"time"
 
 	"github.com/reshard/reshard"
 )
@@ -17,6 +18,10 @@ type Host struct {
 	Addr     string `json:"addr"` // where its servers listen and are reached
 	DataRoot string `json:"data_root"`
 	PID      int    `json:"pid"`
+	// Free is the data root's free space, measured every RefreshEvery
+	// (FreeAt), so a job can check its new peers fit before it starts.
+	Free   int64     `json:"free_bytes"`
+	FreeAt time.Time `json:"free_at"`
 }
 
 // Kind is an operation an agent carries out.

@@ -305,3 +305,30 @@ type opFailed struct {
 func (e *opFailed) Error() string { return e.msg }
 
 func (e *opFailed) Is(target error) bool { return e.diskFull && target == reshard.ErrDiskFull }
+
+// FreeSpace is reshard.SpaceReporter: the free space the agents of the
+// hosts the next n new peers would go to last measured (Check says whether
+// there are n of them).
+func (p *Provisioner) FreeSpace(ctx context.Context, n int) ([]reshard.HostSpace, error) {
+	free, err := p.Agents.FreeHosts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	hosts := free
+	if len(p.Hosts) > 0 {
+		hosts = slices.DeleteFunc(slices.Clone(p.Hosts), func(h string) bool { return !slices.Contains(free, h) })
+	}
+	var out []reshard.HostSpace
+	for _, h := range hosts[:min(n, len(hosts))] {
+		raw, err := p.Agents.Host(ctx, h)
+		if err != nil {
+			return nil, err
+		}
+		var rec Host
+		if raw == nil || json.Unmarshal(raw, &rec) != nil {
+			return nil, fmt.Errorf("host %s: no agent record", h)
+		}
+		out = append(out, reshard.HostSpace{Host: h, Free: rec.Free, Measured: rec.FreeAt})
+	}
+	return out, nil
+}

@@ -10,10 +10,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// backupMargin is room kept beyond the upstream's size: WAL written while
-// the backup runs, and the new server's first checkpoint.
-const backupMargin = 64 << 20
-
 // checkSpace refuses a base backup that cannot fit in the data root: a
 // pg_basebackup that fills the disk fails late, after copying for as long
 // as it took, and leaves the host's disk full for everything else on it.
@@ -31,10 +27,10 @@ func (a *agent) checkSpace(ctx context.Context, up *upstream) error {
 	if err != nil {
 		return err
 	}
-	need := (dbs+wal)*11/10 + backupMargin
+	need := postgres.BaseBackupNeeds(dbs, wal)
 	if free < need {
 		return fmt.Errorf("%w: host %s has %s free in %s, needs %s for a copy of %s (%s of databases, %s of WAL, 10%% and %s more)",
-			reshard.ErrDiskFull, a.cfg.Host, mib(free), a.path("data"), mib(need), up.Name, mib(dbs), mib(wal), mib(backupMargin))
+			reshard.ErrDiskFull, a.cfg.Host, mib(free), a.path("data"), mib(need), up.Name, mib(dbs), mib(wal), mib(postgres.BackupMargin))
 	}
 	return nil
 }

@@ -150,6 +150,13 @@ type Job struct {
 	BackLSN map[int]string `json:"back_lsn,omitempty"`
 	// Revert, once asked for, records the way back taken.
 	Revert *Revert `json:"revert,omitempty"`
+	// OriginBytes is the size of the origin's rows the plan counted, all
+	// vnodes; each Move's Bytes is its share.
+	OriginBytes int64 `json:"origin_bytes,omitempty"`
+	// Preflight is what was checked before the job started, and Estimate
+	// how long each phase should take.
+	Preflight []Check         `json:"preflight,omitempty"`
+	Estimate  []PhaseEstimate `json:"estimate,omitempty"`
 }
 
 // Revert records a revert's cutover, step by step, as the forward one is

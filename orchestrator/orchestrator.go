@@ -66,10 +66,14 @@ func New(cli *clientv3.Client, log *slog.Logger) *Orchestrator {
 // Store is the job store.
 func (o *Orchestrator) Store() *Store { return o.store }
 
-// Start plans and records a job; Run then runs it.
+// Start plans and records a job; Run then runs it. A job that fails a
+// pre-flight check is not recorded: nothing has changed.
 func (o *Orchestrator) Start(ctx context.Context, req Request) (*Job, error) {
 	j, err := o.Plan(ctx, req)
 	if err != nil {
+		return nil, err
+	}
+	if err := FailedChecks(j); err != nil {
 		return nil, err
 	}
 	if err := o.store.Create(ctx, j); err != nil {

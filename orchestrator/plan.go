@@ -10,6 +10,7 @@ import (
 	"github.com/reshard/reshard/etcd"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -45,6 +46,12 @@ type Request struct {
 	// Complete says when the way back closes after the flip: "auto" (at
 	// once, the default), "manual" or "after:DURATION" (see ParseComplete).
 	Complete string
+	// MaxXactAge is the oldest transaction on the origin a job starts
+	// with: an older one would hold the freeze (DefaultMaxXactAge when 0).
+	MaxXactAge time.Duration
+	// SkipChecks names pre-flight checks (CheckKinds) to report but not
+	// refuse on: the operator knows better (a disk that will grow).
+	SkipChecks []string
 }
 
 func (r *Request) check() error {
@@ -59,6 +66,11 @@ func (r *Request) check() error {
 	}
 	if _, err := ParseComplete(r.Complete); err != nil {
 		return err
+	}
+	for _, k := range r.SkipChecks {
+		if !slices.Contains(CheckKinds, k) {
+			return fmt.Errorf("--skip-check %q: use %s", k, strings.Join(CheckKinds, ", "))
+		}
 	}
 	if r.DCMode != SingleDC && r.DCMode != TripleDC {
 		return fmt.Errorf("--dc-mode must be %s or %s, got %q", SingleDC, TripleDC, r.DCMode)
@@ -180,8 +192,10 @@ func (o *Orchestrator) Plan(ctx context.Context, req Request) (*Job, error) {
 		return nil, err
 	}
 	rows := map[uint32]shard.VnodeStat{}
+	var originBytes int64
 	for _, s := range stats {
 		rows[uint32(s.Vnode)] = s
+		originBytes += s.Bytes
 	}
 
 	var moving []uint32
@@ -216,7 +230,7 @@ func (o *Orchestrator) Plan(ctx context.Context, req Request) (*Job, error) {
 		Servers: req.Servers, Buckets: buckets, RateLimit: req.RateLimit, LagBytes: req.LagBytes,
 		Provisioner: req.Provisioner, RingVnodes: rg.Vnodes(),
 		State: Pending, RingVersionBefore: rv.Version, Created: time.Now().UTC(),
-		ZooKeeper: zkServers, ZooKeeperPath: zkPath, Complete: req.Complete,
+		ZooKeeper: zkServers, ZooKeeperPath: zkPath, Complete: req.Complete, OriginBytes: originBytes,
 	}
 	for i, part := range divide(moving, rows, len(req.To)) {
 		m := Move{To: req.To[i], Vnodes: ring.FormatVnodeList(part), Count: len(part), Ranges: ranges(part, owned)}
@@ -236,6 +250,9 @@ func (o *Orchestrator) Plan(ctx context.Context, req Request) (*Job, error) {
 	}
 	if err := o.checkZnode(ctx, job, req.WaitDumpLock); err != nil {
 		return nil, err
+	}
+	if err := o.preflight(ctx, job, req.MaxXactAge, req.SkipChecks); err != nil {
+		return nil, fmt.Errorf("pre-flight checks: %w", err)
 	}
 	return job, nil
 }

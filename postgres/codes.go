@@ -15,6 +15,7 @@ import (
 const (
 	CharacterNotInRepertoire = "22021" // a NUL in text
 	UniqueViolation          = "23505"
+	InsufficientPrivilege    = "42501"
 	SyntaxError              = "42601"
 	DuplicateColumn          = "42701"
 	DuplicateTable           = "42P07"

@@ -545,3 +545,38 @@ func CopyUserTriggers(ctx context.Context, src Querier, dst Beginner, buckets []
 		return nil
 	})
 }
+
+// TableIdentity is how a bucket's table lets logical replication find a
+// row again: its replica identity (d default, f full, i index, n nothing)
+// and whether it has a primary key, which a subscriber's apply uses to
+// find the row an update or delete names.
+type TableIdentity struct {
+	Table      string `json:"table"`
+	Identity   string `json:"identity"`
+	PrimaryKey bool   `json:"primary_key"`
+}
+
+// ReplicaIdentities reads the buckets' tables' replica identities.
+func ReplicaIdentities(ctx context.Context, q Querier, buckets []string) ([]TableIdentity, error) {
+	rows, err := q.Query(ctx, `select c.relname, c.relreplident::text,
+		exists (select 1 from pg_index i where i.indrelid = c.oid and i.indisprimary)
+		from pg_class c where c.relnamespace = current_schema()::regnamespace and c.relkind = 'r' and c.relname = any($1)
+		order by c.relname`, buckets)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (TableIdentity, error) {
+		var t TableIdentity
+		err := r.Scan(&t.Table, &t.Identity, &t.PrimaryKey)
+		return t, err
+	})
+}
+
+// TablesSize is the disk the buckets' tables take with their indexes and
+// TOAST, in bytes.
+func TablesSize(ctx context.Context, q Querier, buckets []string) (int64, error) {
+	var n int64
+	err := q.QueryRow(ctx, `select coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint from pg_class c
+		where c.relnamespace = current_schema()::regnamespace and c.relkind = 'r' and c.relname = any($1)`, buckets).Scan(&n)
+	return n, err
+}

@@ -79,6 +79,7 @@ func TestBadInputEveryCommand(t *testing.T) {
 		{"start", "--from", "1.moray", "--to", "2.moray", "--split-half", "--servers", "1", "--rate-limit", "-5"},
 		{"start", "--from", "1.moray", "--to", "2.moray", "--split-half", "--servers", "1", "--complete", "later"},
 		{"start", "--from", "1.moray", "--to", "2.moray", "--split-half", "--servers", "1", "--complete", "after:soon"},
+		{"start", "--from", "1.moray", "--to", "2.moray", "--split-half", "--servers", "1", "--skip-check", "everything"},
 		{"resume", "nosuchjob"},
 		{"abort", "nosuchjob"},
 		{"revert", "nosuchjob"},

@@ -57,6 +57,18 @@ for 'reshard complete JOB' or 'reshard revert JOB' (start returns once the
 job is flipped and prints both commands); after:30m soaks that long and
 completes unless reverted first.
 
+Before it changes anything, start checks what would sink the job halfway,
+one line each with what was measured and how to fix it, and refuses when
+one fails: wal_level, free replication slots and WAL senders on the
+origin; a primary key on every bucket table (replication finds rows by
+it); no transaction on the origin older than --max-xact-age (it would
+hold the freeze); each destination's PostgreSQL version, free slot and
+free disk against its share of the origin's tables and indexes (df on the
+server, through COPY FROM PROGRAM), or for the physical strategy each new
+peer's host's free disk against a whole copy (its agent's measure).
+--dry-run prints the checks and an estimate of each phase's time from the
+last finished job, and exits non-zero if a check fails.
+
 The dump lock (RFD 103 step 5) is kept in etcd, where 'reshard dump'
 looks. With --zookeeper (or pnodes registered with 'pnode add
 --zookeeper') it is also the znode /pg_dump_lock in that ZooKeeper, with
@@ -99,16 +111,21 @@ waits while another holder has it, and deletes it at release-dump-lock
 						return err
 					}
 					if g.json {
-						return printJSON(cmd.OutOrStdout(), j)
+						if err := printJSON(cmd.OutOrStdout(), j); err != nil {
+							return err
+						}
+					} else {
+						printPlan(cmd.OutOrStdout(), j)
 					}
-					printPlan(cmd.OutOrStdout(), j)
-					return nil
+					// A dry run that would be refused says so in its exit code.
+					return orchestrator.FailedChecks(j)
 				}
 				j, err := o.Start(ctx, req)
 				if err != nil {
 					return err
 				}
 				fmt.Fprintf(cmd.ErrOrStderr(), "job %s created\n", j.ID)
+				printChecks(cmd.ErrOrStderr(), j)
 				if detach {
 					if g.json {
 						return printJSON(cmd.OutOrStdout(), j)
@@ -136,7 +153,9 @@ waits while another holder has it, and deletes it at release-dump-lock
 	f.StringVar(&req.ZooKeeperPath, "zookeeper-path", "", "the dump lock's znode (default "+orchestrator.DefaultZnodePath+")")
 	f.BoolVar(&req.WaitDumpLock, "wait-dump-lock", false, "start even if another holder has the dump lock znode now, and wait for it at the dump-lock phase")
 	f.StringVar(&req.Complete, "complete", orchestrator.CompleteAuto, "when the way back closes after the flip: auto (at once), manual (wait for 'reshard complete' or 'reshard revert'; start returns once flipped) or after:DURATION (complete after a soak, e.g. after:30m, unless reverted first)")
-	f.BoolVar(&dryRun, "dry-run", false, "print the plan and change nothing")
+	f.DurationVar(&req.MaxXactAge, "max-xact-age", orchestrator.DefaultMaxXactAge, "refuse to start while the origin has a transaction open longer than this: it would hold the freeze")
+	f.StringSliceVar(&req.SkipChecks, "skip-check", nil, "report but do not refuse on these pre-flight checks: "+strings.Join(orchestrator.CheckKinds, ", "))
+	f.BoolVar(&dryRun, "dry-run", false, "print the plan, the pre-flight checks and the time estimates, and change nothing")
 	f.BoolVar(&detach, "detach", false, "record the job for a 'reshard run' service and return")
 	orch.leaseTTLFlag(cmd)
 	faults.register(f)
@@ -162,6 +181,36 @@ func printPlan(w io.Writer, j *orchestrator.Job) {
 		fmt.Fprint(w, p.Name)
 	}
 	fmt.Fprintln(w)
+	printChecks(w, j)
+	var total float64
+	fmt.Fprintln(w, "estimate:")
+	for _, e := range j.Estimate {
+		t := "?"
+		if e.Seconds >= 0 {
+			t = fmt.Sprintf("%.1fs", e.Seconds)
+			total += e.Seconds
+		}
+		fmt.Fprintf(w, "  %-18s %8s  %s\n", e.Phase, t, e.Basis)
+	}
+	fmt.Fprintf(w, "  %-18s %8s  (phases not measured yet are not counted)\n", "total", fmt.Sprintf("%.1fs", total))
+}
+
+// printChecks prints the job's pre-flight checks, one line each.
+func printChecks(w io.Writer, j *orchestrator.Job) {
+	for _, c := range j.Preflight {
+		mark := "ok  "
+		switch {
+		case !c.OK:
+			mark = "FAIL"
+		case c.Warn:
+			mark = "warn"
+		}
+		line := fmt.Sprintf("check %s %s: %s", mark, c.Name, c.Found)
+		if c.Fix != "" && (!c.OK || c.Warn) {
+			line += "; fix: " + c.Fix
+		}
+		fmt.Fprintln(w, line)
+	}
 }
 
 // faultFlags are the hidden fault injection flags of the commands that run

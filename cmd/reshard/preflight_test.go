@@ -1,0 +1,105 @@
+package main
+
+import (
+	"context"
+	"io"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/reshard/reshard/load"
+	"github.com/reshard/reshard/postgres"
+)
+
+// Issue 20's guard rails: each pre-flight check trips on what it guards
+// against. `start --dry-run` prints the failed check and exits non-zero;
+// `start` refuses with one line naming it and how to fix it; and nothing
+// changes: not etcd (its revision), not the origin (slots, publications,
+// replica identity, ownership), not the destination.
+func TestPreflightRefuses(t *testing.T) {
+	l := labUp(t, "--shards", "2", "--peers", "1", "--routers", "1", "--vnodes", "64", "--spare-hosts", "0")
+	httpDo(t, "PUT", l.Routers[0]+"/buckets/manta", `{}`)
+	ctx := context.Background()
+	cli := l.etcdClient(t)
+	if err := load.Fill(ctx, cli, "manta", 3000, io.Discard, nil); err != nil {
+		t.Fatal(err)
+	}
+	origin := l.primary("1.moray")
+	dst := l.addShard(t, "3.moray", "1")
+	snapshot := func() string {
+		resp, err := cli.Get(ctx, "/reshard/", etcdPrefix())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Join([]string{itoa(resp.Header.Revision),
+			query[string](t, origin, `select (select count(*) from pg_replication_slots) || '/' || (select count(*) from pg_publication)
+				|| '/' || (select relreplident::text from pg_class where relname = 'manta') || '/' || (select count(*) from reshard_vnodes where writable)`),
+			query[string](t, dst, `select (select count(*) from reshard_vnodes) || '/' || (select count(*) from pg_tables where tablename = 'manta')`),
+		}, "|")
+	}
+	before := snapshot()
+	refused := func(check string, extra ...string) {
+		t.Helper()
+		args := append([]string{"start", "--from", "1.moray", "--to", "3.moray", "--split-half", "--servers", "1"}, extra...)
+		out, stderr, ok := run(t, l.env(), append(args, "--dry-run")...)
+		if ok || !strings.Contains(out, "check FAIL "+check) || !strings.Contains(out, "fix: ") {
+			t.Fatalf("dry run with %s failing: exit ok=%v\n%s%s", check, ok, out, stderr)
+		}
+		_, stderr, ok = run(t, l.env(), args...)
+		msg := strings.TrimSpace(stderr)
+		if ok || strings.Count(msg, "\n") != 0 || !strings.Contains(msg, "pre-flight check failed: "+check) {
+			t.Fatalf("start with %s failing: %q", check, stderr)
+		}
+		t.Logf("refused: %s", msg)
+		if after := snapshot(); after != before {
+			t.Fatalf("a start refused for %s changed something: %s, before %s", check, after, before)
+		}
+	}
+
+	// A transaction open on the origin longer than --max-xact-age.
+	conn, err := postgres.Connect(ctx, origin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `select txid_current()`); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	refused("long transactions on origin 1.moray", "--max-xact-age", "1s")
+	tx.Rollback(ctx)
+	conn.Close(ctx)
+
+	// A bucket table without a primary key: replication could not find
+	// the rows an update or delete names.
+	query[int](t, origin, `alter table manta drop constraint manta_pkey`)
+	refused("replica identity of the bucket tables on origin 1.moray")
+	query[int](t, origin, `alter table manta add primary key (_key)`)
+
+	// With those fixed, the dry run passes, printing every check.
+	out, stderr, ok := run(t, l.env(), "start", "--from", "1.moray", "--to", "3.moray", "--split-half", "--servers", "1", "--dry-run")
+	if !ok || strings.Contains(out, "check FAIL") || strings.Count(out, "check ok") < 5 || !strings.Contains(out, "estimate:") {
+		t.Fatalf("dry run: %s %s", out, stderr)
+	}
+
+	// A destination whose disk cannot take its share of the copy.
+	if os.Geteuid() == 0 {
+		if out, stderr, ok := run(t, nil, "lab", "disk", "--dir", l.Dir, "--peer", "3.moray-1", "--size", "+16M"); !ok {
+			t.Fatalf("lab disk: %s %s", out, stderr)
+		}
+		refused("disk of destination 3.moray")
+		// --skip-check reports it and lets the job start.
+		out, stderr, ok := run(t, l.env(), "start", "--from", "1.moray", "--to", "3.moray", "--split-half", "--servers", "1",
+			"--dry-run", "--skip-check", "disk")
+		if !ok || !strings.Contains(out, "check warn disk of destination 3.moray: skipped (--skip-check disk)") {
+			t.Fatalf("dry run with --skip-check disk: %s %s", out, stderr)
+		}
+	} else {
+		t.Log("the destination's disk is made small with a tmpfs: root only")
+	}
+
+}
