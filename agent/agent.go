@@ -308,10 +308,27 @@ func (a *agent) handle(ctx context.Context, id string, raw []byte) {
 	a.put(ctx, id, st)
 }
 
+// put reports an operation's status, trying again until etcd takes it:
+// the orchestrator waits for it, and a report lost to an etcd member cut
+// off from the others would leave it waiting for the operation's whole
+// timeout (hours for a base backup).
 func (a *agent) put(ctx context.Context, id string, st Status) {
 	st.Agent = os.Getpid()
-	if err := a.store.PutStatus(ctx, a.cfg.Host, id, st); err != nil {
-		a.log.Warn("report status", "op", id, "err", err)
+	backoff := 100 * time.Millisecond
+	for {
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := a.store.PutStatus(pctx, a.cfg.Host, id, st)
+		cancel()
+		if err == nil || ctx.Err() != nil {
+			return
+		}
+		a.log.Warn("report status; trying again", "op", id, "state", st.State, "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 2*time.Second)
 	}
 }
 

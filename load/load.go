@@ -11,12 +11,13 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"sort"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/reshard/reshard/internal/quantile"
 	"golang.org/x/time/rate"
 )
 
@@ -350,13 +351,8 @@ func (s *stats) summary(d time.Duration) Summary {
 		out.ClientErrors += n
 	}
 	for op, ds := range s.lat {
-		sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
-		q := func(p float64) float64 {
-			if len(ds) == 0 {
-				return 0
-			}
-			return float64(ds[min(len(ds)-1, int(p*float64(len(ds))))].Microseconds()) / 1000
-		}
+		slices.Sort(ds)
+		q := func(p float64) float64 { return float64(quantile.Sorted(ds, p).Microseconds()) / 1000 }
 		out.Latency[op] = Percentiles{P50: q(0.50), P90: q(0.90), P99: q(0.99), Max: q(1)}
 	}
 	return out

@@ -11,8 +11,9 @@ import (
 )
 
 // Cleanup deletes, after the flip, the rows each side no longer owns, in
-// rate-limited batches, each batch a fenced transaction: a stale
-// orchestrator's delete is refused like any other step.
+// batches at a pace that follows the foreground (pace.go), each batch a
+// fenced transaction: a stale orchestrator's delete is refused like any
+// other step.
 
 // cleanupOrigin deletes the moved rows from the origin.
 func cleanupOrigin(ctx context.Context, r *run) error {
@@ -38,7 +39,8 @@ type cleanupSide struct {
 func (r *run) cleanup(ctx context.Context, sides ...cleanupSide) error {
 	j := r.job
 	var total int64
-	for _, s := range sides {
+	rows := make([]int64, len(sides))
+	for i, s := range sides {
 		p, err := r.pool(ctx, s.pnode)
 		if err != nil {
 			return err
@@ -47,11 +49,11 @@ func (r *run) cleanup(ctx context.Context, sides ...cleanupSide) error {
 		if err != nil {
 			return err
 		}
-		total += n
+		rows[i], total = n, total+n
 	}
 	d := &deleter{r: r, total: total, start: time.Now()}
-	for _, s := range sides {
-		if err := d.run(ctx, s.pnode, j.Buckets, s.ranges); err != nil {
+	for i, s := range sides {
+		if err := d.run(ctx, s.pnode, j.Buckets, s.ranges, rows[i]); err != nil {
 			return err
 		}
 	}
@@ -68,21 +70,29 @@ type deleter struct {
 	crashed bool
 }
 
-func (d *deleter) run(ctx context.Context, pnode string, buckets []string, ranges []shard.Range) error {
-	j := d.r.job
-	batch := min(max(j.RateLimit/10, 100), 5000)
+func (d *deleter) run(ctx context.Context, pnode string, buckets []string, ranges []shard.Range, rows int64) error {
+	db, err := d.r.pool(ctx, pnode)
+	if err != nil {
+		return err
+	}
+	pace, err := d.r.newPacer(ctx, db, rows)
+	if err != nil {
+		return err
+	}
+	defer pace.stop()
 	for _, b := range buckets {
 		for {
 			t0 := time.Now()
 			var n int64
 			if err := d.r.fenced(ctx, pnode, func(tx pgx.Tx) (err error) {
-				n, err = shard.DeleteBatch(ctx, tx, b, ranges, batch)
+				n, err = shard.DeleteBatch(ctx, tx, b, ranges, pace.batch())
 				return err
 			}); err != nil {
 				return err
 			}
 			d.deleted += n
-			p := Progress{Done: d.deleted, Total: max(d.total, d.deleted), Unit: "rows deleted"}
+			pace.adjust(ctx)
+			p := Progress{Done: d.deleted, Total: max(d.total, d.deleted), Unit: "rows deleted", Note: pace.note()}
 			if el := time.Since(d.start).Seconds(); el > 0 {
 				p.Rate = float64(d.deleted) / el
 				if p.Rate > 0 && p.Total > p.Done {
@@ -99,8 +109,8 @@ func (d *deleter) run(ctx context.Context, pnode string, buckets []string, range
 			if n == 0 {
 				break
 			}
-			// Keep to the rate: a batch of n rows takes at least n/RateLimit.
-			wait := time.Duration(float64(n)/float64(j.RateLimit)*float64(time.Second)) - time.Since(t0)
+			// Keep to the pace: a batch of n rows takes at least n/pace.
+			wait := time.Duration(float64(n)/pace.pace*float64(time.Second)) - time.Since(t0)
 			if err := sleep(ctx, max(wait, 0)); err != nil {
 				return err
 			}

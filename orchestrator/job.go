@@ -97,14 +97,19 @@ type Job struct {
 	Servers   int          `json:"servers"`
 	Moves     []Move       `json:"moves"`
 	Buckets   []string     `json:"buckets"`
-	RateLimit int          `json:"rate_limit"` // rows per second deleted in cleanup
-	LagBytes  int64        `json:"lag_threshold_bytes"`
-	State     State        `json:"state"`
-	Phases    []Phase      `json:"phases"`
-	Current   string       `json:"current,omitempty"`
-	Created   time.Time    `json:"created"`
-	Updated   time.Time    `json:"updated"`
-	Error     string       `json:"error,omitempty"`
+	RateLimit int          `json:"rate_limit"` // rows per second deleted in cleanup, at most
+	// CleanupPace is PaceFixed (the default: RateLimit throughout) or
+	// PaceAdaptive (the pace follows the foreground, see pace.go).
+	CleanupPace     string    `json:"cleanup_pace,omitempty"`
+	CleanupTargetMS float64   `json:"cleanup_target_ms,omitempty"` // the probe's p90 target; 0: 1.25x before, +1 ms at least
+	MaxReplicaLag   int64     `json:"max_replica_lag,omitempty"`
+	LagBytes        int64     `json:"lag_threshold_bytes"`
+	State           State     `json:"state"`
+	Phases          []Phase   `json:"phases"`
+	Current         string    `json:"current,omitempty"`
+	Created         time.Time `json:"created"`
+	Updated         time.Time `json:"updated"`
+	Error           string    `json:"error,omitempty"`
 
 	RingVersionBefore int64 `json:"ring_version_before"`
 	RingVersionAfter  int64 `json:"ring_version_after,omitempty"`
@@ -153,6 +158,10 @@ type Job struct {
 	// OriginBytes is the size of the origin's rows the plan counted, all
 	// vnodes; each Move's Bytes is its share.
 	OriginBytes int64 `json:"origin_bytes,omitempty"`
+	// MaxSlotLagBytes is the WAL budget of the job's slots (slotguard.go).
+	MaxSlotLagBytes int64 `json:"max_slot_lag_bytes,omitempty"`
+	// Paused says why the job waits for its slots to drain, while it does.
+	Paused string `json:"paused,omitempty"`
 	// Preflight is what was checked before the job started, and Estimate
 	// how long each phase should take.
 	Preflight []Check         `json:"preflight,omitempty"`

@@ -130,6 +130,7 @@ type run struct {
 	resumed bool      // the first phase of this run has been given out
 
 	abortChecked time.Time
+	slots        slotGuard
 }
 
 // Run runs a job to its end, resuming where it stopped. Only one
@@ -406,6 +407,9 @@ func (r *run) runPhase(ctx context.Context, ph *Phase, fn func(context.Context, 
 	r.job.Current = ph.Name
 	r.phase = ph
 	if err := r.save(ctx); err != nil {
+		return err
+	}
+	if err := r.waitSlotsDrain(ctx); err != nil {
 		return err
 	}
 	err := r.retry(ctx, "phase "+ph.Name, func() error {

@@ -52,6 +52,14 @@ type Request struct {
 	// SkipChecks names pre-flight checks (CheckKinds) to report but not
 	// refuse on: the operator knows better (a disk that will grow).
 	SkipChecks []string
+	// CleanupPace, CleanupTarget and MaxReplicaLag set the cleanup's pace
+	// (see pace.go): adaptive by default, within RateLimit.
+	CleanupPace   string
+	CleanupTarget time.Duration
+	MaxReplicaLag int64
+	// MaxSlotLag is the WAL budget of the job's slots; 0: a quarter of the
+	// origin's free disk (see slotguard.go).
+	MaxSlotLag int64
 }
 
 func (r *Request) check() error {
@@ -66,6 +74,16 @@ func (r *Request) check() error {
 	}
 	if _, err := ParseComplete(r.Complete); err != nil {
 		return err
+	}
+	switch r.CleanupPace {
+	case "":
+		r.CleanupPace = PaceFixed
+	case PaceAdaptive, PaceFixed:
+	default:
+		return fmt.Errorf("--cleanup-pace %q: use %s or %s", r.CleanupPace, PaceAdaptive, PaceFixed)
+	}
+	if r.CleanupTarget < 0 || r.MaxReplicaLag < 0 || r.MaxSlotLag < 0 {
+		return fmt.Errorf("--cleanup-target, --max-replica-lag and --max-slot-lag-bytes must not be negative")
 	}
 	for _, k := range r.SkipChecks {
 		if !slices.Contains(CheckKinds, k) {
@@ -231,6 +249,8 @@ func (o *Orchestrator) Plan(ctx context.Context, req Request) (*Job, error) {
 		Provisioner: req.Provisioner, RingVnodes: rg.Vnodes(),
 		State: Pending, RingVersionBefore: rv.Version, Created: time.Now().UTC(),
 		ZooKeeper: zkServers, ZooKeeperPath: zkPath, Complete: req.Complete, OriginBytes: originBytes,
+		MaxSlotLagBytes: req.MaxSlotLag,
+		CleanupPace:     req.CleanupPace, CleanupTargetMS: float64(req.CleanupTarget.Microseconds()) / 1000, MaxReplicaLag: req.MaxReplicaLag,
 	}
 	for i, part := range divide(moving, rows, len(req.To)) {
 		m := Move{To: req.To[i], Vnodes: ring.FormatVnodeList(part), Count: len(part), Ranges: ranges(part, owned)}

@@ -109,6 +109,9 @@ func (o *Orchestrator) preflight(ctx context.Context, j *Job, maxXactAge time.Du
 	if err := add(checkOldTransactions(ctx, j, oconn, maxXactAge)); err != nil {
 		return err
 	}
+	if err := add(checkSlotBudget(ctx, j, oconn)); err != nil {
+		return err
+	}
 	tables, err := shard.TablesSize(ctx, oconn, j.Buckets)
 	if err != nil {
 		return err
@@ -187,6 +190,34 @@ func checkSenders(ctx context.Context, j *Job, strat *Strategy, conn *pgx.Conn) 
 		slots-usedSlots, slots, needSlots, senders-usedSenders, senders, needSenders)
 	if !c.OK {
 		c.Fix = "raise max_replication_slots or max_wal_senders (a restart), or drop slots no one uses"
+	}
+	return c, nil
+}
+
+// checkSlotBudget sets the job's WAL budget, a quarter of the origin's
+// free disk unless given, and refuses one the origin's disk cannot hold
+// twice (the hard limit).
+func checkSlotBudget(ctx context.Context, j *Job, conn *pgx.Conn) (Check, error) {
+	c := Check{Kind: "disk", Name: "WAL budget of the job's slots on origin " + j.From}
+	free, err := postgres.FreeDisk(ctx, conn)
+	switch {
+	case err != nil && !errors.Is(err, postgres.ErrNoProgramRights):
+		return c, err
+	case err != nil:
+		if j.MaxSlotLagBytes == 0 {
+			j.MaxSlotLagBytes = defaultSlotBudget
+		}
+		c.OK, c.Warn = true, true
+		c.Found = fmt.Sprintf("--max-slot-lag-bytes %s; the origin's free disk not measured (%v)", humanSize(j.MaxSlotLagBytes), err)
+		return c, nil
+	case j.MaxSlotLagBytes == 0:
+		j.MaxSlotLagBytes = max(free/4, 1)
+	}
+	c.OK = 2*j.MaxSlotLagBytes <= free
+	c.Found = fmt.Sprintf("--max-slot-lag-bytes %s, abort at %s; the origin has %s free (df on the server)",
+		humanSize(j.MaxSlotLagBytes), humanSize(2*j.MaxSlotLagBytes), humanSize(free))
+	if !c.OK {
+		c.Fix = "lower --max-slot-lag-bytes to at most half the origin's free disk (default: a quarter)"
 	}
 	return c, nil
 }
@@ -361,7 +392,7 @@ func (o *Orchestrator) estimate(ctx context.Context, j *Job, strat *Strategy) []
 		case p.Name == "cleanup":
 			e.Seconds = float64(rows) / float64(max(j.RateLimit, 1))
 			e.Basis = fmt.Sprintf("%d rows at --rate-limit %d/s", rows, j.RateLimit)
-		case p.Name == soakPhase.Name:
+		case p.Name == soakName:
 			d, _ := ParseComplete(j.Complete)
 			e.Seconds, e.Basis = d.Seconds(), "--complete "+j.Complete
 			if j.Complete == CompleteManual {

@@ -28,9 +28,13 @@ func (r *run) waitFor(ctx context.Context, every, limit time.Duration, what stri
 	}
 }
 
-// pause waits d between polls, returning early on an abort request.
+// pause waits d between polls, returning early on an abort request or
+// when the job's slots retain more WAL than its hard limit (slotguard.go).
 func (r *run) pause(ctx context.Context, d time.Duration) error {
 	if err := r.checkAbort(ctx); err != nil {
+		return err
+	}
+	if err := r.checkSlots(ctx); err != nil {
 		return err
 	}
 	return sleep(ctx, d)

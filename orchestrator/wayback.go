@@ -31,11 +31,17 @@ import (
 //   - Rows are deleted (cleanup) only after the reverse stream is gone, so
 //     a delete on the destination is never sent back to the origin.
 
+// Names of the way back's phases that the job's state is read from.
+const (
+	reverseStreamName = "reverse-stream"
+	soakName          = "soak"
+)
+
 // Phases the strategies share around the flip.
 var (
 	reverseSlotsPhase  = PhaseFunc{Name: "reverse-slots", Run: reverseSlots, Points: []Point{PointMid}}
-	reverseStreamPhase = PhaseFunc{Name: "reverse-stream", Run: reverseStream, Points: []Point{PointMid}}
-	soakPhase          = PhaseFunc{Name: "soak", Run: soak, Points: []Point{PointMid}}
+	reverseStreamPhase = PhaseFunc{Name: reverseStreamName, Run: reverseStream, Points: []Point{PointMid}}
+	soakPhase          = PhaseFunc{Name: soakName, Run: soak, Points: []Point{PointMid}}
 	closeWayBackPhase  = PhaseFunc{Name: "close-way-back", Run: closeWayBack, Points: []Point{PointMid}}
 )
 
@@ -188,6 +194,18 @@ func soak(ctx context.Context, r *run) error {
 		}
 		if asked, err := r.o.store.jobs.Requested(ctx, etcd.Complete, j.ID); err != nil || asked {
 			return err
+		}
+		if err := r.checkSlots(ctx); err != nil {
+			return err
+		}
+		if r.slots.wayBack != "" {
+			// The way back's slot would fill the destination's disk:
+			// close it; without it the job can only complete.
+			if err := closeWayBack(ctx, r); err != nil {
+				return err
+			}
+			j.Warnings = append(j.Warnings, r.slots.wayBack)
+			return r.save(ctx)
 		}
 		switch {
 		case j.Complete == "" || j.Complete == CompleteAuto:
@@ -376,7 +394,7 @@ func (r *run) beginRevert(ctx context.Context) error {
 // wayBackOpen reports whether a revert can be taken now: the reverse
 // stream runs and the job has not begun to complete.
 func (j *Job) wayBackOpen() bool {
-	rs, sk := j.phase(reverseStreamPhase.Name), j.phase(soakPhase.Name)
+	rs, sk := j.phase(reverseStreamName), j.phase(soakName)
 	return rs != nil && rs.State == Done && sk != nil && sk.State != Done && sk.State != Skipped
 }
 
@@ -386,7 +404,7 @@ func (j *Job) activeState() State {
 	if j.Revert != nil {
 		return Reverting
 	}
-	if p := j.phase(soakPhase.Name); p != nil && p.State == Done {
+	if p := j.phase(soakName); p != nil && p.State == Done {
 		return Completing
 	}
 	return Running

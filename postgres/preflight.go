@@ -108,3 +108,13 @@ func OldTransactions(ctx context.Context, q interface {
 		return x, err
 	})
 }
+
+// StandbyLag is how many bytes of a primary's WAL its physical standbys
+// have yet to replay, the furthest behind (0 with none).
+func StandbyLag(ctx context.Context, q Querier) (int64, error) {
+	var n int64
+	err := q.QueryRow(ctx, `select coalesce(max(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)), 0)::bigint
+		from pg_stat_replication where pid not in
+			(select active_pid from pg_replication_slots where slot_type = 'logical' and active_pid is not null)`).Scan(&n)
+	return n, err
+}

@@ -580,3 +580,29 @@ func TablesSize(ctx context.Context, q Querier, buckets []string) (int64, error)
 		where c.relnamespace = current_schema()::regnamespace and c.relkind = 'r' and c.relname = any($1)`, buckets).Scan(&n)
 	return n, err
 }
+
+// SlotRetention is the WAL a replication slot keeps on its server.
+type SlotRetention struct {
+	Slot  string `json:"slot"`
+	Bytes int64  `json:"bytes"`
+}
+
+// RetainedWAL lists, worst first, how many bytes of WAL each named slot,
+// and each table-copy slot of the subscriptions with the given oids,
+// keeps on the server (from its restart position to the current one).
+func RetainedWAL(ctx context.Context, q Querier, slots []string, subscriptionOIDs []uint32) ([]SlotRetention, error) {
+	patterns := make([]string, len(subscriptionOIDs))
+	for i, oid := range subscriptionOIDs {
+		patterns[i] = fmt.Sprintf("pg\\_%d\\_sync\\_%%", oid)
+	}
+	rows, err := q.Query(ctx, `select slot_name::text, coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn), 0)::bigint
+		from pg_replication_slots where slot_name = any($1) or slot_name like any($2) order by 2 desc`, slots, patterns)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (SlotRetention, error) {
+		var s SlotRetention
+		err := r.Scan(&s.Slot, &s.Bytes)
+		return s, err
+	})
+}

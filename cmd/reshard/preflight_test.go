@@ -2,13 +2,16 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/reshard/reshard/load"
+	"github.com/reshard/reshard/orchestrator"
 	"github.com/reshard/reshard/postgres"
 )
 
@@ -102,4 +105,59 @@ func TestPreflightRefuses(t *testing.T) {
 		t.Log("the destination's disk is made small with a tmpfs: root only")
 	}
 
+}
+
+// A held-back slot: the destination stops consuming (its subscription
+// disabled by hand while the orchestrator is stopped in the copy) and the
+// origin keeps writing. Past --max-slot-lag-bytes the job pauses and says
+// why; past twice it aborts, drops its slots and says why, and nothing of
+// it is left on either side.
+func TestSlotLagGuard(t *testing.T) {
+	l := labUp(t, "--shards", "2", "--peers", "1", "--routers", "1", "--vnodes", "64", "--spare-hosts", "0")
+	httpDo(t, "PUT", l.Routers[0]+"/buckets/manta", `{}`)
+	ctx := context.Background()
+	if err := load.Fill(ctx, l.etcdClient(t), "manta", 3000, io.Discard, nil); err != nil {
+		t.Fatal(err)
+	}
+	origin := l.primary("1.moray")
+	dst := l.addShard(t, "3.moray", "1")
+	const budget = 8 << 20
+	p := startProcess(t, l.env(), "start", "--from", "1.moray", "--to", "3.moray", "--split-half", "--servers", "1",
+		"--max-slot-lag-bytes", itoa(int64(budget)), "--pause-at", "copy:mid")
+	if !p.waitStopped(time.Minute) {
+		t.Fatalf("the orchestrator did not stop in the copy: %s", p.stderr())
+	}
+	id := jobCreated.FindStringSubmatch(p.stderr())[1]
+	query[int](t, dst, `alter subscription reshard_`+id+`_0 disable`)
+	query[int](t, origin, `create table filler (x text)`)
+	fill := func(mib int) {
+		query[int](t, origin, `insert into filler select repeat(md5(g::text), 32) from generate_series(1, $1) g`, mib*1024)
+	}
+	fill(12) // over the budget, under twice it
+	p.signal(syscall.SIGCONT)
+	var st statusView
+	for deadline := time.Now().Add(30 * time.Second); ; sleep(200) {
+		out, _, _ := run(t, l.env(), "status", id, "--json")
+		json.Unmarshal([]byte(out), &st)
+		if st.Job != nil && strings.HasPrefix(st.Job.Paused, "paused: slot reshard_"+id) {
+			t.Logf("%s", st.Job.Paused)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the job did not pause: %s", out)
+		}
+	}
+	fill(12) // past twice the budget
+	code, stderr := p.wait(time.Minute)
+	out, _, _ := run(t, l.env(), "status", id, "--json")
+	json.Unmarshal([]byte(out), &st)
+	if code == 0 || st.Job.State != orchestrator.Aborted || !strings.Contains(st.Job.Error, "past twice --max-slot-lag-bytes") {
+		t.Fatalf("exit %d, job %s %q: %s", code, st.Job.State, st.Job.Error, stderr)
+	}
+	t.Logf("%s", st.Job.Error)
+	checkClean(t, "the origin", origin)
+	checkClean(t, "the destination", dst)
+	if n := query[int64](t, dst, `select count(*) from manta`); n != 0 {
+		t.Fatalf("the destination keeps %d rows", n)
+	}
 }

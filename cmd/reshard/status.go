@@ -111,15 +111,14 @@ func renderStatus(w io.Writer, v statusView) {
 	if j.Error != "" {
 		fmt.Fprintf(w, "error: %s\n", j.Error)
 	}
+	if j.Paused != "" {
+		fmt.Fprintln(w, j.Paused)
+	}
 	for _, m := range j.Moves {
 		fmt.Fprintf(w, "move to %s: %d vnodes (%s), %d rows, %s, filter of %d range(s)\n",
 			m.To, m.Count, abbreviate(m.Vnodes, 60), m.Rows, humanBytes(m.Bytes), len(m.Ranges))
 	}
-	after := "-"
-	if j.RingVersionAfter != 0 {
-		after = fmt.Sprint(j.RingVersionAfter)
-	}
-	fmt.Fprintf(w, "ring version: %d -> %s", j.RingVersionBefore, after)
+	fmt.Fprintf(w, "ring version: %d -> %s", j.RingVersionBefore, versionText(j.RingVersionAfter))
 	if j.WriteBlockMS > 0 {
 		fmt.Fprintf(w, "   write block: %.1f ms", j.WriteBlockMS)
 		if j.PromoteMS > 0 {
@@ -131,11 +130,7 @@ func renderStatus(w io.Writer, v statusView) {
 		fmt.Fprintf(w, "cutover steps: %s\n", cutoverSteps(j.CutoverMS))
 	}
 	if rv := j.Revert; rv != nil {
-		back := "-"
-		if rv.RingVersion != 0 {
-			back = fmt.Sprint(rv.RingVersion)
-		}
-		fmt.Fprintf(w, "revert: ring version %d -> %s", j.RingVersionAfter, back)
+		fmt.Fprintf(w, "revert: ring version %d -> %s", j.RingVersionAfter, versionText(rv.RingVersion))
 		if rv.WriteBlockMS > 0 {
 			fmt.Fprintf(w, "   write block: %.1f ms", rv.WriteBlockMS)
 		}
@@ -190,6 +185,14 @@ func renderStatus(w io.Writer, v statusView) {
 	for _, warn := range j.Warnings {
 		fmt.Fprintf(w, "warning: %s\n", warn)
 	}
+}
+
+// versionText is a ring version, "-" for none yet.
+func versionText(v int64) string {
+	if v == 0 {
+		return "-"
+	}
+	return fmt.Sprint(v)
 }
 
 // cutoverSteps lists a cutover's step times in the order they run.

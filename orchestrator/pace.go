@@ -1,0 +1,184 @@
+package orchestrator
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/reshard/reshard/internal/quantile"
+	"github.com/reshard/reshard/postgres"
+)
+
+// Cleanup deletes rows on shards that serve clients, so its pace follows
+// the foreground instead of a fixed number of rows per second. A probe
+// commits a tiny transaction on the shard being cleaned every probeEvery
+// (a transaction id, so the commit is written and waits for the sync
+// standby, as a client's write does), and its 90th percentile over the
+// last window is held to a target: by default 1.25 times what it was just
+// before the cleanup began, and at least 1 ms more. (The 99th of a 2 s
+// window is its second-slowest probe: one scheduling hiccup would stop
+// the cleanup. The foreground's p99 is what the benchmark measures.) The standbys' replay lag is held under a bound
+// too. The pace starts at a quarter of the job's --rate-limit, grows by a
+// tenth of it each second while both hold and halves when either does not
+// (additive increase, multiplicative decrease), within [minPace,
+// --rate-limit].
+
+// Pace modes (--cleanup-pace).
+const (
+	PaceAdaptive = "adaptive"
+	PaceFixed    = "fixed"
+)
+
+const (
+	probeEvery     = 50 * time.Millisecond
+	probeWindow    = 2 * time.Second
+	paceEvery      = time.Second
+	baselineProbes = 40
+	minPace        = 100.0
+	// DefaultProbeSlack is the probe's allowed slowdown during the cleanup
+	// when no target is given: at most 25% above before, and at least
+	// probeFloor more, below which a probe's time is noise.
+	DefaultProbeSlack = 1.25
+	probeFloor        = time.Millisecond
+	probeQuantile     = 0.90
+	// DefaultMaxReplicaLag bounds the standbys' replay lag during cleanup.
+	DefaultMaxReplicaLag = 16 << 20
+)
+
+// pacer sets the cleanup's pace on one shard.
+type pacer struct {
+	fixed  bool
+	max    float64 // rows/s: the job's rate limit
+	pace   float64
+	target time.Duration // the probe's p90 allowed
+	base   time.Duration // the probe's p90 before the cleanup
+	maxLag int64
+	why    string
+	db     *pgxpool.Pool
+	last   time.Time
+
+	mu      sync.Mutex
+	samples []probeSample
+	stop    func()
+}
+
+type probeSample struct {
+	at  time.Time
+	lat time.Duration
+}
+
+// newPacer measures the shard's probe before the cleanup of rows rows and
+// starts probing in the background; stop ends it. A fixed pace probes
+// nothing, nor does a cleanup of under a second's work at --rate-limit.
+func (r *run) newPacer(ctx context.Context, db *pgxpool.Pool, rows int64) (*pacer, error) {
+	j := r.job
+	p := &pacer{fixed: j.CleanupPace == PaceFixed, max: float64(max(j.RateLimit, 1)), db: db, maxLag: j.MaxReplicaLag, stop: func() {}}
+	if p.maxLag <= 0 {
+		p.maxLag = DefaultMaxReplicaLag
+	}
+	switch {
+	case p.fixed:
+		p.pace, p.why = p.max, fmt.Sprintf("fixed at --rate-limit %d rows/s", j.RateLimit)
+		return p, nil
+	case float64(rows) <= p.max:
+		p.fixed, p.pace, p.why = true, p.max, fmt.Sprintf("%d rows: under a second's work at --rate-limit", rows)
+		return p, nil
+	}
+	var base []time.Duration
+	for range baselineProbes {
+		d, err := probe(ctx, db)
+		if err != nil {
+			return nil, err
+		}
+		base = append(base, d)
+		if err := sleep(ctx, probeEvery); err != nil {
+			return nil, err
+		}
+	}
+	p.base = quantile.Of(base, probeQuantile)
+	p.target = max(time.Duration(float64(p.base)*DefaultProbeSlack), p.base+probeFloor)
+	if j.CleanupTargetMS > 0 {
+		p.target = time.Duration(j.CleanupTargetMS * float64(time.Millisecond))
+	}
+	p.pace = max(p.max/4, minPace)
+	p.why = "starting at a quarter of --rate-limit"
+	pctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	p.stop = func() { cancel(); <-done }
+	go func() {
+		defer close(done)
+		for pctx.Err() == nil {
+			if d, err := probe(pctx, db); err == nil {
+				p.mu.Lock()
+				p.samples = append(p.samples, probeSample{time.Now(), d})
+				p.mu.Unlock()
+			}
+			sleep(pctx, probeEvery)
+		}
+	}()
+	p.last = time.Now()
+	return p, nil
+}
+
+// probe times one committed transaction that has a transaction id.
+func probe(ctx context.Context, db *pgxpool.Pool) (time.Duration, error) {
+	start := time.Now()
+	_, err := db.Exec(ctx, `select txid_current()`)
+	return time.Since(start), err
+}
+
+// adjust sets the pace anew once per paceEvery from the probe's recent
+// p90 and the standbys' lag.
+func (p *pacer) adjust(ctx context.Context) {
+	if p.fixed || time.Since(p.last) < paceEvery {
+		return
+	}
+	p.last = time.Now()
+	p.mu.Lock()
+	cut := slices.IndexFunc(p.samples, func(s probeSample) bool { return time.Since(s.at) <= probeWindow })
+	if cut < 0 {
+		cut = len(p.samples)
+	}
+	p.samples = p.samples[cut:]
+	lats := make([]time.Duration, len(p.samples))
+	for i, s := range p.samples {
+		lats[i] = s.lat
+	}
+	p.mu.Unlock()
+	if len(lats) < 5 {
+		return
+	}
+	p90 := quantile.Of(lats, probeQuantile)
+	lag, err := postgres.StandbyLag(ctx, p.db)
+	if err != nil {
+		lag = 0
+	}
+	p.pace, p.why = nextPace(p.pace, p.max, p90, p.target, lag, p.maxLag)
+	if p90 <= p.target && lag <= p.maxLag {
+		p.why += fmt.Sprintf(" (%.2fx %s before)", float64(p.target)/float64(max(p.base, 1)), ms(p.base))
+	}
+}
+
+// nextPace is the controller: the pace halves (not under minPace) when the
+// probe's p90 is over its target or the standbys lag over their bound, and
+// grows by a tenth of the maximum otherwise (not over it).
+func nextPace(pace, maxPace float64, p90, target time.Duration, lag, maxLag int64) (float64, string) {
+	switch {
+	case p90 > target:
+		return max(pace/2, minPace), fmt.Sprintf("halved: probe p90 %s over target %s", ms(p90), ms(target))
+	case lag > maxLag:
+		return max(pace/2, minPace), fmt.Sprintf("halved: standby replay lag %d bytes over %d", lag, maxLag)
+	}
+	return min(pace+max(maxPace/10, minPace), maxPace), fmt.Sprintf("probe p90 %s under target %s; standby lag %d bytes", ms(p90), ms(target), lag)
+}
+
+// batch is how many rows to delete next: a tenth of a second's worth.
+func (p *pacer) batch() int { return int(min(max(p.pace/10, 50), 5000)) }
+
+// note says the pace and why, for status.
+func (p *pacer) note() string { return fmt.Sprintf("pace %.0f rows/s: %s", p.pace, p.why) }
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d.Microseconds())/1000) }
