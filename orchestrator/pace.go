@@ -59,6 +59,10 @@ type pacer struct {
 	why    string
 	db     *pgxpool.Pool
 	last   time.Time
+	// fg, when set, is the routers' latency: the pace then holds the
+	// foreground's p99 itself, and the probe does not run.
+	fg   *foreground
+	over bool // the last reading was over the target
 
 	mu      sync.Mutex
 	samples []probeSample
@@ -87,6 +91,27 @@ func (r *run) newPacer(ctx context.Context, db *pgxpool.Pool, rows int64) (*pace
 		p.fixed, p.pace, p.why = true, p.max, fmt.Sprintf("%d rows: under a second's work at --rate-limit", rows)
 		return p, nil
 	}
+	p.pace = max(p.max/4, minPace)
+	p.why = "starting at a quarter of --rate-limit"
+	p.last = time.Now()
+	// The routers' own p99 when they serve enough requests to tell.
+	fg := newForeground(r.o.cli)
+	for i := 0; i <= foregroundWindow; i++ {
+		fg.scrape(ctx)
+		if i < foregroundWindow {
+			if err := sleep(ctx, paceEvery); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if base, n := fg.p99(); n >= minForeground && base > 0 {
+		p.fg, p.base = fg, base
+		p.target = time.Duration(float64(base) * DefaultProbeSlack)
+		if j.CleanupTargetMS > 0 {
+			p.target = time.Duration(j.CleanupTargetMS * float64(time.Millisecond))
+		}
+		return p, nil
+	}
 	var base []time.Duration
 	for range baselineProbes {
 		d, err := probe(ctx, db)
@@ -103,8 +128,6 @@ func (r *run) newPacer(ctx context.Context, db *pgxpool.Pool, rows int64) (*pace
 	if j.CleanupTargetMS > 0 {
 		p.target = time.Duration(j.CleanupTargetMS * float64(time.Millisecond))
 	}
-	p.pace = max(p.max/4, minPace)
-	p.why = "starting at a quarter of --rate-limit"
 	pctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	p.stop = func() { cancel(); <-done }
@@ -119,7 +142,6 @@ func (r *run) newPacer(ctx context.Context, db *pgxpool.Pool, rows int64) (*pace
 			sleep(pctx, probeEvery)
 		}
 	}()
-	p.last = time.Now()
 	return p, nil
 }
 
@@ -137,6 +159,19 @@ func (p *pacer) adjust(ctx context.Context) {
 		return
 	}
 	p.last = time.Now()
+	lag, err := postgres.StandbyLag(ctx, p.db)
+	if err != nil {
+		lag = 0
+	}
+	if p.fg != nil {
+		p.fg.scrape(ctx)
+		p99, n := p.fg.p99()
+		if n < minForeground {
+			p99 = 0 // too quiet to be hurt, or to judge
+		}
+		p.pace, p.why, p.over = nextPace(p.pace, p.max, p99, p.target, lag, p.maxLag, "routers' p99", p.over)
+		return
+	}
 	p.mu.Lock()
 	cut := slices.IndexFunc(p.samples, func(s probeSample) bool { return time.Since(s.at) <= probeWindow })
 	if cut < 0 {
@@ -152,27 +187,32 @@ func (p *pacer) adjust(ctx context.Context) {
 		return
 	}
 	p90 := quantile.Of(lats, probeQuantile)
-	lag, err := postgres.StandbyLag(ctx, p.db)
-	if err != nil {
-		lag = 0
-	}
-	p.pace, p.why = nextPace(p.pace, p.max, p90, p.target, lag, p.maxLag)
+	p.pace, p.why, p.over = nextPace(p.pace, p.max, p90, p.target, lag, p.maxLag, "probe p90", p.over)
 	if p90 <= p.target && lag <= p.maxLag {
 		p.why += fmt.Sprintf(" (%.2fx %s before)", float64(p.target)/float64(max(p.base, 1)), ms(p.base))
 	}
 }
 
-// nextPace is the controller: the pace halves (not under minPace) when the
-// probe's p90 is over its target or the standbys lag over their bound, and
-// grows by a tenth of the maximum otherwise (not over it).
-func nextPace(pace, maxPace float64, p90, target time.Duration, lag, maxLag int64) (float64, string) {
+// nextPace is the controller. When the measure (what says so) is over its
+// target or the standbys lag over their bound, the pace holds the first
+// time and halves (not under minPace) when it was over the time before
+// too: a p99 of a few seconds' requests crosses a 25% margin now and then
+// by chance alone. Otherwise it grows by a tenth of the maximum (not over
+// it). over says whether this reading was over.
+func nextPace(pace, maxPace float64, measure, target time.Duration, lag, maxLag int64, what string, overBefore bool) (float64, string, bool) {
+	var why string
 	switch {
-	case p90 > target:
-		return max(pace/2, minPace), fmt.Sprintf("halved: probe p90 %s over target %s", ms(p90), ms(target))
+	case measure > target:
+		why = fmt.Sprintf("%s %s over target %s", what, ms(measure), ms(target))
 	case lag > maxLag:
-		return max(pace/2, minPace), fmt.Sprintf("halved: standby replay lag %d bytes over %d", lag, maxLag)
+		why = fmt.Sprintf("standby replay lag %d bytes over %d", lag, maxLag)
+	default:
+		return min(pace+max(maxPace/10, minPace), maxPace), fmt.Sprintf("%s %s under target %s; standby lag %d bytes", what, ms(measure), ms(target), lag), false
 	}
-	return min(pace+max(maxPace/10, minPace), maxPace), fmt.Sprintf("probe p90 %s under target %s; standby lag %d bytes", ms(p90), ms(target), lag)
+	if !overBefore {
+		return pace, "holding: " + why, true
+	}
+	return max(pace/2, minPace), "halved: " + why, true
 }
 
 // batch is how many rows to delete next: a tenth of a second's worth.

@@ -23,11 +23,13 @@ func TestNextPace(t *testing.T) {
 		{8000, 20000, 4 * ms, 3 * ms, 0, 1 << 20, 4000, "halved: probe p90 4.0 ms over target 3.0 ms"},
 		{8000, 20000, 2 * ms, 3 * ms, 2 << 20, 1 << 20, 4000, "halved: standby replay lag"},
 		{150, 20000, 9 * ms, 3 * ms, 0, 1 << 20, minPace, "halved"},
-		{100, 500, 1 * ms, 3 * ms, 0, 1 << 20, 200, "under target"}, // the step is at least minPace
+		{8000, 20000, 4 * ms, 3 * ms, 0, 1 << 20, 8000, "holding: probe p90 4.0 ms over"}, // the first reading over: hold
+		{100, 500, 1 * ms, 3 * ms, 0, 1 << 20, 200, "under target"},                       // the step is at least minPace
 	}
 	for _, c := range cases {
-		got, why := nextPace(c.pace, c.max, c.p90, c.target, c.lag, c.maxLag)
-		if got != c.want || !strings.Contains(why, c.why) {
+		overBefore := !strings.HasPrefix(c.why, "holding")
+		got, why, over := nextPace(c.pace, c.max, c.p90, c.target, c.lag, c.maxLag, "probe p90", overBefore)
+		if got != c.want || !strings.Contains(why, c.why) || over != (c.p90 > c.target || c.lag > c.maxLag) {
 			t.Errorf("nextPace(%v, %v, %v, %v, %v, %v) = %v %q, want %v %q", c.pace, c.max, c.p90, c.target, c.lag, c.maxLag, got, why, c.want, c.why)
 		}
 	}

@@ -417,7 +417,7 @@ func faultCases(full bool) []faultCase {
 			f.note("kill timer %s", d)
 			return "after:" + d.String()
 		}},
-		{name: "router SIGKILL mid-reshard", inject: func(f *faultCtx) {
+		{name: "router SIGKILL mid-reshard", fullOnly: true, inject: func(f *faultCtx) {
 			p := f.waitPhase("copy", "add-peers", "catchup")
 			b, _ := os.ReadFile(filepath.Join(f.l.Dir, "run", "router-1.pid"))
 			var pid int

@@ -41,9 +41,9 @@ func splitRevertComplete(t *testing.T, strategy string) {
 	ledger := filepath.Join(t.TempDir(), "ledger.jsonl")
 	// underLoad runs one step while the load runs through both routers,
 	// then checks the clients and the ledger once the load has stopped.
-	underLoad := func(step string, fn func() orchestrator.Job) orchestrator.Job {
+	underLoad := func(step, duration string, fn func() orchestrator.Job) orchestrator.Job {
 		t.Helper()
-		wait := startLoad(t, l, ledger, "7s")
+		wait := startLoad(t, l, ledger, duration)
 		es, _ := load.ReadLedger(ledger)
 		waitLedger(t, ledger, len(es)+200)
 		j := fn()
@@ -69,7 +69,7 @@ func splitRevertComplete(t *testing.T, strategy string) {
 	}
 
 	// 1. The split, way back open.
-	j := underLoad("split", startJob)
+	j := underLoad("split", "7s", startJob)
 	moved := movedVnodes(t, j)
 	checkOwner(t, l, moved, "3.moray")
 	dst := pnodePrimary(t, l, "3.moray")
@@ -89,7 +89,7 @@ func splitRevertComplete(t *testing.T, strategy string) {
 	}
 
 	// 2. The revert.
-	reverted := underLoad("revert", func() orchestrator.Job {
+	reverted := underLoad("revert", "4s", func() orchestrator.Job {
 		out, stderr, ok := run(t, l.env(), "revert", j.ID, "--json")
 		var r orchestrator.Job
 		if !ok || json.Unmarshal([]byte(out), &r) != nil {
@@ -131,8 +131,8 @@ func splitRevertComplete(t *testing.T, strategy string) {
 	}
 
 	// 3. The split again, then 4. complete.
-	again := underLoad("split again", startJob)
-	done := underLoad("complete", func() orchestrator.Job {
+	again := underLoad("split again", "7s", startJob)
+	done := underLoad("complete", "4s", func() orchestrator.Job {
 		out, stderr, ok := run(t, l.env(), "complete", again.ID, "--json")
 		var r orchestrator.Job
 		if !ok || json.Unmarshal([]byte(out), &r) != nil {
@@ -251,8 +251,8 @@ func waitSameRows(t *testing.T, a, b string, ranges []shard.Range) {
 // Kill-and-resume at every step of a revert: for each point a split keeps
 // its way back open, 'reshard revert --crash-at POINT' is SIGKILLed there,
 // and a second 'reshard revert' finishes it, under load through two
-// routers. make test strikes where ownership or the ring changes hands, and
-// the cleanup; make faults (RESHARD_FAULTS=full) every point, both
+// routers. make test strikes after the origin takes writes back, after the
+// ring flips back, and in the cleanup; make faults (RESHARD_FAULTS=full) every point, both
 // strategies. The complete steps (soak, close-way-back, cleanup) are in
 // TestKillAndResumeEveryPhase, whose jobs complete on their own.
 func TestKillAndResumeRevert(t *testing.T) {
@@ -272,7 +272,6 @@ func killAndResumeRevert(t *testing.T, strategy orchestrator.StrategyName, full 
 	if !full {
 		points = slices.DeleteFunc(points, func(p string) bool {
 			return !slices.Contains([]string{
-				orchestrator.FaultPoint("revert-cutover", orchestrator.PointFrozen),
 				orchestrator.FaultPoint("revert-cutover", orchestrator.PointWritable),
 				orchestrator.FaultPoint("revert-cutover", orchestrator.PointFlipped),
 				orchestrator.FaultPoint("revert-cleanup", orchestrator.PointMid)}, p)
