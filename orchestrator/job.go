@@ -153,6 +153,9 @@ type Job struct {
 	// BackLSN is each move's destination WAL position before it took
 	// writes: the way back streams what the destination wrote after it.
 	BackLSN map[int]string `json:"back_lsn,omitempty"`
+	// WayBackClosed says why the way back was closed before the job
+	// completed (its slot's WAL, see slotguard.go): it can only complete.
+	WayBackClosed string `json:"way_back_closed,omitempty"`
 	// Revert, once asked for, records the way back taken.
 	Revert *Revert `json:"revert,omitempty"`
 	// OriginBytes is the size of the origin's rows the plan counted, all

@@ -186,6 +186,9 @@ func soak(ctx context.Context, r *run) error {
 	}
 	r.crash(PointMid)
 	for {
+		if j.WayBackClosed != "" {
+			return closeWayBack(ctx, r) // again, should a kill have cut it short
+		}
 		if asked, err := r.o.store.jobs.Requested(ctx, etcd.Revert, j.ID); err != nil || asked {
 			if err != nil {
 				return err
@@ -200,12 +203,14 @@ func soak(ctx context.Context, r *run) error {
 		}
 		if r.slots.wayBack != "" {
 			// The way back's slot would fill the destination's disk:
-			// close it; without it the job can only complete.
-			if err := closeWayBack(ctx, r); err != nil {
+			// close it (recorded first: a revert must not start on a
+			// way back half gone); without it the job can only complete.
+			j.WayBackClosed = r.slots.wayBack
+			j.Warnings = append(j.Warnings, r.slots.wayBack)
+			if err := r.save(ctx); err != nil {
 				return err
 			}
-			j.Warnings = append(j.Warnings, r.slots.wayBack)
-			return r.save(ctx)
+			return closeWayBack(ctx, r)
 		}
 		switch {
 		case j.Complete == "" || j.Complete == CompleteAuto:
@@ -395,7 +400,7 @@ func (r *run) beginRevert(ctx context.Context) error {
 // stream runs and the job has not begun to complete.
 func (j *Job) wayBackOpen() bool {
 	rs, sk := j.phase(reverseStreamName), j.phase(soakName)
-	return rs != nil && rs.State == Done && sk != nil && sk.State != Done && sk.State != Skipped
+	return rs != nil && rs.State == Done && sk != nil && sk.State != Done && sk.State != Skipped && j.WayBackClosed == ""
 }
 
 // activeState is the state of a job being run: reverting, completing
@@ -445,6 +450,8 @@ func (o *Orchestrator) Revert(ctx context.Context, id string) error {
 		return fmt.Errorf("job %s has not flipped the ring yet: 'reshard abort %s' undoes it", id, id)
 	case j.State == Done || j.State == Completing:
 		return fmt.Errorf("job %s has completed (its way back is closed): moving the vnodes back takes a new job", id)
+	case j.WayBackClosed != "":
+		return fmt.Errorf("job %s cannot revert: %s", id, j.WayBackClosed)
 	}
 	return o.ask(ctx, etcd.Revert, id, Reverted)
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -159,5 +160,60 @@ func TestSlotLagGuard(t *testing.T) {
 	checkClean(t, "the destination", dst)
 	if n := query[int64](t, dst, `select count(*) from manta`); n != 0 {
 		t.Fatalf("the destination keeps %d rows", n)
+	}
+}
+
+// After the flip the way back's slot on the destination is held to the
+// same limit: a job soaking (--complete after:) whose origin stops taking
+// the way back (its subscription disabled by hand) while the destination
+// writes closes the way back past twice the budget, says why, and
+// completes; it cannot be reverted.
+func TestSlotLagGuardWayBack(t *testing.T) {
+	l := labUp(t, "--shards", "2", "--peers", "1", "--routers", "1", "--vnodes", "64", "--spare-hosts", "0")
+	httpDo(t, "PUT", l.Routers[0]+"/buckets/manta", `{}`)
+	ctx := context.Background()
+	if err := load.Fill(ctx, l.etcdClient(t), "manta", 3000, io.Discard, nil); err != nil {
+		t.Fatal(err)
+	}
+	origin := l.primary("1.moray")
+	dst := l.addShard(t, "3.moray", "1")
+	p := startProcess(t, l.env(), "start", "--from", "1.moray", "--to", "3.moray", "--split-half", "--servers", "1",
+		"--max-slot-lag-bytes", itoa(int64(4<<20)), "--complete", "after:2m")
+	var st statusView
+	id := ""
+	for deadline := time.Now().Add(time.Minute); ; sleep(200) {
+		if m := jobCreated.FindStringSubmatch(p.stderr()); m != nil && id == "" {
+			id = m[1]
+		}
+		if id != "" {
+			out, _, _ := run(t, l.env(), "status", id, "--json")
+			json.Unmarshal([]byte(out), &st)
+			if st.Job != nil && st.Job.Current == "soak" {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the job did not reach its soak: %s", p.stderr())
+		}
+	}
+	query[int](t, origin, `alter subscription reshard_`+id+`_0_back disable`)
+	query[int](t, dst, `create table filler (x text)`)
+	query[int](t, dst, `insert into filler select repeat(md5(g::text), 32) from generate_series(1, 12 * 1024) g`)
+	if code, stderr := p.wait(time.Minute); code != 0 {
+		t.Fatalf("the job did not complete: %s", stderr)
+	}
+	out, _, _ := run(t, l.env(), "status", id, "--json")
+	json.Unmarshal([]byte(out), &st)
+	if st.Job.State != orchestrator.Done || !strings.Contains(st.Job.WayBackClosed, "past twice --max-slot-lag-bytes") {
+		t.Fatalf("job %s, way back closed: %q", st.Job.State, st.Job.WayBackClosed)
+	}
+	t.Logf("%s", st.Job.WayBackClosed)
+	if soak := st.Job.Phases[slices.IndexFunc(st.Job.Phases, func(p orchestrator.Phase) bool { return p.Name == "soak" })]; soak.Seconds > 60 {
+		t.Fatalf("the soak ran its whole 2m (%.0fs) instead of closing the way back", soak.Seconds)
+	}
+	checkClean(t, "the origin", origin)
+	checkClean(t, "the destination", dst)
+	if _, stderr, ok := run(t, l.env(), "revert", id); ok || !strings.Contains(stderr, "has completed") {
+		t.Fatalf("revert after the way back closed: %s", stderr)
 	}
 }
