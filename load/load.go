@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -62,13 +63,17 @@ func (c *Config) validate() error {
 
 // Summary is what a run did.
 type Summary struct {
-	Seconds      float64                `json:"seconds"`
-	Ops          map[string]int64       `json:"ops"`
-	AckedWrites  int64                  `json:"acked_writes"`
-	UnknownWrite int64                  `json:"unknown_writes"`
-	Errors       map[string]int64       `json:"errors"` // by kind: http_503, transport, ...
-	ClientErrors int64                  `json:"client_errors"`
-	Failovers    int64                  `json:"failovers"` // requests moved to another router before being sent
+	Seconds      float64          `json:"seconds"`
+	Ops          map[string]int64 `json:"ops"`
+	AckedWrites  int64            `json:"acked_writes"`
+	UnknownWrite int64            `json:"unknown_writes"`
+	Errors       map[string]int64 `json:"errors"` // by kind: http_503, transport, ...
+	ClientErrors int64            `json:"client_errors"`
+	Failovers    int64            `json:"failovers"` // requests moved to another router before being sent
+	// ErrorSamples is the first failure of each kind, as the client saw
+	// it (the request, the time, and the answer or the transport error):
+	// what to look for in the routers' logs.
+	ErrorSamples map[string]string      `json:"error_samples,omitempty"`
 	Latency      map[string]Percentiles `json:"latency_ms"`
 }
 
@@ -88,6 +93,7 @@ type stats struct {
 	acked     int64
 	unknown   int64
 	failovers atomic.Int64
+	samples   map[string]string
 }
 
 func (s *stats) record(op string, d time.Duration, errKind string) {
@@ -99,6 +105,23 @@ func (s *stats) record(op string, d time.Duration, errKind string) {
 		return
 	}
 	s.lat[op] = append(s.lat[op], d)
+}
+
+// sample keeps the first failure of each kind.
+func (s *stats) sample(kind, method, path string, answer []byte, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.samples[kind]; ok {
+		return
+	}
+	if s.samples == nil {
+		s.samples = map[string]string{}
+	}
+	what := strings.TrimSpace(string(answer))
+	if err != nil {
+		what = err.Error()
+	}
+	s.samples[kind] = fmt.Sprintf("%s %s %s: %s", time.Now().UTC().Format("15:04:05.000"), method, path, what)
 }
 
 // Run creates the buckets, then drives traffic until the duration ends.
@@ -117,7 +140,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 		var err error
 		for range cfg.Routers {
 			var code int
-			code, _, err = c.do(ctx, http.MethodPut, "/buckets/"+bucketName(b), nil, "")
+			code, _, _, err = c.do(ctx, http.MethodPut, "/buckets/"+bucketName(b), nil, "")
 			if err == nil && code != http.StatusOK {
 				err = fmt.Errorf("HTTP %d", code)
 			}
@@ -177,12 +200,15 @@ func worker(run, ctx context.Context, cfg Config, c *client, w int, limiter *rat
 	// write sends a put or delete and records its outcome in the ledger.
 	write := func(op, method, bucket, key, path string, body []byte, n int64) bool {
 		t0 := time.Now()
-		code, hdr, err := c.do(ctx, method, path, body, "")
+		code, hdr, answer, err := c.do(ctx, method, path, body, "")
 		d := time.Since(t0)
 		if op == "delete" && code == http.StatusNotFound {
 			code = http.StatusNoContent // already absent: the same end state
 		}
 		kind := errKind(code, err, ctx)
+		if kind != "" && kind != "cancelled" {
+			st.sample(kind, method, path, answer, err)
+		}
 		e := Entry{Time: time.Now().UnixNano(), Op: op, Bucket: bucket, Key: key, Seq: n}
 		switch {
 		case kind == "":
@@ -224,13 +250,16 @@ func worker(run, ctx context.Context, cfg Config, c *client, w int, limiter *rat
 			}
 		case p < 85:
 			t0 := time.Now()
-			code, _, err := c.do(ctx, http.MethodGet, path, nil, "")
+			code, _, answer, err := c.do(ctx, http.MethodGet, path, nil, "")
 			if code == http.StatusNotFound {
 				code = http.StatusOK
 			}
 			kind := errKind(code, err, ctx)
 			if kind == "cancelled" {
 				return
+			}
+			if kind != "" {
+				st.sample(kind, http.MethodGet, path, answer, err)
 			}
 			st.record("get", time.Since(t0), kind)
 		default:
@@ -271,17 +300,18 @@ type client struct {
 	st      *stats
 }
 
-// do sends a request to the routers in turn. A request that never reached
+// do sends a request to the routers in turn, and returns the start of
+// the answer's body when it is an error. A request that never reached
 // a router (connection refused: a router is down) goes to the next one, as
 // a load balancer would; once sent, it is not resent.
-func (c *client) do(ctx context.Context, method, path string, body []byte, ifMatch string) (int, http.Header, error) {
+func (c *client) do(ctx context.Context, method, path string, body []byte, ifMatch string) (int, http.Header, []byte, error) {
 	var lastErr error
 	first := int(c.next.Add(1))
 	for i := 0; i < len(c.routers); i++ {
 		base := c.routers[(first+i)%len(c.routers)]
 		req, err := http.NewRequestWithContext(ctx, method, base+path, bytes.NewReader(body))
 		if err != nil {
-			return 0, nil, err
+			return 0, nil, nil, err
 		}
 		if c.token != "" {
 			req.Header.Set("Authorization", "Bearer "+c.token)
@@ -303,13 +333,17 @@ func (c *client) do(ctx context.Context, method, path string, body []byte, ifMat
 				c.st.failovers.Add(1)
 				continue
 			}
-			return 0, nil, err
+			return 0, nil, nil, err
+		}
+		var answer []byte
+		if resp.StatusCode >= 300 && resp.StatusCode != http.StatusNotFound {
+			answer, _ = io.ReadAll(io.LimitReader(resp.Body, 512))
 		}
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
-		return resp.StatusCode, resp.Header, nil
+		return resp.StatusCode, resp.Header, answer, nil
 	}
-	return 0, nil, lastErr
+	return 0, nil, nil, lastErr
 }
 
 func progress(ctx context.Context, w io.Writer, st *stats, start time.Time) {
@@ -346,7 +380,7 @@ func (s *stats) summary(d time.Duration) Summary {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := Summary{Seconds: d.Seconds(), Ops: s.ops, Errors: s.errs, AckedWrites: s.acked, UnknownWrite: s.unknown,
-		Latency: map[string]Percentiles{}, Failovers: s.failovers.Load()}
+		Latency: map[string]Percentiles{}, Failovers: s.failovers.Load(), ErrorSamples: s.samples}
 	for _, n := range s.errs {
 		out.ClientErrors += n
 	}

@@ -98,10 +98,11 @@ type Job struct {
 	Moves     []Move       `json:"moves"`
 	Buckets   []string     `json:"buckets"`
 	RateLimit int          `json:"rate_limit"` // rows per second deleted in cleanup, at most
-	// CleanupPace is PaceFixed (the default: RateLimit throughout) or
-	// PaceAdaptive (the pace follows the foreground, see pace.go).
+	// CleanupPace is PaceAdaptive (the default: the pace follows the
+	// foreground, see pace.go) or PaceFixed (RateLimit throughout; also a
+	// job recorded before the pace could adapt).
 	CleanupPace     string    `json:"cleanup_pace,omitempty"`
-	CleanupTargetMS float64   `json:"cleanup_target_ms,omitempty"` // the probe's p90 target; 0: 1.25x before, +1 ms at least
+	CleanupTargetMS float64   `json:"cleanup_target_ms,omitempty"` // the foreground latency to hold; 0: 1.25x before
 	MaxReplicaLag   int64     `json:"max_replica_lag,omitempty"`
 	LagBytes        int64     `json:"lag_threshold_bytes"`
 	State           State     `json:"state"`

@@ -12,19 +12,22 @@ import (
 	"github.com/reshard/reshard/postgres"
 )
 
-// Cleanup deletes rows on shards that serve clients, so its pace follows
-// the foreground instead of a fixed number of rows per second. A probe
+// Cleanup deletes rows on shards that serve clients, so by default its
+// pace follows the foreground instead of a fixed number of rows per
+// second. What it holds is what clients feel: the routers' p99 over the
+// last foregroundWindow seconds, read from their request histograms, to
+// 1.25 times what it was just before the cleanup began (or
+// --cleanup-target). With too little router traffic to tell, a probe
 // commits a tiny transaction on the shard being cleaned every probeEvery
 // (a transaction id, so the commit is written and waits for the sync
 // standby, as a client's write does), and its 90th percentile over the
-// last window is held to a target: by default 1.25 times what it was just
-// before the cleanup began, and at least 1 ms more. (The 99th of a 2 s
-// window is its second-slowest probe: one scheduling hiccup would stop
-// the cleanup. The foreground's p99 is what the benchmark measures.) The standbys' replay lag is held under a bound
-// too. The pace starts at a quarter of the job's --rate-limit, grows by a
-// tenth of it each second while both hold and halves when either does not
-// (additive increase, multiplicative decrease), within [minPace,
-// --rate-limit].
+// last window is held instead, to 1.25 times and at least 1 ms more. (The
+// 99th of a 2 s window of probes is its second-slowest: one scheduling
+// hiccup would stop the cleanup.) The standbys' replay lag is held under
+// --max-replica-lag too. The pace starts at a quarter of the job's
+// --rate-limit, grows by a tenth of it each second while both hold, and
+// halves when either is over twice in a row (additive increase,
+// multiplicative decrease), within [minPace, --rate-limit].
 
 // Pace modes (--cleanup-pace).
 const (
@@ -79,7 +82,7 @@ type probeSample struct {
 // nothing, nor does a cleanup of under a second's work at --rate-limit.
 func (r *run) newPacer(ctx context.Context, db *pgxpool.Pool, rows int64) (*pacer, error) {
 	j := r.job
-	p := &pacer{fixed: j.CleanupPace == PaceFixed, max: float64(max(j.RateLimit, 1)), db: db, maxLag: j.MaxReplicaLag, stop: func() {}}
+	p := &pacer{fixed: j.CleanupPace != PaceAdaptive, max: float64(max(j.RateLimit, 1)), db: db, maxLag: j.MaxReplicaLag, stop: func() {}}
 	if p.maxLag <= 0 {
 		p.maxLag = DefaultMaxReplicaLag
 	}

@@ -37,6 +37,7 @@ func init() {
 			{Name: "register", Run: registerPnodes, Points: []Point{PointMid}},
 			reverseSlotsPhase,
 			{Name: "cutover", Run: physicalCutover, Points: []Point{PointDisowned, PointWritable, PointFlipped, PointRouted}},
+			{Name: "standbys", Run: settleStandbys},
 			reverseStreamPhase,
 			releaseDumpLockPhase,
 			soakPhase,
@@ -116,15 +117,18 @@ func addPeers(ctx context.Context, r *run) error {
 	return nil
 }
 
-// replayLag is how many bytes of the origin's WAL a new peer has yet to
-// replay, and the position it has replayed.
-func replayLag(ctx context.Context, origin shard.Querier, peer reshard.Peer) (int64, postgres.LSN, error) {
-	conn, err := postgres.Connect(ctx, peer.DSN)
+// replayLag is how many bytes of the origin's WAL the first new peer of
+// pnode to has yet to replay, and the position it has replayed. The peer
+// is asked through the run's pool for the new pnode: its connections,
+// opened while it catches up, are the ones the write block then uses to
+// register it, where a new connection across DCs costs several round
+// trips.
+func (r *run) replayLag(ctx context.Context, origin shard.Querier, to string) (int64, postgres.LSN, error) {
+	db, err := r.peerPool(ctx, to, r.job.NewPeers[to][0])
 	if err != nil {
 		return 0, 0, err
 	}
-	defer conn.Close(ctx)
-	replayed, err := postgres.ReplayedWAL(ctx, conn)
+	replayed, err := postgres.ReplayedWAL(ctx, db)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -138,7 +142,7 @@ func physicalCatchup(ctx context.Context, r *run) error {
 	j := r.job
 	return r.catchUp(ctx, fmt.Sprintf("waiting for replay within %d bytes of the origin", j.LagBytes), len(j.To),
 		func(origin *pgxpool.Pool, i int) (int64, error) {
-			lag, _, err := replayLag(ctx, origin, j.NewPeers[j.To[i]][0])
+			lag, _, err := r.replayLag(ctx, origin, j.To[i])
 			return lag, err
 		})
 }
@@ -186,7 +190,7 @@ func waitReplay(ctx context.Context, r *run) error {
 	err = r.waitFor(ctx, 5*time.Millisecond, 2*time.Minute, fmt.Sprintf("new primaries replaying %s", want), func() (bool, error) {
 		for _, to := range j.To {
 			actx, cancel := context.WithTimeout(ctx, replayAskTimeout)
-			_, replayed, err := replayLag(actx, origin, j.NewPeers[to][0])
+			_, replayed, err := r.replayLag(actx, origin, to)
 			cancel()
 			if err != nil && ctx.Err() == nil {
 				lastErr = err
@@ -220,10 +224,14 @@ func peerRole(k int) reshard.Role {
 	return reshard.RoleAsync
 }
 
-// detach promotes each first new peer and makes the others its sync and
-// async standbys, so the new shard has its whole topology at once. The
-// promotion carries the job's token: a peer that has seen a newer one
-// (its primary's claim, replicated) refuses it.
+// detach promotes each first new peer. The promotion carries the job's
+// token: a peer that has seen a newer one (its primary's claim,
+// replicated) refuses it. The other peers already stream from the one
+// before them in their roles (addPeers), and follow the new timeline on
+// their own; the new primary names its sync standby, so register's first
+// write there, and every client's, commits only once that standby has it.
+// Waiting for the standbys to stream again (settleStandbys) is left until
+// after the write block.
 func detach(ctx context.Context, r *run) error {
 	j := r.job
 	prov, err := r.provisioner()
@@ -232,6 +240,9 @@ func detach(ctx context.Context, r *run) error {
 	}
 	for _, to := range j.To {
 		peers := j.NewPeers[to]
+		if peers[0].Role == reshard.RolePrimary {
+			continue
+		}
 		start := time.Now()
 		if err := prov.Promote(ctx, peers[0], r.token); err != nil {
 			return err
@@ -239,15 +250,36 @@ func detach(ctx context.Context, r *run) error {
 		j.PromoteMS += float64(time.Since(start).Microseconds()) / 1000
 		r.crash(PointMid)
 		peers[0].Role = reshard.RolePrimary
+		if err := r.save(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// settleStandbys, after the write block, points each new pnode's other
+// peers at the one before them in their roles (nothing to change unless a
+// peer was made before addPeers set roles) and waits until each streams
+// from it again, on the new timeline.
+func settleStandbys(ctx context.Context, r *run) error {
+	j := r.job
+	prov, err := r.provisioner()
+	if err != nil {
+		return err
+	}
+	for _, to := range j.To {
+		peers := j.NewPeers[to]
 		for k := 1; k < len(peers); k++ {
 			role := peerRole(k)
 			if err := prov.Follow(ctx, peers[k], peers[k-1], role); err != nil {
 				return err
 			}
-			peers[k].Role = role
-		}
-		if err := r.save(ctx); err != nil {
-			return err
+			if peers[k].Role != role {
+				peers[k].Role = role
+				if err := r.save(ctx); err != nil {
+					return err
+				}
+			}
 		}
 	}
 	return nil

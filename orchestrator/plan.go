@@ -77,7 +77,7 @@ func (r *Request) check() error {
 	}
 	switch r.CleanupPace {
 	case "":
-		r.CleanupPace = PaceFixed
+		r.CleanupPace = PaceAdaptive
 	case PaceAdaptive, PaceFixed:
 	default:
 		return fmt.Errorf("--cleanup-pace %q: use %s or %s", r.CleanupPace, PaceAdaptive, PaceFixed)

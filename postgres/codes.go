@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/puddle/v2"
 )
 
 // The SQLSTATEs reshard tells apart, named as PostgreSQL's "Errors Codes"
@@ -79,8 +80,10 @@ func IsShutdown(err error) bool { return strings.HasPrefix(Code(err), shutdownCo
 
 // NotSent reports whether a statement surely never reached the server:
 // no connection was made, or pgx failed before sending anything. Such a
-// statement may be sent again, even a write.
+// statement may be sent again, even a write. A pool closed while a
+// statement waited to acquire from it (a router dropping the pool of a
+// pnode whose primary changed) refuses before any connection is used.
 func NotSent(err error) bool {
 	var ce *pgconn.ConnectError
-	return pgconn.SafeToRetry(err) || errors.As(err, &ce)
+	return pgconn.SafeToRetry(err) || errors.As(err, &ce) || errors.Is(err, puddle.ErrClosedPool)
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 func TestCodes(t *testing.T) {
@@ -50,5 +51,17 @@ func TestCodes(t *testing.T) {
 	}
 	if NotSent(wrapped(UniqueViolation)) || !NotSent(&pgconn.ConnectError{}) {
 		t.Error("NotSent")
+	}
+	// A statement that waits on a pool closed under it (a router
+	// reconnecting to a new primary) was never sent. No server is needed:
+	// a pool connects only when asked.
+	pool, err := pgxpool.New(context.Background(), "postgres://nobody@127.0.0.1:1/none")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool.Close()
+	_, err = pool.Exec(context.Background(), "select 1")
+	if err == nil || !NotSent(fmt.Errorf("put: %w", err)) {
+		t.Errorf("NotSent(%v) = false", err)
 	}
 }

@@ -49,7 +49,7 @@ func BenchmarkStrategies(b *testing.B) {
 				dbSize := query[int64](b, origin, `select pg_database_size('moray')`)
 				b.ResetTimer()
 				out, stderr, ok := run(b, l.env(), append([]string{"start", "--from", "1.moray", "--to", "3.moray", "--split-half",
-					"--servers", "1", "--rate-limit", "1000000", "--json"}, extra...)...)
+					"--servers", "1", "--rate-limit", "1000000", "--cleanup-pace", "fixed", "--json"}, extra...)...)
 				b.StopTimer()
 				var j orchestrator.Job
 				if !ok || json.Unmarshal([]byte(out), &j) != nil || j.State != orchestrator.Done {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 
 	"github.com/reshard/reshard/lab"
 	"github.com/reshard/reshard/load"
@@ -13,21 +15,23 @@ import (
 
 // demoResult is the last line `reshard demo --json` prints.
 type demoResult struct {
-	Strategy     string      `json:"strategy"`
-	Rows         int         `json:"rows"`
-	Vnodes       int         `json:"vnodes"`
-	AckedWrites  int64       `json:"acked_writes"`
-	ClientErrors int64       `json:"client_errors"`
-	Missing      int         `json:"missing"`
-	Stale        int         `json:"stale"`
-	Misplaced    int         `json:"misplaced"`
-	Ambiguous    int         `json:"ambiguous"`
-	WriteBlockMS float64     `json:"write_block_ms"`
-	PromoteMS    float64     `json:"promote_ms,omitempty"` // of the write block, PostgreSQL promoting (physical)
-	Phases       []phaseTime `json:"phases"`
-	TotalSeconds float64     `json:"total_seconds"` // the job, from its first phase to its last
-	DemoSeconds  float64     `json:"demo_seconds"`  // everything, lab up to verify
-	Job          string      `json:"job"`
+	Strategy     string `json:"strategy"`
+	Rows         int    `json:"rows"`
+	Vnodes       int    `json:"vnodes"`
+	AckedWrites  int64  `json:"acked_writes"`
+	ClientErrors int64  `json:"client_errors"`
+	// ErrorSamples is the first client error of each kind, when there were any.
+	ErrorSamples map[string]string `json:"error_samples,omitempty"`
+	Missing      int               `json:"missing"`
+	Stale        int               `json:"stale"`
+	Misplaced    int               `json:"misplaced"`
+	Ambiguous    int               `json:"ambiguous"`
+	WriteBlockMS float64           `json:"write_block_ms"`
+	PromoteMS    float64           `json:"promote_ms,omitempty"` // of the write block, PostgreSQL promoting (physical)
+	Phases       []phaseTime       `json:"phases"`
+	TotalSeconds float64           `json:"total_seconds"` // the job, from its first phase to its last
+	DemoSeconds  float64           `json:"demo_seconds"`  // everything, lab up to verify
+	Job          string            `json:"job"`
 }
 
 type phaseTime struct {
@@ -97,7 +101,8 @@ func runDemo(ctx context.Context, cmd *cobra.Command, g *globals, strategy, dir 
 	}
 	j := r.Job
 	res := &demoResult{Strategy: strategy, Rows: rows, Vnodes: r.Vnodes, AckedWrites: r.Load.AckedWrites, ClientErrors: r.Load.ClientErrors,
-		Missing: r.Report.Missing, Stale: r.Report.Stale, Misplaced: r.Report.Misplaced, Ambiguous: r.Report.Ambiguous,
+		ErrorSamples: r.Load.ErrorSamples,
+		Missing:      r.Report.Missing, Stale: r.Report.Stale, Misplaced: r.Report.Misplaced, Ambiguous: r.Report.Ambiguous,
 		WriteBlockMS: j.WriteBlockMS, PromoteMS: j.PromoteMS, Job: j.ID}
 	for _, p := range j.Phases {
 		res.Phases = append(res.Phases, phaseTime{p.Name, p.Seconds})
@@ -116,6 +121,9 @@ func printDemoSummary(w io.Writer, r *demoResult, sum load.Summary, rep load.Rep
 	fmt.Fprintf(w, "\n== summary (%s strategy)\n", r.Strategy)
 	fmt.Fprintf(w, "  filled objects        %d\n", r.Rows)
 	fmt.Fprintf(w, "  traffic               %d operations, %d acknowledged writes, %d client errors\n", ops, r.AckedWrites, r.ClientErrors)
+	for _, kind := range slices.Sorted(maps.Keys(r.ErrorSamples)) {
+		fmt.Fprintf(w, "    %-19s %d, the first: %s\n", kind, sum.Errors[kind], r.ErrorSamples[kind])
+	}
 	fmt.Fprintf(w, "  verify                %d keys: %d missing, %d stale, %d misplaced (%d ambiguous)\n",
 		rep.Checked, r.Missing, r.Stale, r.Misplaced, r.Ambiguous)
 	if r.PromoteMS > 0 {

@@ -16,21 +16,27 @@ import (
 	"github.com/reshard/reshard/postgres"
 )
 
+// guardLab is the guard-rail tests' lab: 1.moray, whose primary is
+// origin, with 3,000 objects in bucket manta, and an empty 3.moray, whose
+// primary is dst, to split them to.
+func guardLab(t *testing.T) (l *labInfo, origin, dst string) {
+	l = labUp(t, "--shards", "2", "--peers", "1", "--routers", "1", "--vnodes", "64", "--spare-hosts", "0")
+	httpDo(t, "PUT", l.Routers[0]+"/buckets/manta", `{}`)
+	if err := load.Fill(context.Background(), l.etcdClient(t), "manta", 3000, io.Discard, nil); err != nil {
+		t.Fatal(err)
+	}
+	return l, l.primary("1.moray"), l.addShard(t, "3.moray", "1")
+}
+
 // Issue 20's guard rails: each pre-flight check trips on what it guards
 // against. `start --dry-run` prints the failed check and exits non-zero;
 // `start` refuses with one line naming it and how to fix it; and nothing
 // changes: not etcd (its revision), not the origin (slots, publications,
 // replica identity, ownership), not the destination.
 func TestPreflightRefuses(t *testing.T) {
-	l := labUp(t, "--shards", "2", "--peers", "1", "--routers", "1", "--vnodes", "64", "--spare-hosts", "0")
-	httpDo(t, "PUT", l.Routers[0]+"/buckets/manta", `{}`)
+	l, origin, dst := guardLab(t)
 	ctx := context.Background()
 	cli := l.etcdClient(t)
-	if err := load.Fill(ctx, cli, "manta", 3000, io.Discard, nil); err != nil {
-		t.Fatal(err)
-	}
-	origin := l.primary("1.moray")
-	dst := l.addShard(t, "3.moray", "1")
 	snapshot := func() string {
 		resp, err := cli.Get(ctx, "/reshard/", etcdPrefix())
 		if err != nil {
@@ -114,14 +120,7 @@ func TestPreflightRefuses(t *testing.T) {
 // why; past twice it aborts, drops its slots and says why, and nothing of
 // it is left on either side.
 func TestSlotLagGuard(t *testing.T) {
-	l := labUp(t, "--shards", "2", "--peers", "1", "--routers", "1", "--vnodes", "64", "--spare-hosts", "0")
-	httpDo(t, "PUT", l.Routers[0]+"/buckets/manta", `{}`)
-	ctx := context.Background()
-	if err := load.Fill(ctx, l.etcdClient(t), "manta", 3000, io.Discard, nil); err != nil {
-		t.Fatal(err)
-	}
-	origin := l.primary("1.moray")
-	dst := l.addShard(t, "3.moray", "1")
+	l, origin, dst := guardLab(t)
 	const budget = 8 << 20
 	p := startProcess(t, l.env(), "start", "--from", "1.moray", "--to", "3.moray", "--split-half", "--servers", "1",
 		"--max-slot-lag-bytes", itoa(int64(budget)), "--pause-at", "copy:mid")
@@ -169,14 +168,7 @@ func TestSlotLagGuard(t *testing.T) {
 // writes closes the way back past twice the budget, says why, and
 // completes; it cannot be reverted.
 func TestSlotLagGuardWayBack(t *testing.T) {
-	l := labUp(t, "--shards", "2", "--peers", "1", "--routers", "1", "--vnodes", "64", "--spare-hosts", "0")
-	httpDo(t, "PUT", l.Routers[0]+"/buckets/manta", `{}`)
-	ctx := context.Background()
-	if err := load.Fill(ctx, l.etcdClient(t), "manta", 3000, io.Discard, nil); err != nil {
-		t.Fatal(err)
-	}
-	origin := l.primary("1.moray")
-	dst := l.addShard(t, "3.moray", "1")
+	l, origin, dst := guardLab(t)
 	p := startProcess(t, l.env(), "start", "--from", "1.moray", "--to", "3.moray", "--split-half", "--servers", "1",
 		"--max-slot-lag-bytes", itoa(int64(4<<20)), "--complete", "after:2m")
 	var st statusView

@@ -65,6 +65,10 @@ func splitRevertComplete(t *testing.T, strategy string) {
 			t.Fatalf("start --complete manual: job %s, stderr %s", j.State, stderr)
 		}
 		checkWriteBlock(t, strategy, j.WriteBlockMS, j.PromoteMS)
+		// Under a second each way, PostgreSQL's promotion included.
+		if j.WriteBlockMS >= 1000 {
+			t.Fatalf("write block %.1f ms (promotion %.1f ms of it)", j.WriteBlockMS, j.PromoteMS)
+		}
 		return j
 	}
 
