@@ -25,6 +25,9 @@ const (
 	latencyMetric = "reshard_router_request_seconds"
 	// foregroundWindow is how many one-second scrapes make the p99.
 	foregroundWindow = 5
+	// baselineWindow is how many make the p99 before the cleanup: twice
+	// the requests, so a lucky quiet few seconds set the target less often.
+	baselineWindow = 10
 	// minForeground is the fewest requests in the window worth a p99;
 	// with fewer the foreground is too quiet to be hurt, or to judge.
 	minForeground = 50
@@ -72,7 +75,7 @@ func (f *foreground) scrape(ctx context.Context) {
 		f.last[rt.URL] = h
 	}
 	f.window = append(f.window, interval)
-	if len(f.window) > foregroundWindow {
+	if len(f.window) > baselineWindow {
 		f.window = f.window[1:]
 	}
 }
@@ -113,9 +116,12 @@ func (f *foreground) read(ctx context.Context, url string) (histogram, error) {
 }
 
 // p99 is the window's 99th percentile and how many requests it is of.
-func (f *foreground) p99() (time.Duration, int) {
+func (f *foreground) p99() (time.Duration, int) { return f.p99Of(foregroundWindow) }
+
+// p99Of is the p99 of the last n intervals.
+func (f *foreground) p99Of(n int) (time.Duration, int) {
 	sum := histogram{}
-	for _, h := range f.window {
+	for _, h := range f.window[max(len(f.window)-n, 0):] {
 		for le, n := range h {
 			sum[le] += n
 		}

@@ -3,6 +3,7 @@ package orchestrator
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"slices"
 	"sync"
 	"time"
@@ -66,6 +67,16 @@ type pacer struct {
 	// foreground's p99 itself, and the probe does not run.
 	fg   *foreground
 	over bool // the last reading was over the target
+	// settle is when the window holds only time after the last halving:
+	// until then a reading still counts requests slowed before it (one
+	// slow request stays in a 5 s window's p99 for five readings), and
+	// judging it again would halve the pace for the same spike.
+	settle time.Time
+	// floor is since when the pace has been at minPace with the
+	// foreground still over its target (see next).
+	floor time.Time
+	given time.Duration // --cleanup-target, if given
+	log   *slog.Logger
 
 	mu      sync.Mutex
 	samples []probeSample
@@ -82,7 +93,8 @@ type probeSample struct {
 // nothing, nor does a cleanup of under a second's work at --rate-limit.
 func (r *run) newPacer(ctx context.Context, db *pgxpool.Pool, rows int64) (*pacer, error) {
 	j := r.job
-	p := &pacer{fixed: j.CleanupPace != PaceAdaptive, max: float64(max(j.RateLimit, 1)), db: db, maxLag: j.MaxReplicaLag, stop: func() {}}
+	p := &pacer{fixed: j.CleanupPace != PaceAdaptive, max: float64(max(j.RateLimit, 1)), db: db, maxLag: j.MaxReplicaLag, stop: func() {},
+		log: r.o.log.With("job", j.ID), given: time.Duration(j.CleanupTargetMS * float64(time.Millisecond))}
 	if p.maxLag <= 0 {
 		p.maxLag = DefaultMaxReplicaLag
 	}
@@ -99,20 +111,17 @@ func (r *run) newPacer(ctx context.Context, db *pgxpool.Pool, rows int64) (*pace
 	p.last = time.Now()
 	// The routers' own p99 when they serve enough requests to tell.
 	fg := newForeground(r.o.cli)
-	for i := 0; i <= foregroundWindow; i++ {
+	for i := 0; i <= baselineWindow; i++ {
 		fg.scrape(ctx)
-		if i < foregroundWindow {
+		if i < baselineWindow {
 			if err := sleep(ctx, paceEvery); err != nil {
 				return nil, err
 			}
 		}
 	}
-	if base, n := fg.p99(); n >= minForeground && base > 0 {
-		p.fg, p.base = fg, base
-		p.target = time.Duration(float64(base) * DefaultProbeSlack)
-		if j.CleanupTargetMS > 0 {
-			p.target = time.Duration(j.CleanupTargetMS * float64(time.Millisecond))
-		}
+	if base, n := fg.p99Of(baselineWindow); n >= minForeground && base > 0 {
+		p.fg = fg
+		p.baseline(base)
 		return p, nil
 	}
 	var base []time.Duration
@@ -126,11 +135,7 @@ func (r *run) newPacer(ctx context.Context, db *pgxpool.Pool, rows int64) (*pace
 			return nil, err
 		}
 	}
-	p.base = quantile.Of(base, probeQuantile)
-	p.target = max(time.Duration(float64(p.base)*DefaultProbeSlack), p.base+probeFloor)
-	if j.CleanupTargetMS > 0 {
-		p.target = time.Duration(j.CleanupTargetMS * float64(time.Millisecond))
-	}
+	p.baseline(quantile.Of(base, probeQuantile))
 	pctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	p.stop = func() { cancel(); <-done }
@@ -148,6 +153,21 @@ func (r *run) newPacer(ctx context.Context, db *pgxpool.Pool, rows int64) (*pace
 	return p, nil
 }
 
+// baseline sets what the foreground was without the cleanup, and the
+// target from it: 1.25 times (and for the probe, at least probeFloor
+// more), unless --cleanup-target names one.
+func (p *pacer) baseline(base time.Duration) {
+	p.base = base
+	switch {
+	case p.given > 0:
+		p.target = p.given
+	case p.fg != nil:
+		p.target = time.Duration(float64(base) * DefaultProbeSlack)
+	default:
+		p.target = max(time.Duration(float64(base)*DefaultProbeSlack), base+probeFloor)
+	}
+}
+
 // probe times one committed transaction that has a transaction id.
 func probe(ctx context.Context, db *pgxpool.Pool) (time.Duration, error) {
 	start := time.Now()
@@ -162,17 +182,22 @@ func (p *pacer) adjust(ctx context.Context) {
 		return
 	}
 	p.last = time.Now()
+	if p.fg != nil {
+		p.fg.scrape(ctx) // every second, settling or not: the window moves on
+	}
+	if p.last.Before(p.settle) {
+		return
+	}
 	lag, err := postgres.StandbyLag(ctx, p.db)
 	if err != nil {
 		lag = 0
 	}
 	if p.fg != nil {
-		p.fg.scrape(ctx)
 		p99, n := p.fg.p99()
 		if n < minForeground {
 			p99 = 0 // too quiet to be hurt, or to judge
 		}
-		p.pace, p.why, p.over = nextPace(p.pace, p.max, p99, p.target, lag, p.maxLag, "routers' p99", p.over)
+		p.next(p99, lag, "routers' p99", foregroundWindow*paceEvery)
 		return
 	}
 	p.mu.Lock()
@@ -190,9 +215,37 @@ func (p *pacer) adjust(ctx context.Context) {
 		return
 	}
 	p90 := quantile.Of(lats, probeQuantile)
-	p.pace, p.why, p.over = nextPace(p.pace, p.max, p90, p.target, lag, p.maxLag, "probe p90", p.over)
+	p.next(p90, lag, "probe p90", probeWindow)
 	if p90 <= p.target && lag <= p.maxLag {
 		p.why += fmt.Sprintf(" (%.2fx %s before)", float64(p.target)/float64(max(p.base, 1)), ms(p.base))
+	}
+}
+
+// next sets the pace from a reading over a window of the given length.
+// A foreground still over its target after a whole window at the least
+// pace is slower on its own (the baseline was a lucky quiet moment, or the
+// load changed): a cleanup of minPace rows/s does not make it so. That
+// reading becomes the new baseline, so the cleanup is not held at its
+// least pace for good.
+func (p *pacer) next(measure time.Duration, lag int64, what string, window time.Duration) {
+	was, now := p.pace, time.Now()
+	p.pace, p.why, p.over = nextPace(p.pace, p.max, measure, p.target, lag, p.maxLag, what, p.over)
+	switch {
+	case p.pace < was:
+		p.settle, p.over = now.Add(window), false
+		p.why += fmt.Sprintf("; next look in %s", window)
+	case was > minPace || p.pace > minPace || measure <= p.target || p.given > 0:
+		p.floor = time.Time{}
+	case p.floor.IsZero():
+		p.floor = now
+	case now.Sub(p.floor) >= window:
+		p.baseline(measure)
+		p.floor, p.over = time.Time{}, false
+		p.why = fmt.Sprintf("new baseline: %s %s after %s at the least pace (the foreground is slower on its own); target %s",
+			what, ms(measure), window, ms(p.target))
+	}
+	if p.log != nil && (p.pace < was || p.over || p.base == measure) {
+		p.log.Info("cleanup pace", "rows_per_s", int(p.pace), "why", p.why)
 	}
 }
 

@@ -130,6 +130,11 @@ func BenchmarkCleanupForeground(b *testing.B) {
 				if !ok || json.Unmarshal([]byte(out), &j) != nil || j.State != orchestrator.Done {
 					b.Fatalf("complete: %s %s", out, stderr)
 				}
+				for _, line := range strings.Split(stderr, "\n") {
+					if strings.Contains(line, "cleanup pace") {
+						b.Log(line)
+					}
+				}
 				cl := j.Phases[slices.IndexFunc(j.Phases, func(p orchestrator.Phase) bool { return p.Name == "cleanup" })]
 				before := latencies(samples, cl.Started.Add(-5*time.Second), *cl.Started)
 				during := latencies(samples, *cl.Started, *cl.Ended)

@@ -142,8 +142,10 @@ func runFaultCase(t *testing.T, c faultCase, strategy string, hosts bool) faultR
 			t.Fatal(err)
 		}
 	}
+	// The cleanup at --rate-limit: these cases are about the faults, and
+	// an adaptive cleanup under their load would take a minute of them.
 	args := append([]string{"start", "--from", "1.moray", "--to", "3.moray", "--split-half",
-		"--strategy", strategy, "--detach"}, split...)
+		"--strategy", strategy, "--detach", "--cleanup-pace", "fixed"}, split...)
 	if strategy == "logical" {
 		l.addShard(t, "3.moray", peers)
 	} else {
