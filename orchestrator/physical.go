@@ -233,28 +233,19 @@ func peerRole(k int) reshard.Role {
 // Waiting for the standbys to stream again (settleStandbys) is left until
 // after the write block.
 func detach(ctx context.Context, r *run) error {
-	j := r.job
-	prov, err := r.provisioner()
-	if err != nil {
-		return err
-	}
-	for _, to := range j.To {
-		peers := j.NewPeers[to]
+	return r.eachNewPnode(func(prov reshard.Provisioner, peers []reshard.Peer) error {
 		if peers[0].Role == reshard.RolePrimary {
-			continue
+			return nil
 		}
 		start := time.Now()
 		if err := prov.Promote(ctx, peers[0], r.token); err != nil {
 			return err
 		}
-		j.PromoteMS += float64(time.Since(start).Microseconds()) / 1000
+		r.job.PromoteMS += float64(time.Since(start).Microseconds()) / 1000
 		r.crash(PointMid)
 		peers[0].Role = reshard.RolePrimary
-		if err := r.save(ctx); err != nil {
-			return err
-		}
-	}
-	return nil
+		return r.save(ctx)
+	})
 }
 
 // settleStandbys, after the write block, points each new pnode's other
@@ -262,13 +253,7 @@ func detach(ctx context.Context, r *run) error {
 // peer was made before addPeers set roles) and waits until each streams
 // from it again, on the new timeline.
 func settleStandbys(ctx context.Context, r *run) error {
-	j := r.job
-	prov, err := r.provisioner()
-	if err != nil {
-		return err
-	}
-	for _, to := range j.To {
-		peers := j.NewPeers[to]
+	return r.eachNewPnode(func(prov reshard.Provisioner, peers []reshard.Peer) error {
 		for k := 1; k < len(peers); k++ {
 			role := peerRole(k)
 			if err := prov.Follow(ctx, peers[k], peers[k-1], role); err != nil {
@@ -280,6 +265,21 @@ func settleStandbys(ctx context.Context, r *run) error {
 					return err
 				}
 			}
+		}
+		return nil
+	})
+}
+
+// eachNewPnode calls fn with the provisioner and each new pnode's peers,
+// in order; what fn changes in them is the job's.
+func (r *run) eachNewPnode(fn func(prov reshard.Provisioner, peers []reshard.Peer) error) error {
+	prov, err := r.provisioner()
+	if err != nil {
+		return err
+	}
+	for _, to := range r.job.To {
+		if err := fn(prov, r.job.NewPeers[to]); err != nil {
+			return err
 		}
 	}
 	return nil
