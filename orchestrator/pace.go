@@ -175,8 +175,9 @@ func probe(ctx context.Context, db *pgxpool.Pool) (time.Duration, error) {
 	return time.Since(start), err
 }
 
-// adjust sets the pace anew once per paceEvery from the probe's recent
-// p90 and the standbys' lag.
+// adjust sets the pace anew once per paceEvery from the routers' p99 (or
+// the probe's recent p90) and the standbys' lag, unless it is settling
+// after a halving.
 func (p *pacer) adjust(ctx context.Context) {
 	if p.fixed || time.Since(p.last) < paceEvery {
 		return
