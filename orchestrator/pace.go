@@ -229,7 +229,7 @@ func (p *pacer) adjust(ctx context.Context) {
 // reading becomes the new baseline, so the cleanup is not held at its
 // least pace for good.
 func (p *pacer) next(measure time.Duration, lag int64, what string, window time.Duration) {
-	was, now := p.pace, time.Now()
+	was, now, rebased := p.pace, time.Now(), false
 	p.pace, p.why, p.over = nextPace(p.pace, p.max, measure, p.target, lag, p.maxLag, what, p.over)
 	switch {
 	case p.pace < was:
@@ -241,11 +241,11 @@ func (p *pacer) next(measure time.Duration, lag int64, what string, window time.
 		p.floor = now
 	case now.Sub(p.floor) >= window:
 		p.baseline(measure)
-		p.floor, p.over = time.Time{}, false
+		p.floor, p.over, rebased = time.Time{}, false, true
 		p.why = fmt.Sprintf("new baseline: %s %s after %s at the least pace (the foreground is slower on its own); target %s",
 			what, ms(measure), window, ms(p.target))
 	}
-	if p.log != nil && (p.pace < was || p.over || p.base == measure) {
+	if p.log != nil && (p.pace < was || p.over || rebased) {
 		p.log.Info("cleanup pace", "rows_per_s", int(p.pace), "why", p.why)
 	}
 }
