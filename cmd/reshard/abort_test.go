@@ -20,6 +20,7 @@ import (
 
 // Abort before the ring flips undoes everything; after, it is refused.
 func TestAbort(t *testing.T) {
+	parallelLab(t)
 	l := labUp(t, "--shards", "2", "--peers", "1", "--routers", "1", "--vnodes", "64")
 	ledger := filepath.Join(t.TempDir(), "ledger.jsonl")
 	out, stderr, ok := run(t, l.env(), append([]string{"load", "--duration", "2s", "--rate", "500", "--keys", "300", "--ledger", ledger}, l.routerArgs()...)...)
@@ -124,6 +125,7 @@ func TestAbort(t *testing.T) {
 // and no ownership; physical: no new peers and no pnode). make test runs
 // the logical strategy; make faults both, on the distributed lab.
 func TestAbortDuringCopy(t *testing.T) {
+	parallelLab(t)
 	full := os.Getenv("RESHARD_FAULTS") == "full"
 	strategies := []string{"logical"}
 	if full {

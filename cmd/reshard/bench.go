@@ -28,7 +28,7 @@ func newBenchCmd(g *globals) *cobra.Command {
 		Use:   "bench",
 		Short: "Measure reshard on this machine",
 	}
-	cmd.AddCommand(newBenchScaleCmd(g), newBenchAdoptCmd(g))
+	cmd.AddCommand(newBenchScaleCmd(g), newBenchAdoptCmd(g), newBenchCompareCmd(g))
 	return cmd
 }
 

@@ -31,6 +31,7 @@ import (
 // that the first new peer goes to. make test runs the logical case;
 // make faults both, on the distributed lab as root.
 func TestDestinationDiskFull(t *testing.T) {
+	parallelLab(t)
 	if os.Geteuid() != 0 {
 		t.Skip("mounts a tmpfs for the destination's disk: root only")
 	}

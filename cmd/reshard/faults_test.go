@@ -601,6 +601,7 @@ func httpGet(u string) (string, error) {
 }
 
 func TestFaults(t *testing.T) {
+	parallelLab(t)
 	full := os.Getenv("RESHARD_FAULTS") == "full"
 	strategies := []string{"logical"}
 	if full {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -125,3 +126,15 @@ func query[T any](t testing.TB, dsn, sql string, args ...any) T {
 func itoa[T ~int64 | ~int](v T) string { return strconv.FormatInt(int64(v), 10) }
 
 func etcdPrefix() clientv3.OpOption { return clientv3.WithPrefix() }
+
+// parallelLab marks a lab test that may share the machine with one other:
+// the long fault, kill and pause tests, which check what was kept and
+// where, never how fast. Their labs mostly wait (on load at a fixed rate,
+// leases, restarts), so two side by side take little more than one. Tests
+// that assert a write block or a latency stay sequential, and run before
+// these (go test starts parallel tests after the sequential ones).
+func parallelLab(t *testing.T) {
+	if os.Getenv("RESHARD_SEQUENTIAL") == "" {
+		t.Parallel()
+	}
+}

@@ -32,6 +32,7 @@ import (
 // make test runs one point of each strategy; RESHARD_FAULTS=full (make
 // faults) runs every point.
 func TestPausePastLease(t *testing.T) {
+	parallelLab(t)
 	short := map[orchestrator.StrategyName][]string{
 		// Ownership and sequences, with the slot, subscription and the
 		// way back's slot in place.

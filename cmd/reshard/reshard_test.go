@@ -89,6 +89,7 @@ var jobCreated = regexp.MustCompile(`job (\S+) created`)
 // test kills the logical strategy; make faults (RESHARD_FAULTS=full) both,
 // to keep make test's time down.
 func TestKillAndResumeEveryPhase(t *testing.T) {
+	parallelLab(t)
 	for _, strategy := range []string{"logical", "physical"} {
 		t.Run(strategy, func(t *testing.T) {
 			if strategy == "physical" && os.Getenv("RESHARD_FAULTS") != "full" {

@@ -260,6 +260,7 @@ func waitSameRows(t *testing.T, a, b string, ranges []shard.Range) {
 // strategies. The complete steps (soak, close-way-back, cleanup) are in
 // TestKillAndResumeEveryPhase, whose jobs complete on their own.
 func TestKillAndResumeRevert(t *testing.T) {
+	parallelLab(t)
 	full := os.Getenv("RESHARD_FAULTS") == "full"
 	for _, strategy := range []string{"logical", "physical"} {
 		t.Run(strategy, func(t *testing.T) {

@@ -216,6 +216,7 @@ func TestZooKeeperDumpLockDuringSplit(t *testing.T) {
 // lock does: the job retries, says who holds it, and never touches the
 // node; once the node is gone it goes on. A resumed job checks again.
 func TestZooKeeperDumpLockHeldByAnother(t *testing.T) {
+	parallelLab(t)
 	zkAddr := zktest.Start(t)
 	l := labUp(t, "--shards", "2", "--peers", "1", "--routers", "1", "--vnodes", "64")
 	putObjects(t, l, 20)

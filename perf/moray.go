@@ -1,0 +1,142 @@
+package perf
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// morayGoal is issue 21's goal for reshard's Moray port: this many times
+// the real Moray's throughput on the same database.
+const morayGoal = 4.0
+
+// StartMoray runs the real Moray with the reference kit's moray.sh against
+// the PostgreSQL database at pgURL, with maxConns connections to it, its
+// work files in dir. It returns Moray's address and how to stop it.
+func StartMoray(ctx context.Context, kit, pgURL, dir string, maxConns int) (addr string, stop func() error, err error) {
+	script := filepath.Join(kit, "moray.sh")
+	if _, err := os.Stat(script); err != nil {
+		return "", nil, fmt.Errorf("no reference kit: %w", err)
+	}
+	// The first use installs Moray with npm, which can take minutes.
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", script, "start", "--pg-url", pgURL, "--dir", dir, "--pg-max-conns", strconv.Itoa(maxConns))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, runErr := cmd.Output()
+	stop = func() error {
+		if b, err := exec.Command("bash", script, "stop", "--dir", dir).CombinedOutput(); err != nil {
+			return fmt.Errorf("moray.sh stop: %v: %s", err, strings.TrimSpace(string(b)))
+		}
+		return nil
+	}
+	if runErr != nil {
+		stop()
+		return "", nil, fmt.Errorf("moray.sh start: %v: %s", runErr, lastLines(stderr.String(), 5))
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if v, ok := strings.CutPrefix(line, "MORAY_ADDR="); ok {
+			return v, stop, nil
+		}
+	}
+	stop()
+	return "", nil, fmt.Errorf("moray.sh start printed no MORAY_ADDR: %s", lastLines(stderr.String(), 5))
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// MorayClient runs test/moray/bench.js, the npm moray client's loop.
+type MorayClient struct {
+	Dir string // test/moray, with node_modules installed
+}
+
+func (m MorayClient) node(ctx context.Context, args ...string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, "node", append([]string{"bench.js"}, args...)...)
+	cmd.Dir = m.Dir
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("node bench.js %s: %v: %s", strings.Join(args, " "), err, lastLines(stderr.String(), 5))
+	}
+	return out, nil
+}
+
+// Usable says why the client cannot run here, or "" if it can.
+func (m MorayClient) Usable() string {
+	if _, err := exec.LookPath("node"); err != nil {
+		return "Node.js is not installed"
+	}
+	if _, err := os.Stat(filepath.Join(m.Dir, "node_modules", "moray", "package.json")); err != nil {
+		return "the npm moray client is not installed in " + m.Dir + " (npm ci there)"
+	}
+	return ""
+}
+
+// CompareMoray measures putObject, getObject and findObjects through the
+// npm moray client against ours (reshard's Moray port) and theirs (the
+// real Moray), each in its own bucket, in alternating rounds.
+func CompareMoray(ctx context.Context, client MorayClient, ours, theirs string, req Request) ([]Result, error) {
+	sides := []struct{ name, addr, bucket string }{{"reshard", ours, "perf_moray_reshard"}, {"Moray", theirs, "perf_moray_real"}}
+	args := func(addr, bucket, op string) []string {
+		return []string{addr, bucket, op, fmt.Sprint(req.Per.Seconds()), strconv.Itoa(req.Concurrency), strconv.Itoa(req.Keys)}
+	}
+	for _, s := range sides {
+		if _, err := client.node(ctx, args(s.addr, s.bucket, "setup")...); err != nil {
+			return nil, fmt.Errorf("%s: %w", s.name, err)
+		}
+	}
+	var out []Result
+	for _, op := range []string{"put", "get", "find"} {
+		st := map[string]*Stats{}
+		for range req.Rounds {
+			for _, s := range sides {
+				b, err := client.node(ctx, args(s.addr, s.bucket, op)...)
+				if err != nil {
+					return nil, fmt.Errorf("%s: %w", s.name, err)
+				}
+				var r Stats
+				if err := json.Unmarshal(b, &r); err != nil {
+					return nil, fmt.Errorf("%s: bench.js printed %q: %w", s.name, b, err)
+				}
+				if r.Errors > 0 {
+					return nil, fmt.Errorf("%s %s: %d errors, the first: %s", s.name, op, r.Errors, r.FirstError)
+				}
+				st[s.name] = st[s.name].add(r)
+			}
+		}
+		o, t := st["reshard"], st["Moray"]
+		name := map[string]string{"put": "putObject", "get": "getObject", "find": "findObjects"}[op]
+		r := Faster("moray", name, "the real Moray", "ops/s", o.OpsPerSec, t.OpsPerSec, morayGoal)
+		r.Detail = fmt.Sprintf("p50 %.2f / %.2f ms", o.P50MS, t.P50MS)
+		out = append(out, r, Overhead("moray", name+", p99", "the real Moray", "ms", o.P99MS, t.P99MS, 0))
+	}
+	return out, nil
+}
+
+// add sums rounds: ops and seconds add up; of the percentiles, each
+// round's worst is kept (the rounds' latencies are not all here).
+func (s *Stats) add(r Stats) *Stats {
+	if s == nil {
+		s = &Stats{}
+	}
+	s.Ops += r.Ops
+	s.Seconds += r.Seconds
+	if s.Seconds > 0 {
+		s.OpsPerSec = float64(s.Ops) / s.Seconds
+	}
+	s.P50MS = max(s.P50MS, r.P50MS)
+	s.P99MS = max(s.P99MS, r.P99MS)
+	return s
+}
