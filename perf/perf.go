@@ -32,6 +32,11 @@ type Stats struct {
 	P99MS      float64 `json:"p99_ms"`
 	Errors     int64   `json:"errors"`
 	FirstError string  `json:"first_error,omitempty"`
+	// CPUPerOp is the CPU time each operation cost, in µs: "machine" (all
+	// of it) and each process Alternate was asked to watch.
+	CPUPerOp map[string]float64 `json:"cpu_us_per_op,omitempty"`
+
+	cpu CPU
 
 	lat []time.Duration
 }
@@ -40,15 +45,16 @@ type Stats struct {
 // rounds times over: drift on a shared machine (another process, the page
 // cache, a checkpoint) falls on every side alike. Ops are numbered on from
 // round to round, so a side that writes keys by number keeps writing new
-// ones or the same ones as it chooses.
-func Alternate(ctx context.Context, sides []Side, concurrency, rounds int, per time.Duration) (map[string]*Stats, error) {
+// ones or the same ones as it chooses. The CPU time the machine and each
+// of procs (name: pid) spent on each side is counted too.
+func Alternate(ctx context.Context, sides []Side, concurrency, rounds int, per time.Duration, procs map[string]int) (map[string]*Stats, error) {
 	if concurrency < 1 || rounds < 1 || per <= 0 {
 		return nil, fmt.Errorf("perf: concurrency %d, rounds %d and per %v must be positive", concurrency, rounds, per)
 	}
 	out := map[string]*Stats{}
 	next := map[string]*atomic.Int64{}
 	for _, s := range sides {
-		out[s.Name] = &Stats{}
+		out[s.Name] = &Stats{cpu: CPU{Procs: map[string]float64{}}}
 		next[s.Name] = &atomic.Int64{}
 	}
 	for range rounds {
@@ -56,7 +62,9 @@ func Alternate(ctx context.Context, sides []Side, concurrency, rounds int, per t
 			if err := ctx.Err(); err != nil {
 				return nil, err
 			}
+			before := ReadCPU(procs)
 			drive(ctx, s, concurrency, per, next[s.Name], out[s.Name])
+			out[s.Name].cpu.add(ReadCPU(procs).Sub(before))
 		}
 	}
 	for _, st := range out {
@@ -118,6 +126,12 @@ func (st *Stats) finish() {
 	st.P50MS = ms(quantile.Sorted(st.lat, 0.50))
 	st.P99MS = ms(quantile.Sorted(st.lat, 0.99))
 	st.lat = nil
+	if st.Ops > 0 {
+		st.CPUPerOp = map[string]float64{"machine": st.cpu.Machine / float64(st.Ops) * 1e6}
+		for k, v := range st.cpu.Procs {
+			st.CPUPerOp[k] = v / float64(st.Ops) * 1e6
+		}
+	}
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strconv"
 	"time"
 
@@ -25,6 +26,8 @@ type RouterTarget struct {
 	// PoolSize is the router's connections to each shard; pgx straight to
 	// the shards gets as many.
 	PoolSize int32
+	// RouterPID is the router's process, whose CPU time is counted.
+	RouterPID int
 }
 
 // Request is how a comparison of request loops is run.
@@ -136,7 +139,7 @@ func CompareRouter(ctx context.Context, t RouterTarget, req Request) ([]Result, 
 		sides []Side
 		goal  float64
 	}{{gets, routerGetGoal}, {puts, routerPutGoal}} {
-		st, err := Alternate(ctx, group.sides, req.Concurrency, req.Rounds, req.Per)
+		st, err := Alternate(ctx, group.sides, req.Concurrency, req.Rounds, req.Per, map[string]int{"router": t.RouterPID, "client": os.Getpid()})
 		if err != nil {
 			return nil, err
 		}
@@ -147,7 +150,8 @@ func CompareRouter(ctx context.Context, t RouterTarget, req Request) ([]Result, 
 		for _, s := range group.sides[:2] {
 			ours := st[s.Name]
 			r := Faster("router", s.Name, "pgx to the shard", "ops/s", ours.OpsPerSec, base.OpsPerSec, group.goal)
-			r.Detail = fmt.Sprintf("p50 %.2f / %.2f ms, p99 %.2f / %.2f ms", ours.P50MS, base.P50MS, ours.P99MS, base.P99MS)
+			r.Detail = fmt.Sprintf("p50 %.2f / %.2f ms, p99 %.2f / %.2f ms; CPU per request %s / %s",
+				ours.P50MS, base.P50MS, ours.P99MS, base.P99MS, cpuSplit(ours.CPUPerOp), cpuSplit(base.CPUPerOp))
 			out = append(out, r, Overhead("router", s.Name+", p99", "pgx to the shard", "ms", ours.P99MS, base.P99MS, routerP99Goal))
 		}
 	}
@@ -184,4 +188,12 @@ func httpSend(ctx context.Context, c *http.Client, method, url string, body []by
 		return fmt.Errorf("%s %s: HTTP %d: %.200s", method, url, resp.StatusCode, b)
 	}
 	return nil
+}
+
+// cpuSplit says where a request's CPU time went: the client (this
+// process), the router, and the rest of the machine (PostgreSQL, the
+// kernel's work for all of them, anything else running).
+func cpuSplit(per map[string]float64) string {
+	rest := per["machine"] - per["client"] - per["router"]
+	return fmt.Sprintf("%.0f µs (client %.0f, router %.0f, rest %.0f)", per["machine"], per["client"], per["router"], rest)
 }

@@ -198,6 +198,25 @@ func DropSubscription(ctx context.Context, q Querier, name string) error {
 	return err
 }
 
+// SetSubscriptionEnabled starts or stops a subscription's apply. Stopped,
+// the origin's slot keeps every change for it: a backlog, drained once it
+// starts again.
+func SetSubscriptionEnabled(ctx context.Context, q Querier, name string, enabled bool) error {
+	if err := checkName(name); err != nil {
+		return err
+	}
+	verb := map[bool]string{true: "enable", false: "disable"}[enabled]
+	_, err := q.Exec(ctx, "alter subscription "+quoteIdent(name)+" "+verb)
+	return err
+}
+
+// SubscriptionApplying reports whether a subscription's apply worker runs.
+func SubscriptionApplying(ctx context.Context, q Querier, name string) (bool, error) {
+	var ok bool
+	err := q.QueryRow(ctx, `select exists (select 1 from pg_stat_subscription where subname = $1 and pid is not null)`, name).Scan(&ok)
+	return ok, err
+}
+
 // DropSlot removes a replication slot on the origin if it is still there.
 // A slot left behind holds WAL until the origin's disk fills.
 func DropSlot(ctx context.Context, q Querier, name string) error {

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/reshard/reshard/orchestrator"
 	"github.com/reshard/reshard/perf"
 	"github.com/reshard/reshard/postgres"
+	"github.com/reshard/reshard/ring"
 	"github.com/spf13/cobra"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -27,6 +29,10 @@ type compareRun struct {
 	rounds      int
 	per         time.Duration
 	rows        int
+	changes     int
+	splits      int
+	growthRows  []int
+	writeRate   float64
 	rate        float64
 	reference   string // ../shared/reference: moray.sh
 	morayClient string // test/moray: the npm moray client
@@ -47,8 +53,11 @@ type comparison struct {
 var comparisons = []comparison{
 	{"router", "gets and puts through a router's HTTP API and Moray port against pgx straight to the shard", compareRouter},
 	{"moray", "reshard's Moray port against the real Moray on the same database, with the npm moray client", compareMoray},
-	{"copy", "a logical split's copy against a plain COPY pipe of the same rows between the same servers", compareCopy},
+	{"copy", "a logical split's copy against a plain COPY pipe of the same rows between the same servers, and its verify against counting them", compareCopy},
 	{"add-peers", "a physical split's add-peers against plain pg_basebackups of the same origin", compareAddPeers},
+	{"catch-up", "a subscription draining a backlog against the origin's write rate, at 1,000 and 1,000,000 vnodes", compareCatchUp},
+	{"growth", "the whole logical split at growing row counts (--growth-rows), against linear in the rows", compareGrowth},
+	{"write-block", "the write block over many splits (each reverted after) under steady writes, and what writes to the moving vnodes met, at 1,000 and 1,000,000 vnodes", compareWriteBlock},
 }
 
 func comparisonNames() []string {
@@ -61,7 +70,7 @@ func comparisonNames() []string {
 
 func newBenchCompareCmd(g *globals) *cobra.Command {
 	c := compareRun{g: g}
-	var only, markdown string
+	var only, markdown, growth string
 	var quick bool
 	var about strings.Builder
 	for _, cmp := range comparisons {
@@ -97,7 +106,21 @@ moray client, the reference kit) is listed as skipped, with why.
 				}
 			}
 			if quick {
-				c.rounds, c.per, c.rows = 1, time.Second, 20_000
+				c.rounds, c.per, c.rows, c.changes, c.splits = 1, time.Second, 20_000, 5_000, 2
+				if !cmd.Flags().Changed("growth-rows") {
+					growth = "20000,80000"
+				}
+			}
+			c.growthRows = nil
+			for _, part := range strings.Split(growth, ",") {
+				n, err := strconv.Atoi(strings.TrimSpace(part))
+				if err != nil || n < 1000 || n > 100_000_000 {
+					return fmt.Errorf("--growth-rows: %q is not a row count from 1000 to 100000000", part)
+				}
+				c.growthRows = append(c.growthRows, n)
+			}
+			if len(c.growthRows) < 2 || !slices.IsSorted(c.growthRows) {
+				return fmt.Errorf("--growth-rows needs at least two row counts, smallest first")
 			}
 			switch {
 			case c.concurrency < 1 || c.concurrency > 256:
@@ -108,6 +131,12 @@ moray client, the reference kit) is listed as skipped, with why.
 				return fmt.Errorf("--per must be between 100ms and 10m, got %v", c.per)
 			case c.rows < 1000 || c.rows > 50_000_000:
 				return fmt.Errorf("--rows must be between 1000 and 50000000, got %d", c.rows)
+			case c.changes < 1000 || c.changes > 10_000_000:
+				return fmt.Errorf("--changes must be between 1000 and 10000000, got %d", c.changes)
+			case c.splits < 1 || c.splits > 1000:
+				return fmt.Errorf("--splits must be between 1 and 1000, got %d", c.splits)
+			case c.writeRate < 1 || c.writeRate > 100_000:
+				return fmt.Errorf("--write-rate must be between 1 and 100000 writes/s, got %v", c.writeRate)
 			case c.rate < 1 || c.rate > 100_000:
 				return fmt.Errorf("--rate must be between 1 and 100000 operations/s, got %v", c.rate)
 			}
@@ -164,6 +193,10 @@ moray client, the reference kit) is listed as skipped, with why.
 	f.IntVar(&c.rounds, "rounds", 3, "alternating rounds of each request comparison")
 	f.DurationVar(&c.per, "per", 3*time.Second, "how long each side runs in each round")
 	f.IntVar(&c.rows, "rows", 250_000, "objects in the bucket the copy comparisons split")
+	f.IntVar(&c.changes, "changes", 50_000, "writes in the catch-up comparison's backlog")
+	f.StringVar(&growth, "growth-rows", "1000000,4000000,16000000", "the growth comparison's row counts, smallest first")
+	f.IntVar(&c.splits, "splits", 20, "splits (each reverted after) the write-block comparison runs at each ring size")
+	f.Float64Var(&c.writeRate, "write-rate", 1000, "the writes/s through the routers during the write-block comparison's splits")
 	f.Float64Var(&c.rate, "rate", 200, "the light load's operations/s through the routers during a split")
 	f.StringVar(&c.reference, "reference", defaultReference(), "the reference kit's directory (moray.sh); RESHARD_REFERENCE")
 	f.StringVar(&c.morayClient, "moray-client", "test/moray", "the directory with the npm moray client installed (bench.js)")
@@ -195,7 +228,7 @@ func machine() string {
 
 // compareLab brings up a lab of its own for one comparison: shards of one
 // peer each and one router. down takes it away.
-func compareLab(ctx context.Context, c compareRun, shards int) (st *lab.State, down func(), err error) {
+func compareLab(ctx context.Context, c compareRun, shards, vnodes int) (st *lab.State, down func(), err error) {
 	root, err := os.MkdirTemp("", "reshard-compare-")
 	if err != nil {
 		return nil, nil, err
@@ -205,7 +238,7 @@ func compareLab(ctx context.Context, c compareRun, shards int) (st *lab.State, d
 		return nil, nil, err
 	}
 	dir := filepath.Join(root, "lab")
-	st, err = lab.Up(ctx, lab.Config{Dir: dir, Shards: shards, Peers: 1, Routers: 1, Vnodes: lab.DefaultVnodes, Progress: io.Discard})
+	st, err = lab.Up(ctx, lab.Config{Dir: dir, Shards: shards, Peers: 1, Routers: 1, Vnodes: vnodes, Progress: io.Discard})
 	if err != nil {
 		os.RemoveAll(root)
 		return nil, nil, err
@@ -223,7 +256,7 @@ func (c compareRun) request() perf.Request {
 }
 
 func compareRouter(ctx context.Context, c compareRun) ([]perf.Result, error) {
-	st, down, err := compareLab(ctx, c, 2)
+	st, down, err := compareLab(ctx, c, 2, lab.DefaultVnodes)
 	if err != nil {
 		return nil, err
 	}
@@ -238,6 +271,9 @@ func compareRouter(ctx context.Context, c compareRun) ([]perf.Result, error) {
 		return nil, err
 	}
 	t := perf.RouterTarget{HTTP: st.Routers[0], Moray: st.Moray[0], Ring: rg, Shards: map[string]string{}, PoolSize: 16}
+	if b, err := os.ReadFile(lab.RouterPIDFile(st.Dir, 0)); err == nil {
+		t.RouterPID, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+	}
 	for _, sh := range st.Shards {
 		t.Shards[sh.Name] = sh.Peers[0].DSN()
 	}
@@ -258,7 +294,7 @@ func compareMoray(ctx context.Context, c compareRun) ([]perf.Result, error) {
 		return skip(why), nil
 	}
 	// One shard: the real Moray and the router both use its database.
-	st, down, err := compareLab(ctx, c, 1)
+	st, down, err := compareLab(ctx, c, 1, lab.DefaultVnodes)
 	if err != nil {
 		return nil, err
 	}
@@ -312,6 +348,7 @@ func movedRows(j *orchestrator.Job) int64 {
 func compareCopy(ctx context.Context, c compareRun) ([]perf.Result, error) {
 	var plainRows int64
 	var plain time.Duration
+	var verify perf.VerifyResult
 	sc := scenario{Strategy: "logical", Rows: c.rows, Peers: 1, Rate: c.rate, Progress: c.progress}
 	sc.Measure = func(ctx context.Context, st *lab.State, _ *clientv3.Client, j *orchestrator.Job) error {
 		now, err := lab.Load(st.Dir)
@@ -342,7 +379,9 @@ func compareCopy(ctx context.Context, c compareRun) ([]perf.Result, error) {
 			plainRows += n
 			plain += took
 		}
-		return nil
+		c.step("verify: the checksums of the moved rows on 3.moray, against counting them")
+		verify, err = perf.MeasureVerify(ctx, from, j.Buckets, j.AllRanges())
+		return err
 	}
 	r, err := runScenario(ctx, c.g, sc)
 	if err != nil {
@@ -357,7 +396,7 @@ func compareCopy(ctx context.Context, c compareRun) ([]perf.Result, error) {
 	res := perf.Faster("copy", "logical copy rows/s", "COPY TO STDOUT | COPY FROM STDIN", "rows/s",
 		float64(rows)/secs, float64(plainRows)/plain.Seconds(), copyGoal)
 	res.Detail = fmt.Sprintf("%d / %d rows in %.2f / %.2f s; load %.0f ops/s during the job", rows, plainRows, secs, plain.Seconds(), c.rate)
-	return []perf.Result{res}, nil
+	return []perf.Result{res, verify.Result(phaseSeconds(r.Job, "verify"))}, nil
 }
 
 // compareAddPeers splits 1.moray with the physical strategy in triple-DC
@@ -400,4 +439,213 @@ func compareAddPeers(ctx context.Context, c compareRun) ([]perf.Result, error) {
 	res := perf.Quicker("add-peers", "3 new peers, s", "3 × pg_basebackup -X stream", "s", secs, plain.Seconds(), addPeersGoal)
 	res.Detail = fmt.Sprintf("origin %.0f MB; the job's peers started and caught up; load %.0f ops/s during the job", float64(size)/(1<<20), c.rate)
 	return []perf.Result{res}, nil
+}
+
+// compareCatchUp builds and drains a backlog on a lab of the ring's size,
+// once per size: the subscription's cost may grow with the vnodes.
+func compareCatchUp(ctx context.Context, c compareRun) ([]perf.Result, error) {
+	var out []perf.Result
+	for _, vnodes := range []int{1000, 1_000_000} {
+		c.step("catch-up: %d vnodes, a backlog of %d writes on 1.moray", vnodes, c.changes)
+		st, down, err := compareLab(ctx, c, 2, vnodes)
+		if err != nil {
+			return nil, err
+		}
+		r, err := catchUpOn(ctx, c, st)
+		down()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r.Result(vnodes))
+	}
+	return out, nil
+}
+
+func catchUpOn(ctx context.Context, c compareRun, st *lab.State) (perf.CatchUpResult, error) {
+	const bucket = "perf_catchup"
+	if err := createBucket(ctx, st.Routers[0], bucket, "{}"); err != nil {
+		return perf.CatchUpResult{}, err
+	}
+	cli, err := etcd.Connect(ctx, st.EtcdURL)
+	if err != nil {
+		return perf.CatchUpResult{}, err
+	}
+	defer cli.Close()
+	rg, _, err := etcd.NewRingStore(cli).Current(ctx)
+	if err != nil {
+		return perf.CatchUpResult{}, err
+	}
+	origin, _ := st.Shard("1.moray")
+	dest, _ := st.Shard("2.moray")
+	return perf.CatchUp(ctx, perf.CatchUpTarget{Origin: origin.Peers[0].DSN(), Dest: dest.Peers[0].DSN(), OriginPnode: "1.moray",
+		Ring: rg, Bucket: bucket, Changes: c.changes, Concurrency: c.concurrency})
+}
+
+// compareWriteBlock splits 1.moray in half onto 3.moray and reverts it,
+// --splits times over, on a lab of each ring size, while a Writer puts
+// objects through both routers at --write-rate.
+func compareWriteBlock(ctx context.Context, c compareRun) ([]perf.Result, error) {
+	var out []perf.Result
+	for _, vnodes := range []int{1000, 1_000_000} {
+		c.step("write block: %d vnodes, %d splits of 1.moray onto 3.moray, each reverted, under %.0f writes/s", vnodes, c.splits, c.writeRate)
+		rs, err := writeBlockAt(ctx, c, vnodes)
+		if err != nil {
+			return nil, fmt.Errorf("%d vnodes: %w", vnodes, err)
+		}
+		out = append(out, rs...)
+	}
+	return out, nil
+}
+
+func writeBlockAt(ctx context.Context, c compareRun, vnodes int) ([]perf.Result, error) {
+	root, err := os.MkdirTemp("", "reshard-compare-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(root)
+	if err := os.Chmod(root, 0o755); err != nil {
+		return nil, err
+	}
+	dir := filepath.Join(root, "lab")
+	st, err := lab.Up(ctx, lab.Config{Dir: dir, Shards: 2, Peers: 1, Routers: 2, Vnodes: vnodes, Progress: io.Discard})
+	if err != nil {
+		return nil, err
+	}
+	defer lab.Down(dir)
+	if _, err := lab.AddShard(ctx, dir, "3.moray", 1, io.Discard); err != nil {
+		return nil, err
+	}
+	const bucket = "perf_block"
+	if err := createBucket(ctx, st.Routers[0], bucket, "{}"); err != nil {
+		return nil, err
+	}
+	g := *c.g
+	g.etcd = st.EtcdURL
+	o, done, err := connectOrchestrator(ctx, &g, orchestratorSettings{})
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	cli, err := etcd.Connect(ctx, st.EtcdURL)
+	if err != nil {
+		return nil, err
+	}
+	defer cli.Close()
+	rg, _, err := etcd.NewRingStore(cli).Current(ctx)
+	if err != nil {
+		return nil, err
+	}
+	w := &perf.Writer{Routers: st.Routers, Bucket: bucket, Ring: rg, Rate: c.writeRate, Concurrency: c.concurrency, Keys: 5000}
+	wctx, stop := context.WithCancel(ctx)
+	defer stop()
+	wrote := make(chan struct{})
+	started := time.Now()
+	go func() { w.Run(wctx); close(wrote) }()
+	time.Sleep(2 * time.Second)
+
+	var blocks []float64
+	var cutovers []perf.Cutover
+	window := func(from time.Time, blockMS float64, steps map[string]float64, moving []uint32) perf.Cutover {
+		set := make(map[uint32]bool, len(moving))
+		for _, v := range moving {
+			set[v] = true
+		}
+		d := time.Duration((blockMS + steps["ring"] + steps["routers"]) * float64(time.Millisecond))
+		return perf.Cutover{From: from, To: from.Add(d), Moving: func(v uint32) bool { return set[v] }}
+	}
+	for i := range c.splits {
+		req := orchestrator.Request{From: "1.moray", To: []string{"3.moray"}, SplitHalf: true, Strategy: orchestrator.Logical,
+			DCMode: orchestrator.SingleDC, Servers: 1, RateLimit: 50000, Complete: orchestrator.CompleteManual, CleanupPace: orchestrator.PaceFixed}
+		j, err := o.Start(ctx, req)
+		if err != nil {
+			return nil, err
+		}
+		if err := o.Run(ctx, j.ID); err != nil {
+			return nil, fmt.Errorf("split %d, job %s: %w", i+1, j.ID, err)
+		}
+		if err := o.Revert(ctx, j.ID); err != nil {
+			return nil, fmt.Errorf("revert %d, job %s: %w", i+1, j.ID, err)
+		}
+		if j, err = o.Get(ctx, j.ID); err != nil {
+			return nil, err
+		}
+		moving, err := ring.ParseVnodeList(j.Moves[0].Vnodes, vnodes)
+		if err != nil {
+			return nil, err
+		}
+		blocks = append(blocks, j.WriteBlockMS)
+		cutovers = append(cutovers, window(j.FrozenAt, j.WriteBlockMS, j.CutoverMS, moving))
+		var back float64
+		if j.Revert != nil {
+			back = j.Revert.WriteBlockMS
+			cutovers = append(cutovers, window(j.Revert.FrozenAt, back, j.Revert.CutoverMS, moving))
+		}
+		fmt.Fprintf(c.progress, "split %d of %d: write block %.0f ms, the revert's %.0f ms\n", i+1, c.splits, j.WriteBlockMS, back)
+	}
+	time.Sleep(time.Second)
+	stop()
+	<-wrote
+	writes := w.Writes()
+	lat := perf.Latency(writes, cutovers)
+	if lat.Failed > 0 {
+		return nil, fmt.Errorf("%d of %d writes failed", lat.Failed, len(writes))
+	}
+	return perf.BlockResults(vnodes, blocks, lat, float64(len(writes))/time.Since(started).Seconds()), nil
+}
+
+// growthGoal: the whole split's rows/s at a size is within 10 % of linear
+// from the smallest size, that is at least 1/1.1 of its rows/s.
+const growthGoal = 1 / 1.1
+
+// compareGrowth runs the demo's logical split (under the light load) once
+// per row count, and sets each one's rows per second of job time against
+// the smallest's.
+func compareGrowth(ctx context.Context, c compareRun) ([]perf.Result, error) {
+	type run struct {
+		rows    int
+		seconds float64
+		shares  string
+	}
+	var runs []run
+	for _, rows := range c.growthRows {
+		c.step("growth: the split of 1.moray with %d objects filled", rows)
+		r, err := runScenario(ctx, c.g, scenario{Strategy: "logical", Rows: rows, Peers: 1, Rate: c.rate, Progress: c.progress})
+		if err != nil {
+			return nil, fmt.Errorf("%d rows: %w", rows, err)
+		}
+		var total float64
+		for _, p := range r.Job.Phases {
+			total += p.Seconds
+		}
+		var shares []string
+		for _, p := range r.Job.Phases {
+			if total > 0 && p.Seconds/total >= 0.02 {
+				shares = append(shares, fmt.Sprintf("%s %.0f%%", p.Name, 100*p.Seconds/total))
+			}
+		}
+		runs = append(runs, run{rows, total, strings.Join(shares, ", ")})
+	}
+	first := runs[0]
+	var out []perf.Result
+	for _, r := range runs {
+		res := perf.Faster("growth", fmt.Sprintf("%s rows: rows/s of job time", humanCount(r.rows)), humanCount(first.rows)+" rows' rows/s", "rows/s",
+			float64(r.rows)/r.seconds, float64(first.rows)/first.seconds, growthGoal)
+		if r.rows == first.rows {
+			res.Goal, res.Met = 0, true
+		}
+		res.Detail = fmt.Sprintf("%.1f s: %s", r.seconds, r.shares)
+		out = append(out, res)
+	}
+	return out, nil
+}
+
+// humanCount writes 1000000 as 1M and 20000 as 20k.
+func humanCount(n int) string {
+	switch {
+	case n >= 1_000_000 && n%100_000 == 0:
+		return strconv.FormatFloat(float64(n)/1e6, 'f', -1, 64) + "M"
+	case n >= 1000 && n%100 == 0:
+		return strconv.FormatFloat(float64(n)/1e3, 'f', -1, 64) + "k"
+	}
+	return strconv.Itoa(n)
 }

@@ -32,8 +32,8 @@ func TestBenchCompareQuick(t *testing.T) {
 		}
 	}
 	// Gets and puts, each through HTTP and the Moray port, each a rate
-	// and a p99; one copy.
-	if areas["router"] != 8 || areas["copy"] != 1 || len(areas) != 2 {
+	// and a p99; one copy and its verify.
+	if areas["router"] != 8 || areas["copy"] != 1 || areas["verify"] != 1 || len(areas) != 3 {
 		t.Fatalf("results by area: %v", areas)
 	}
 	b, err := os.ReadFile(md)

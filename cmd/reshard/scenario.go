@@ -92,14 +92,8 @@ func runScenario(ctx context.Context, g *globals, sc scenario) (*scenarioResult,
 	g.etcd = st.EtcdURL
 
 	step("fill: %d objects in bucket manta (hashed by directory, as Manta does)", sc.Rows)
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPut, st.Routers[0]+"/buckets/manta", strings.NewReader(`{"hash_dir":true}`))
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
+	if err := createBucket(ctx, st.Routers[0], "manta", `{"hash_dir":true}`); err != nil {
 		return nil, err
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("create bucket manta: HTTP %d", resp.StatusCode)
 	}
 	ledgerPath := filepath.Join(dir, "ledger.jsonl")
 	ledger, err := os.Create(ledgerPath)
@@ -222,4 +216,22 @@ func runScenario(ctx context.Context, g *globals, sc scenario) (*scenarioResult,
 		}
 	}
 	return &scenarioResult{Vnodes: sc.Vnodes, Job: j, Load: lr.sum, Report: rep, Seconds: time.Since(start).Seconds()}, nil
+}
+
+// createBucket creates a bucket through a router's HTTP API.
+func createBucket(ctx context.Context, router, bucket, options string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, router+"/buckets/"+bucket, strings.NewReader(options))
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("create bucket %s: HTTP %d: %.200s", bucket, resp.StatusCode, b)
+	}
+	return nil
 }
