@@ -69,20 +69,58 @@ func (r *Registry) Pnode(ctx context.Context, name string) (reshard.Pnode, error
 
 // Pnodes lists every registered pnode, sorted by name.
 func (r *Registry) Pnodes(ctx context.Context) ([]reshard.Pnode, error) {
+	out, _, err := r.pnodesAt(ctx)
+	return out, err
+}
+
+// Watch delivers every registered pnode, then the whole list again after
+// each change to it, until ctx ends or the watch fails; then the channel
+// closes.
+func (r *Registry) Watch(ctx context.Context) <-chan []reshard.Pnode {
+	out := make(chan []reshard.Pnode, 1)
+	go func() {
+		defer close(out)
+		send := func(ps []reshard.Pnode) bool {
+			select {
+			case out <- ps:
+				return true
+			case <-ctx.Done():
+				return false
+			}
+		}
+		ps, rev, err := r.pnodesAt(ctx)
+		if err != nil || !send(ps) {
+			return
+		}
+		wch := r.cli.Watch(clientv3.WithRequireLeader(ctx), pnodePrefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+		for wr := range wch {
+			if wr.Err() != nil {
+				return
+			}
+			if ps, _, err = r.pnodesAt(ctx); err != nil || !send(ps) {
+				return
+			}
+		}
+	}()
+	return out
+}
+
+// pnodesAt lists the pnodes and the revision they were read at.
+func (r *Registry) pnodesAt(ctx context.Context) ([]reshard.Pnode, int64, error) {
 	resp, err := get(ctx, r.cli, pnodePrefix, clientv3.WithPrefix())
 	if err != nil {
-		return nil, fmt.Errorf("list pnodes: %w", err)
+		return nil, 0, fmt.Errorf("list pnodes: %w", err)
 	}
 	out := make([]reshard.Pnode, 0, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
 		var p reshard.Pnode
 		if err := json.Unmarshal(kv.Value, &p); err != nil {
-			return nil, fmt.Errorf("pnode key %s: corrupt record: %w", kv.Key, err)
+			return nil, 0, fmt.Errorf("pnode key %s: corrupt record: %w", kv.Key, err)
 		}
 		out = append(out, p)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out, nil
+	return out, resp.Header.Revision, nil
 }
 
 // RemovePnode unregisters a pnode, refusing while InUse says it serves vnodes.

@@ -1,8 +1,10 @@
 package perf
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"strconv"
@@ -17,10 +19,11 @@ import (
 // Write is one put a Writer sent: when it started, how long its answer
 // took, the vnode of its key, and whether it failed.
 type Write struct {
-	Start  time.Time
-	Took   time.Duration
-	Vnode  uint32
-	Failed bool
+	Start   time.Time
+	Took    time.Duration
+	Vnode   uint32
+	Failed  bool
+	Retries int // the router's X-Reshard-Retries: attempts it made again
 }
 
 // Writer puts objects through routers at a steady rate and keeps every
@@ -57,11 +60,12 @@ func (w *Writer) Run(ctx context.Context) {
 				key := "w" + strconv.Itoa(i%w.Keys)
 				router := w.Routers[i%len(w.Routers)]
 				start := time.Now()
-				err := httpSend(ctx, client, "PUT", router+"/buckets/"+w.Bucket+"/objects/"+key, value)
+				retries, err := put(ctx, client, router+"/buckets/"+w.Bucket+"/objects/"+key, value)
 				if ctx.Err() != nil {
 					break
 				}
-				mine = append(mine, Write{Start: start, Took: time.Since(start), Vnode: w.Ring.LocateString(key).Vnode, Failed: err != nil})
+				mine = append(mine, Write{Start: start, Took: time.Since(start), Vnode: w.Ring.LocateString(key).Vnode,
+					Failed: err != nil, Retries: retries})
 			}
 			w.mu.Lock()
 			w.writes = append(w.writes, mine...)
@@ -69,6 +73,25 @@ func (w *Writer) Run(ctx context.Context) {
 		}()
 	}
 	wg.Wait()
+}
+
+// put writes one object and returns how often the router retried it.
+func put(ctx context.Context, c *http.Client, url string, body []byte) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, url, bytes.NewReader(body))
+	if err != nil {
+		return 0, err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	retries, _ := strconv.Atoi(resp.Header.Get("X-Reshard-Retries"))
+	if resp.StatusCode != http.StatusOK {
+		return retries, fmt.Errorf("PUT %s: HTTP %d", url, resp.StatusCode)
+	}
+	return retries, nil
 }
 
 // Writes is every put sent, once Run has returned.
@@ -81,6 +104,7 @@ func (w *Writer) Writes() []Write {
 // Cutover is one job's cutover as the clients met it: from the freeze to
 // the routers serving the new ring, and the vnodes that moved.
 type Cutover struct {
+	Name     string // e.g. "split 3", "revert 3"
 	From, To time.Time
 	Moving   func(vnode uint32) bool
 }
@@ -93,11 +117,23 @@ type CutoverLatency struct {
 	DuringMax              float64
 	OutsideP50, OutsideP99 float64
 	Failed                 int
+	// Of the writes that met a cutover: the router's retries, at the p50
+	// and the most.
+	RetriesP50, RetriesMax int
+	// Slowest are the five slowest of them, as "cutover +start: took,
+	// retries", to see where a long wait comes from.
+	Slowest []string
 }
 
 // Latency sorts writes by cutover.
 func Latency(writes []Write, cutovers []Cutover) CutoverLatency {
 	var during, outside []time.Duration
+	var retries []int
+	type slow struct {
+		w   Write
+		cut Cutover
+	}
+	var slows []slow
 	var res CutoverLatency
 	for _, w := range writes {
 		if w.Failed {
@@ -106,15 +142,20 @@ func Latency(writes []Write, cutovers []Cutover) CutoverLatency {
 		}
 		in := false
 		moving := false
+		var met Cutover
 		for _, c := range cutovers {
 			if !w.Start.Before(c.From) && w.Start.Before(c.To) {
 				in = true
-				moving = moving || c.Moving(w.Vnode)
+				if c.Moving(w.Vnode) {
+					moving, met = true, c
+				}
 			}
 		}
 		switch {
 		case moving:
 			during = append(during, w.Took)
+			retries = append(retries, w.Retries)
+			slows = append(slows, slow{w, met})
 		case !in:
 			outside = append(outside, w.Took)
 		}
@@ -127,6 +168,15 @@ func Latency(writes []Write, cutovers []Cutover) CutoverLatency {
 		res.DuringMax = ms(during[len(during)-1])
 	}
 	res.OutsideP50, res.OutsideP99 = ms(quantile.Sorted(outside, 0.5)), ms(quantile.Sorted(outside, 0.99))
+	slices.SortFunc(slows, func(a, b slow) int { return int(b.w.Took - a.w.Took) })
+	for _, x := range slows[:min(5, len(slows))] {
+		res.Slowest = append(res.Slowest, fmt.Sprintf("%s (%.0f ms long) +%.0f ms: took %.0f ms, %d retries",
+			x.cut.Name, ms(x.cut.To.Sub(x.cut.From)), ms(x.w.Start.Sub(x.cut.From)), ms(x.w.Took), x.w.Retries))
+	}
+	if len(retries) > 0 {
+		slices.Sort(retries)
+		res.RetriesP50, res.RetriesMax = retries[len(retries)/2], retries[len(retries)-1]
+	}
 	return res
 }
 
@@ -152,7 +202,7 @@ func BlockResults(vnodes int, blocks []float64, lat CutoverLatency, writesPerSec
 	r := Overhead(area, name+": block p99", "no write block", "ms", p99, 0, 1000)
 	r.Detail = fmt.Sprintf("p50 %.0f ms, p99 %.0f ms, max %.0f ms; load %.0f writes/s", p50, p99, most, writesPerSec)
 	added := Overhead(area, name+": writes to moving vnodes, p99", "writes outside cutovers, p99", "ms", lat.DuringP99, lat.OutsideP99, 1000)
-	added.Detail = fmt.Sprintf("%d writes met a cutover: p50 %.1f ms, max %.0f ms; %d outside: p50 %.1f ms; %d failed",
-		lat.During, lat.DuringP50, lat.DuringMax, lat.Outside, lat.OutsideP50, lat.Failed)
+	added.Detail = fmt.Sprintf("%d writes met a cutover: p50 %.1f ms, max %.0f ms, the router's retries p50 %d, max %d; %d outside: p50 %.1f ms; %d failed",
+		lat.During, lat.DuringP50, lat.DuringMax, lat.RetriesP50, lat.RetriesMax, lat.Outside, lat.OutsideP50, lat.Failed)
 	return []Result{r, added}
 }

@@ -58,14 +58,23 @@ func (r *Router) Handler() http.Handler {
 		r.metrics.latency.WithLabelValues(op, code).Observe(time.Since(start).Seconds())
 		if rw.code >= 500 {
 			r.cfg.Log.Warn("request failed", "op", op, "code", rw.code, "path", req.URL.EscapedPath(), "err", rw.errMsg)
+		} else if took := time.Since(start); took >= slowRequest {
+			r.cfg.Log.Info("slow request", "op", op, "code", rw.code, "path", req.URL.EscapedPath(), "ms", took.Milliseconds(),
+				"attempts", strings.Join(rw.trail, "; "))
 		}
 	})
 }
+
+// slowRequest is how long a request takes before the router logs it,
+// with why each of its attempts failed (a move's cutover, a primary
+// that went away).
+const slowRequest = 500 * time.Millisecond
 
 type statusWriter struct {
 	http.ResponseWriter
 	code   int
 	errMsg string
+	trail  []string // Served.Trail
 }
 
 func (s *statusWriter) WriteHeader(code int) {
@@ -384,6 +393,9 @@ func (r *Router) list(ctx context.Context, w *statusWriter, req *http.Request, b
 }
 
 func served(w http.ResponseWriter, s Served) {
+	if sw, ok := w.(*statusWriter); ok {
+		sw.trail = s.Trail
+	}
 	if s.Pnode == "" {
 		return
 	}

@@ -349,7 +349,7 @@ func compareCopy(ctx context.Context, c compareRun) ([]perf.Result, error) {
 	var plainRows int64
 	var plain time.Duration
 	var verify perf.VerifyResult
-	sc := scenario{Strategy: "logical", Rows: c.rows, Peers: 1, Rate: c.rate, Progress: c.progress}
+	sc := scenario{Strategy: "logical", Rows: c.rows, Peers: 1, Rate: c.rate, Progress: c.progress, CleanupPace: orchestrator.PaceFixed}
 	sc.Measure = func(ctx context.Context, st *lab.State, _ *clientv3.Client, j *orchestrator.Job) error {
 		now, err := lab.Load(st.Dir)
 		if err != nil {
@@ -411,7 +411,7 @@ func compareAddPeers(ctx context.Context, c compareRun) ([]perf.Result, error) {
 	const peers = 3
 	var plain time.Duration
 	var size int64
-	sc := scenario{Strategy: "physical", Rows: c.rows, Peers: 1, Rate: c.rate, Progress: c.progress}
+	sc := scenario{Strategy: "physical", Rows: c.rows, Peers: 1, Rate: c.rate, Progress: c.progress, CleanupPace: orchestrator.PaceFixed}
 	sc.BeforeLoad = func(ctx context.Context, st *lab.State, _ *clientv3.Client) error {
 		sh, ok := st.Shard("1.moray")
 		if !ok {
@@ -545,13 +545,13 @@ func writeBlockAt(ctx context.Context, c compareRun, vnodes int) ([]perf.Result,
 
 	var blocks []float64
 	var cutovers []perf.Cutover
-	window := func(from time.Time, blockMS float64, steps map[string]float64, moving []uint32) perf.Cutover {
+	window := func(name string, from time.Time, blockMS float64, steps map[string]float64, moving []uint32) perf.Cutover {
 		set := make(map[uint32]bool, len(moving))
 		for _, v := range moving {
 			set[v] = true
 		}
 		d := time.Duration((blockMS + steps["ring"] + steps["routers"]) * float64(time.Millisecond))
-		return perf.Cutover{From: from, To: from.Add(d), Moving: func(v uint32) bool { return set[v] }}
+		return perf.Cutover{Name: name, From: from, To: from.Add(d), Moving: func(v uint32) bool { return set[v] }}
 	}
 	for i := range c.splits {
 		req := orchestrator.Request{From: "1.moray", To: []string{"3.moray"}, SplitHalf: true, Strategy: orchestrator.Logical,
@@ -574,11 +574,11 @@ func writeBlockAt(ctx context.Context, c compareRun, vnodes int) ([]perf.Result,
 			return nil, err
 		}
 		blocks = append(blocks, j.WriteBlockMS)
-		cutovers = append(cutovers, window(j.FrozenAt, j.WriteBlockMS, j.CutoverMS, moving))
+		cutovers = append(cutovers, window(fmt.Sprintf("split %d", i+1), j.FrozenAt, j.WriteBlockMS, j.CutoverMS, moving))
 		var back float64
 		if j.Revert != nil {
 			back = j.Revert.WriteBlockMS
-			cutovers = append(cutovers, window(j.Revert.FrozenAt, back, j.Revert.CutoverMS, moving))
+			cutovers = append(cutovers, window(fmt.Sprintf("revert %d", i+1), j.Revert.FrozenAt, back, j.Revert.CutoverMS, moving))
 		}
 		fmt.Fprintf(c.progress, "split %d of %d: write block %.0f ms, the revert's %.0f ms\n", i+1, c.splits, j.WriteBlockMS, back)
 	}
@@ -587,6 +587,19 @@ func writeBlockAt(ctx context.Context, c compareRun, vnodes int) ([]perf.Result,
 	<-wrote
 	writes := w.Writes()
 	lat := perf.Latency(writes, cutovers)
+	for _, s := range lat.Slowest {
+		fmt.Fprintln(c.progress, "slow write:", s)
+	}
+	// What the routers logged of them: each attempt and why it failed.
+	logs, _ := filepath.Glob(filepath.Join(dir, "logs", "router*.log"))
+	for _, f := range logs {
+		b, _ := os.ReadFile(f)
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.Contains(line, "slow request") {
+				fmt.Fprintf(c.progress, "%s: %s\n", filepath.Base(f), line)
+			}
+		}
+	}
 	if lat.Failed > 0 {
 		return nil, fmt.Errorf("%d of %d writes failed", lat.Failed, len(writes))
 	}
@@ -599,7 +612,8 @@ const growthGoal = 1 / 1.1
 
 // compareGrowth runs the demo's logical split (under the light load) once
 // per row count, and sets each one's rows per second of job time against
-// the smallest's.
+// the smallest's. The jobs of bench compare clean up at the fixed pace:
+// the adaptive one follows the foreground, which a job's time should not.
 func compareGrowth(ctx context.Context, c compareRun) ([]perf.Result, error) {
 	type run struct {
 		rows    int
@@ -609,7 +623,7 @@ func compareGrowth(ctx context.Context, c compareRun) ([]perf.Result, error) {
 	var runs []run
 	for _, rows := range c.growthRows {
 		c.step("growth: the split of 1.moray with %d objects filled", rows)
-		r, err := runScenario(ctx, c.g, scenario{Strategy: "logical", Rows: rows, Peers: 1, Rate: c.rate, Progress: c.progress})
+		r, err := runScenario(ctx, c.g, scenario{Strategy: "logical", Rows: rows, Peers: 1, Rate: c.rate, Progress: c.progress, CleanupPace: orchestrator.PaceFixed})
 		if err != nil {
 			return nil, fmt.Errorf("%d rows: %w", rows, err)
 		}

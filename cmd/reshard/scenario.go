@@ -30,6 +30,8 @@ type scenario struct {
 	Keep     bool   // leave the lab up
 	Progress io.Writer
 	Live     bool // redraw the job's status in place (a terminal), else print changes
+	// CleanupPace is the job's --cleanup-pace; "" is the default (adaptive).
+	CleanupPace string
 	// Sample, when set, runs every 200 ms while the job runs.
 	Sample func(ctx context.Context, st *lab.State)
 	// BeforeLoad, when set, runs after the fill and before the load starts.
@@ -60,6 +62,13 @@ func runScenario(ctx context.Context, g *globals, sc scenario) (*scenarioResult,
 			return nil, err
 		}
 		dir = filepath.Join(d, "lab")
+		// A lab of its own goes with it, unless kept (a lab in a given
+		// --dir stays for the operator to read).
+		defer func() {
+			if !sc.Keep {
+				os.RemoveAll(d)
+			}
+		}()
 	}
 	if sc.Vnodes == 0 {
 		sc.Vnodes = lab.DefaultVnodes
@@ -116,7 +125,7 @@ func runScenario(ctx context.Context, g *globals, sc scenario) (*scenarioResult,
 	}
 	defer done()
 	sreq := orchestrator.Request{From: "1.moray", To: []string{"3.moray"}, SplitHalf: true, Strategy: orchestrator.StrategyName(sc.Strategy),
-		DCMode: orchestrator.SingleDC, Servers: 1, RateLimit: 50000}
+		DCMode: orchestrator.SingleDC, Servers: 1, RateLimit: 50000, CleanupPace: sc.CleanupPace}
 	if !orchestrator.CreatesDestinations(sreq.Strategy) {
 		step("lab add-shard: an empty 3.moray, the destination")
 		if _, err := lab.AddShard(ctx, dir, "3.moray", sc.Peers, w); err != nil {
