@@ -12,11 +12,11 @@ import (
 
 // VerifyResult is what MeasureVerify measured on one shard.
 type VerifyResult struct {
-	Rows          int64
-	Vnodes        int
-	Seconds       float64 // the checksums, as a job's verify computes them on each side
-	CountSeconds  float64 // counting the same rows: reading them once
-	AllocBytes    int64   // Go heap allocated while computing them
+	Rows         int64
+	Vnodes       int
+	Seconds      float64 // the checksums, as a job's verify computes them on each side
+	CountSeconds float64 // counting the same rows: reading them once
+	AllocBytes   int64   // Go heap allocated while computing them
 }
 
 // MeasureVerify times the checksums a job's verify computes on one side
