@@ -95,15 +95,8 @@ func CatchUp(ctx context.Context, t CatchUpTarget) (CatchUpResult, error) {
 	if err := shard.SetSubscriptionEnabled(ctx, dest, catchUpName, false); err != nil {
 		return res, err
 	}
-	for {
-		on, err := shard.SubscriptionApplying(ctx, dest, catchUpName)
-		if err != nil {
-			return res, err
-		}
-		if !on {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := waitApplying(ctx, dest, false); err != nil {
+		return res, err
 	}
 
 	// The keys: new ones, on the origin's vnodes.
@@ -157,18 +150,8 @@ func CatchUp(ctx context.Context, t CatchUpTarget) (CatchUpResult, error) {
 	// PostgreSQL's launcher starts an apply worker for a subscription at
 	// most once per wal_retrieve_retry_interval (5 s): the drain is timed
 	// from the worker's start, the wait for it is kept apart.
-	for {
-		on, err := shard.SubscriptionApplying(ctx, dest, catchUpName)
-		if err != nil {
-			return res, err
-		}
-		if on {
-			break
-		}
-		if time.Since(enabled) > time.Minute {
-			return res, fmt.Errorf("the subscription's apply worker did not start in a minute")
-		}
-		time.Sleep(2 * time.Millisecond)
+	if err := waitApplying(ctx, dest, true); err != nil {
+		return res, err
 	}
 	start = time.Now()
 	res.StartSeconds = start.Sub(enabled).Seconds()
@@ -199,6 +182,20 @@ func CatchUp(ctx context.Context, t CatchUpTarget) (CatchUpResult, error) {
 		return res, fmt.Errorf("the destination has %d rows of the range after the marker, want at least %d", n, res.Moving)
 	}
 	return res, nil
+}
+
+// waitApplying waits until the subscription's apply worker runs, or no
+// longer does, for up to a minute.
+func waitApplying(ctx context.Context, dest *pgxpool.Pool, want bool) error {
+	for start := time.Now(); ; time.Sleep(2 * time.Millisecond) {
+		on, err := shard.SubscriptionApplying(ctx, dest, catchUpName)
+		if err != nil || on == want {
+			return err
+		}
+		if time.Since(start) > time.Minute {
+			return fmt.Errorf("the subscription's apply worker: still running %v after a minute", on)
+		}
+	}
 }
 
 // Result is the catch-up as a comparison: changes drained per second

@@ -19,11 +19,12 @@ const morayGoal = 4.0
 
 // StartMoray runs the real Moray with the reference kit's moray.sh against
 // the PostgreSQL database at pgURL, with maxConns connections to it, its
-// work files in dir. It returns Moray's address and how to stop it.
-func StartMoray(ctx context.Context, kit, pgURL, dir string, maxConns int) (addr string, stop func() error, err error) {
+// work files in dir. It returns Moray's address, its process and how to
+// stop it.
+func StartMoray(ctx context.Context, kit, pgURL, dir string, maxConns int) (addr string, pid int, stop func() error, err error) {
 	script := filepath.Join(kit, "moray.sh")
 	if _, err := os.Stat(script); err != nil {
-		return "", nil, fmt.Errorf("no reference kit: %w", err)
+		return "", 0, nil, fmt.Errorf("no reference kit: %w", err)
 	}
 	// The first use installs Moray with npm, which can take minutes.
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
@@ -40,15 +41,21 @@ func StartMoray(ctx context.Context, kit, pgURL, dir string, maxConns int) (addr
 	}
 	if runErr != nil {
 		stop()
-		return "", nil, fmt.Errorf("moray.sh start: %v: %s", runErr, lastLines(stderr.String(), 5))
+		return "", 0, nil, fmt.Errorf("moray.sh start: %v: %s", runErr, lastLines(stderr.String(), 5))
 	}
 	for _, line := range strings.Split(string(out), "\n") {
 		if v, ok := strings.CutPrefix(line, "MORAY_ADDR="); ok {
-			return v, stop, nil
+			addr = v
+		}
+		if v, ok := strings.CutPrefix(line, "MORAY_PID="); ok {
+			pid, _ = strconv.Atoi(v)
 		}
 	}
-	stop()
-	return "", nil, fmt.Errorf("moray.sh start printed no MORAY_ADDR: %s", lastLines(stderr.String(), 5))
+	if addr == "" {
+		stop()
+		return "", 0, nil, fmt.Errorf("moray.sh start printed no MORAY_ADDR: %s", lastLines(stderr.String(), 5))
+	}
+	return addr, pid, stop, nil
 }
 
 func lastLines(s string, n int) string {
@@ -61,16 +68,19 @@ type MorayClient struct {
 	Dir string // test/moray, with node_modules installed
 }
 
-func (m MorayClient) node(ctx context.Context, args ...string) ([]byte, error) {
+// node runs bench.js and returns what it printed and the CPU time it
+// used, in seconds.
+func (m MorayClient) node(ctx context.Context, args ...string) ([]byte, float64, error) {
 	cmd := exec.CommandContext(ctx, "node", append([]string{"bench.js"}, args...)...)
 	cmd.Dir = m.Dir
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return nil, fmt.Errorf("node bench.js %s: %v: %s", strings.Join(args, " "), err, lastLines(stderr.String(), 5))
+		return nil, 0, fmt.Errorf("node bench.js %s: %v: %s", strings.Join(args, " "), err, lastLines(stderr.String(), 5))
 	}
-	return out, nil
+	ps := cmd.ProcessState
+	return out, (ps.UserTime() + ps.SystemTime()).Seconds(), nil
 }
 
 // Usable says why the client cannot run here, or "" if it can.
@@ -84,28 +94,47 @@ func (m MorayClient) Usable() string {
 	return ""
 }
 
+// MorayServer is one side of CompareMoray: a Moray protocol server.
+type MorayServer struct {
+	Addr string
+	PID  int // its process, whose CPU time is counted
+}
+
 // CompareMoray measures putObject, getObject and findObjects through the
 // npm moray client against ours (reshard's Moray port) and theirs (the
-// real Moray), each in its own bucket, in alternating rounds.
-func CompareMoray(ctx context.Context, client MorayClient, ours, theirs string, req Request) ([]Result, error) {
-	sides := []struct{ name, addr, bucket string }{{"reshard", ours, "perf_moray_reshard"}, {"Moray", theirs, "perf_moray_real"}}
+// real Moray), each in its own bucket, in alternating rounds; and the CPU
+// each request cost the client, the server and the rest of the machine.
+func CompareMoray(ctx context.Context, client MorayClient, ours, theirs MorayServer, req Request) ([]Result, error) {
+	sides := []struct {
+		name   string
+		srv    MorayServer
+		bucket string
+	}{{"reshard", ours, "perf_moray_reshard"}, {"Moray", theirs, "perf_moray_real"}}
 	args := func(addr, bucket, op string) []string {
 		return []string{addr, bucket, op, fmt.Sprint(req.Per.Seconds()), strconv.Itoa(req.Concurrency), strconv.Itoa(req.Keys)}
 	}
 	for _, s := range sides {
-		if _, err := client.node(ctx, args(s.addr, s.bucket, "setup")...); err != nil {
+		if _, _, err := client.node(ctx, args(s.srv.Addr, s.bucket, "setup")...); err != nil {
 			return nil, fmt.Errorf("%s: %w", s.name, err)
 		}
 	}
 	var out []Result
 	for _, op := range []string{"put", "get", "find"} {
 		st := map[string]*Stats{}
+		cpu := map[string]*CPU{}
 		for range req.Rounds {
 			for _, s := range sides {
-				b, err := client.node(ctx, args(s.addr, s.bucket, op)...)
+				before := ReadCPU(map[string]int{"server": s.srv.PID})
+				b, clientCPU, err := client.node(ctx, args(s.srv.Addr, s.bucket, op)...)
 				if err != nil {
 					return nil, fmt.Errorf("%s: %w", s.name, err)
 				}
+				used := ReadCPU(map[string]int{"server": s.srv.PID}).Sub(before)
+				used.Procs["client"] = clientCPU
+				if cpu[s.name] == nil {
+					cpu[s.name] = &CPU{Procs: map[string]float64{}}
+				}
+				cpu[s.name].add(used)
 				var r Stats
 				if err := json.Unmarshal(b, &r); err != nil {
 					return nil, fmt.Errorf("%s: bench.js printed %q: %w", s.name, b, err)
@@ -119,7 +148,8 @@ func CompareMoray(ctx context.Context, client MorayClient, ours, theirs string, 
 		o, t := st["reshard"], st["Moray"]
 		name := map[string]string{"put": "putObject", "get": "getObject", "find": "findObjects"}[op]
 		r := Faster("moray", name, "the real Moray", "ops/s", o.OpsPerSec, t.OpsPerSec, morayGoal)
-		r.Detail = fmt.Sprintf("p50 %.2f / %.2f ms", o.P50MS, t.P50MS)
+		r.Detail = fmt.Sprintf("p50 %.2f / %.2f ms; CPU per request %s / %s", o.P50MS, t.P50MS,
+			cpuPerOp(cpu["reshard"], o.Ops), cpuPerOp(cpu["Moray"], t.Ops))
 		out = append(out, r, Overhead("moray", name+", p99", "the real Moray", "ms", o.P99MS, t.P99MS, 0))
 	}
 	return out, nil
@@ -139,4 +169,16 @@ func (s *Stats) add(r Stats) *Stats {
 	s.P50MS = max(s.P50MS, r.P50MS)
 	s.P99MS = max(s.P99MS, r.P99MS)
 	return s
+}
+
+// cpuPerOp says where a request's CPU time went: the client (bench.js,
+// all of it, its start included), the server, and the rest of the
+// machine (PostgreSQL, the kernel's work for all of them).
+func cpuPerOp(c *CPU, ops int64) string {
+	if c == nil || ops == 0 {
+		return "?"
+	}
+	per := func(s float64) float64 { return s / float64(ops) * 1e6 }
+	return fmt.Sprintf("%.0f µs (client %.0f, server %.0f, rest %.0f)", per(c.Machine), per(c.Procs["client"]), per(c.Procs["server"]),
+		per(c.Machine-c.Procs["client"]-c.Procs["server"]))
 }

@@ -261,19 +261,12 @@ func compareRouter(ctx context.Context, c compareRun) ([]perf.Result, error) {
 		return nil, err
 	}
 	defer down()
-	cli, err := etcd.Connect(ctx, st.EtcdURL)
-	if err != nil {
-		return nil, err
-	}
-	defer cli.Close()
-	rg, _, err := etcd.NewRingStore(cli).Current(ctx)
+	rg, err := labRing(ctx, st)
 	if err != nil {
 		return nil, err
 	}
 	t := perf.RouterTarget{HTTP: st.Routers[0], Moray: st.Moray[0], Ring: rg, Shards: map[string]string{}, PoolSize: 16}
-	if b, err := os.ReadFile(lab.RouterPIDFile(st.Dir, 0)); err == nil {
-		t.RouterPID, _ = strconv.Atoi(strings.TrimSpace(string(b)))
-	}
+	t.RouterPID = routerPID(st, 0)
 	for _, sh := range st.Shards {
 		t.Shards[sh.Name] = sh.Peers[0].DSN()
 	}
@@ -305,7 +298,7 @@ func compareMoray(ctx context.Context, c compareRun) ([]perf.Result, error) {
 	}
 	defer os.RemoveAll(work)
 	c.step("moray: the real Moray (%s) on 1.moray's database", filepath.Join(c.reference, "moray.sh"))
-	theirs, stop, err := perf.StartMoray(ctx, c.reference, fmt.Sprintf("postgres://postgres@127.0.0.1:%d/moray", st.Shards[0].Peers[0].Port), work, 16)
+	theirs, pid, stop, err := perf.StartMoray(ctx, c.reference, fmt.Sprintf("postgres://postgres@127.0.0.1:%d/moray", st.Shards[0].Peers[0].Port), work, 16)
 	if err != nil {
 		return skip(err.Error()), nil
 	}
@@ -315,7 +308,8 @@ func compareMoray(ctx context.Context, c compareRun) ([]perf.Result, error) {
 		}
 	}()
 	c.step("moray: %d rounds of %v per side, %d requests in flight, the npm moray client", c.rounds, c.per, c.concurrency)
-	return perf.CompareMoray(ctx, client, st.Moray[0], theirs, c.request())
+	ours := perf.MorayServer{Addr: st.Moray[0], PID: routerPID(st, 0)}
+	return perf.CompareMoray(ctx, client, ours, perf.MorayServer{Addr: theirs, PID: pid}, c.request())
 }
 
 // The goals of issue 21 for the copies, as ratios to the plain tool.
@@ -466,12 +460,7 @@ func catchUpOn(ctx context.Context, c compareRun, st *lab.State) (perf.CatchUpRe
 	if err := createBucket(ctx, st.Routers[0], bucket, "{}"); err != nil {
 		return perf.CatchUpResult{}, err
 	}
-	cli, err := etcd.Connect(ctx, st.EtcdURL)
-	if err != nil {
-		return perf.CatchUpResult{}, err
-	}
-	defer cli.Close()
-	rg, _, err := etcd.NewRingStore(cli).Current(ctx)
+	rg, err := labRing(ctx, st)
 	if err != nil {
 		return perf.CatchUpResult{}, err
 	}
@@ -526,12 +515,7 @@ func writeBlockAt(ctx context.Context, c compareRun, vnodes int) ([]perf.Result,
 		return nil, err
 	}
 	defer done()
-	cli, err := etcd.Connect(ctx, st.EtcdURL)
-	if err != nil {
-		return nil, err
-	}
-	defer cli.Close()
-	rg, _, err := etcd.NewRingStore(cli).Current(ctx)
+	rg, err := labRing(ctx, st)
 	if err != nil {
 		return nil, err
 	}
@@ -662,4 +646,25 @@ func humanCount(n int) string {
 		return strconv.FormatFloat(float64(n)/1e3, 'f', -1, 64) + "k"
 	}
 	return strconv.Itoa(n)
+}
+
+// routerPID is the process of a lab's router i (0 if unknown).
+func routerPID(st *lab.State, i int) int {
+	b, err := os.ReadFile(lab.RouterPIDFile(st.Dir, i))
+	if err != nil {
+		return 0
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return pid
+}
+
+// labRing reads a lab's current ring.
+func labRing(ctx context.Context, st *lab.State) (*ring.Ring, error) {
+	cli, err := etcd.Connect(ctx, st.EtcdURL)
+	if err != nil {
+		return nil, err
+	}
+	defer cli.Close()
+	rg, _, err := etcd.NewRingStore(cli).Current(ctx)
+	return rg, err
 }
