@@ -193,7 +193,7 @@ func Percentiles(values []float64) (p50, p99, most float64) {
 
 // BlockResults are the write block's distribution over jobs at a ring's
 // size, and what writes to the moving vnodes met.
-func BlockResults(vnodes int, blocks []float64, lat CutoverLatency, writesPerSec float64) []Result {
+func BlockResults(vnodes int, blocks, reverts []float64, lat CutoverLatency, writesPerSec float64) []Result {
 	p50, p99, most := Percentiles(blocks)
 	area := "write block"
 	name := fmt.Sprintf("%d vnodes, %d splits", vnodes, len(blocks))
@@ -204,5 +204,8 @@ func BlockResults(vnodes int, blocks []float64, lat CutoverLatency, writesPerSec
 	added := Overhead(area, name+": writes to moving vnodes, p99", "writes outside cutovers, p99", "ms", lat.DuringP99, lat.OutsideP99, 1000)
 	added.Detail = fmt.Sprintf("%d writes met a cutover: p50 %.1f ms, max %.0f ms, the router's retries p50 %d, max %d; %d outside: p50 %.1f ms; %d failed",
 		lat.During, lat.DuringP50, lat.DuringMax, lat.RetriesP50, lat.RetriesMax, lat.Outside, lat.OutsideP50, lat.Failed)
-	return []Result{r, added}
+	b50, b99, bmost := Percentiles(reverts)
+	back := Overhead(area, name+": the reverts' block p99", "no write block", "ms", b99, 0, 1000)
+	back.Detail = fmt.Sprintf("p50 %.0f ms, p99 %.0f ms, max %.0f ms", b50, b99, bmost)
+	return []Result{r, back, added}
 }

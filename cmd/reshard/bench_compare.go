@@ -527,7 +527,7 @@ func writeBlockAt(ctx context.Context, c compareRun, vnodes int) ([]perf.Result,
 	go func() { w.Run(wctx); close(wrote) }()
 	time.Sleep(2 * time.Second)
 
-	var blocks []float64
+	var blocks, reverts []float64
 	var cutovers []perf.Cutover
 	window := func(name string, from time.Time, blockMS float64, steps map[string]float64, moving []uint32) perf.Cutover {
 		set := make(map[uint32]bool, len(moving))
@@ -562,6 +562,7 @@ func writeBlockAt(ctx context.Context, c compareRun, vnodes int) ([]perf.Result,
 		var back float64
 		if j.Revert != nil {
 			back = j.Revert.WriteBlockMS
+			reverts = append(reverts, back)
 			cutovers = append(cutovers, window(fmt.Sprintf("revert %d", i+1), j.Revert.FrozenAt, back, j.Revert.CutoverMS, moving))
 		}
 		fmt.Fprintf(c.progress, "split %d of %d: write block %.0f ms, the revert's %.0f ms\n", i+1, c.splits, j.WriteBlockMS, back)
@@ -587,7 +588,7 @@ func writeBlockAt(ctx context.Context, c compareRun, vnodes int) ([]perf.Result,
 	if lat.Failed > 0 {
 		return nil, fmt.Errorf("%d of %d writes failed", lat.Failed, len(writes))
 	}
-	return perf.BlockResults(vnodes, blocks, lat, float64(len(writes))/time.Since(started).Seconds()), nil
+	return perf.BlockResults(vnodes, blocks, reverts, lat, float64(len(writes))/time.Since(started).Seconds()), nil
 }
 
 // growthGoal: the whole split's rows/s at a size is within 10 % of linear
