@@ -224,9 +224,15 @@ func (r *Router) pool(ctx context.Context, pnode string) (*pgxpool.Pool, error) 
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := pgxpool.ParseConfig(primary.DSN)
+	return r.openPool(ctx, pnode, primary.DSN)
+}
+
+// openPool makes pnode's pool to dsn, unless another request made one
+// first, and returns the pool in use.
+func (r *Router) openPool(ctx context.Context, pnode, dsn string) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
-		return nil, fmt.Errorf("pnode %s: invalid DSN %s", pnode, postgres.RedactDSN(primary.DSN))
+		return nil, fmt.Errorf("pnode %s: invalid DSN %s", pnode, postgres.RedactDSN(dsn))
 	}
 	// Every connection opens at once, in the background (followRegistry).
 	cfg.MaxConns, cfg.MinConns = r.cfg.PoolSize, r.cfg.PoolSize
@@ -240,7 +246,7 @@ func (r *Router) pool(ctx context.Context, pnode string) (*pgxpool.Pool, error) 
 		np.Close()
 		return q.Pool, nil
 	}
-	r.pools[pnode] = shardPool{Pool: np, dsn: primary.DSN}
+	r.pools[pnode] = shardPool{Pool: np, dsn: dsn}
 	return np, nil
 }
 
@@ -285,8 +291,14 @@ func (r *Router) syncPools(ctx context.Context, pnodes []reshard.Pnode) {
 	for _, p := range stale {
 		p.Close()
 	}
-	for name := range registered {
-		if _, err := r.pool(ctx, name); err != nil && ctx.Err() == nil {
+	for name, dsn := range registered {
+		r.mu.Lock()
+		open := r.pools[name].Pool != nil
+		r.mu.Unlock()
+		if open {
+			continue
+		}
+		if _, err := r.openPool(ctx, name, dsn); err != nil && ctx.Err() == nil {
 			r.cfg.Log.Warn("open pool", "pnode", name, "err", err)
 		}
 	}

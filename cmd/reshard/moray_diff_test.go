@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/reshard/reshard/perf"
 	"github.com/reshard/reshard/postgres"
 )
 
@@ -278,39 +279,22 @@ func referenceKit(t *testing.T) string {
 // the role and the database) and returns its address.
 func startReferenceMoray(t *testing.T, kit, pgURL string) string {
 	t.Helper()
-	dir := t.TempDir()
-	// The first use installs Moray with npm, which can take minutes.
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "bash", filepath.Join(kit, "moray.sh"), "start",
-		"--pg-url", pgURL, "--dir", dir, "--pg-max-conns", "4")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	t.Cleanup(func() {
-		if out, err := exec.Command("bash", filepath.Join(kit, "moray.sh"), "stop", "--dir", dir).CombinedOutput(); err != nil {
-			t.Logf("moray.sh stop: %v: %s", err, out)
-		}
-	})
+	addr, _, stop, err := perf.StartMoray(context.Background(), kit, pgURL, t.TempDir(), 4)
 	if err != nil {
 		// The kit installs Moray from npm on first use: a machine that
 		// cannot (no registry, no compiler) skips, as the npm client
 		// tests do, unless the reference is required.
 		if os.Getenv("RESHARD_REQUIRE_REFERENCE") == "" {
-			t.Skipf("the reference Moray did not start (set RESHARD_REQUIRE_REFERENCE=1 to fail instead): %v\n%s", err, stderr.String())
+			t.Skipf("the reference Moray did not start (set RESHARD_REQUIRE_REFERENCE=1 to fail instead): %v", err)
 		}
-		t.Fatalf("moray.sh start: %v\n%s", err, stderr.String())
+		t.Fatal(err)
 	}
-	env := map[string]string{}
-	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		if k, v, ok := strings.Cut(line, "="); ok {
-			env[k] = v
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Log(err)
 		}
-	}
-	if env["MORAY_ADDR"] == "" {
-		t.Fatalf("moray.sh start printed no MORAY_ADDR: %s\n%s", out, stderr.String())
-	}
-	return env["MORAY_ADDR"]
+	})
+	return addr
 }
 
 // diffAnswer is one side's answer to one op.
