@@ -282,3 +282,111 @@ func TestRingInUseGuardsRegistry(t *testing.T) {
 		t.Fatalf("removing an unused pnode: %v", err)
 	}
 }
+
+// A change is stored as the ranges it moves; every FullEvery-th delta is
+// also stored whole, and a change whose delta would be large is stored
+// whole instead; a store that has never
+// seen the ring (another process) reads every version back exactly, and a
+// rollback to a delta version restores it.
+func TestRingDeltas(t *testing.T) {
+	cli, _ := etcdtest.Start(t)
+	ctx := context.Background()
+	w := etcd.NewRingStore(cli)
+	w.FullEvery = 4
+	base := newRing(t, 1_000_000)
+	if _, err := w.Put(ctx, 0, base, "create"); err != nil {
+		t.Fatal(err)
+	}
+	want := map[int64]*ring.Ring{1: base}
+	cur, rv := base, etcd.RingVersion{}
+	rv, _ = w.Version(ctx, 1)
+	stored := []string{"full"}
+	for i := 0; i < 6; i++ {
+		to, from := "tcp://4.moray:2020", shards[0]
+		if i%2 == 1 {
+			to, from = from, to
+		}
+		d, err := cur.TransferDelta([]ring.Transfer{{From: from, To: to, Vnodes: "0-499998/3"}})
+		if err != nil || d == nil {
+			t.Fatalf("transfer %d: %v %v", i, d, err)
+		}
+		nv, err := w.PutDelta(ctx, cur, rv, d, fmt.Sprintf("move %d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cur, err = cur.Apply(d); err != nil {
+			t.Fatal(err)
+		}
+		want[nv.Version], rv = cur, nv
+		stored = append(stored, nv.Stored())
+	}
+	if v, _ := w.Version(ctx, 6); v.Depth != 1 {
+		t.Fatalf("the delta after a checkpoint has depth %d", v.Depth)
+	}
+	if got := strings.Join(stored, ","); got != "full,delta of 1,delta of 2,delta of 3,delta of 4, checkpoint,delta of 5,delta of 6" {
+		t.Fatalf("versions stored as %s", got)
+	}
+	if v, _ := w.Version(ctx, 2); v.Size > 200 || v.Blob != "" || v.Depth != 1 {
+		t.Fatalf("a split of a 1M-vnode ring stored as %+v", v)
+	}
+	// Moving them again to where they are is nothing to do.
+	if d, err := cur.TransferDelta([]ring.Transfer{{From: "tcp://4.moray:2020", To: shards[0], Vnodes: "0-499998/3"}}); err != nil || d != nil {
+		t.Fatalf("a done transfer: %v %v", d, err)
+	}
+	if _, err := cur.TransferDelta([]ring.Transfer{{From: "tcp://4.moray:2020", To: shards[0], Vnodes: "1"}}); err == nil || !strings.Contains(err.Error(), "vnode 1 is on tcp://2.moray:2020") {
+		t.Fatalf("a vnode elsewhere: %v", err)
+	}
+	// A stale writer stores nothing.
+	stale, _ := w.Version(ctx, 6)
+	d := cur.RemapDelta([]ring.Assign{{Pnode: "tcp://5.moray:2020", Vnodes: "7"}})
+	if _, err := w.PutDelta(ctx, want[6], stale, d, "stale"); !errors.Is(err, etcd.ErrVersionConflict) {
+		t.Fatalf("stale delta: %v", err)
+	}
+	// A generic update of a few vnodes is a delta too; one that scatters
+	// many is stored whole.
+	nv, err := w.Update(ctx, 7, "mark read-only", func(r *ring.Ring) error {
+		return r.SetData([]uint32{3, 9, 12}, json.RawMessage(`"ro"`))
+	})
+	if err != nil || nv.Stored() != "delta of 7" {
+		t.Fatalf("small update stored as %q: %v", nv.Stored(), err)
+	}
+	want[8], _, _ = w.Get(ctx, 8)
+	w.MaxDelta = 1000
+	nv, err = w.Update(ctx, 8, "scatter", func(r *ring.Ring) error {
+		vs := make([]uint32, 0, 500)
+		for v := uint32(0); v < 500; v++ {
+			vs = append(vs, v*v)
+		}
+		return r.Remap(vs, "tcp://6.moray:2020")
+	})
+	if err != nil || nv.Stored() != "full" {
+		t.Fatalf("large update stored as %q: %v", nv.Stored(), err)
+	}
+	want[9], _, _ = w.Get(ctx, 9)
+	if p, _, _ := want[9].Vnode(400 * 400); p != "tcp://6.moray:2020" {
+		t.Fatalf("vnode 160000 on %s", p)
+	}
+	rb, err := w.Rollback(ctx, 3, 9)
+	if err != nil || rb.Stored() != "delta of 2" {
+		t.Fatalf("rollback to a delta: %q %v", rb.Stored(), err)
+	}
+	want[10] = want[3]
+	for v, r := range want {
+		got, _, err := etcd.NewRingStore(cli).Get(ctx, v)
+		if err != nil || !got.Equal(r) {
+			t.Fatalf("version %d read cold: %v", v, err)
+		}
+	}
+	// And the same through one store, newest first, then oldest first.
+	rd := etcd.NewRingStore(cli)
+	for v := int64(10); v >= 1; v-- {
+		if got, _, err := rd.Get(ctx, v); err != nil || !got.Equal(want[v]) {
+			t.Fatalf("version %d read after %d: %v", v, v+1, err)
+		}
+	}
+	for v := int64(1); v <= 10; v++ {
+		if got, _, err := rd.Get(ctx, v); err != nil || !got.Equal(want[v]) {
+			t.Fatalf("version %d read after %d: %v", v, v-1, err)
+		}
+	}
+}

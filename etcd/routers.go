@@ -117,3 +117,54 @@ func Routers(ctx context.Context, cli *clientv3.Client) ([]RouterInfo, error) {
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
 }
+
+// WaitRoutersServe waits until at least n live routers report serving ring
+// version v or later, following their records with a watch rather than
+// polling, so it returns as soon as the last one reports.
+func WaitRoutersServe(ctx context.Context, cli *clientv3.Client, v int64, n int) error {
+	resp, err := cli.Get(ctx, routerPrefix, clientv3.WithPrefix())
+	if err != nil {
+		return fmt.Errorf("list routers: %w", err)
+	}
+	serving := map[string]bool{}
+	note := func(key string, value []byte) {
+		var ri RouterInfo
+		serving[key] = json.Unmarshal(value, &ri) == nil && ri.RingVersion >= v
+	}
+	count := func() int {
+		k := 0
+		for _, ok := range serving {
+			if ok {
+				k++
+			}
+		}
+		return k
+	}
+	for _, kv := range resp.Kvs {
+		note(string(kv.Key), kv.Value)
+	}
+	if count() >= n {
+		return nil
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for wr := range cli.Watch(clientv3.WithRequireLeader(wctx), routerPrefix, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1)) {
+		if err := wr.Err(); err != nil {
+			return fmt.Errorf("watch routers: %w", err)
+		}
+		for _, ev := range wr.Events {
+			if ev.Type == clientv3.EventTypeDelete {
+				delete(serving, string(ev.Kv.Key))
+				continue
+			}
+			note(string(ev.Kv.Key), ev.Kv.Value)
+		}
+		if count() >= n {
+			return nil
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return fmt.Errorf("watch routers: closed")
+}

@@ -56,28 +56,30 @@ func Compare(a, b *Ring) (Diff, error) {
 	}
 	moves := map[[2]uint16]int{}
 	datas := map[[2]uint16]int{}
-	for v := range a.owner {
-		pa, pb := a.pnodes[a.owner[v]], b.pnodes[b.owner[v]]
+	for v := range a.n {
+		oa, ob := a.owner.at(v), b.owner.at(v)
+		pa, pb := a.pnodes[oa], b.pnodes[ob]
 		if pa != pb {
-			k := [2]uint16{a.owner[v], b.owner[v]}
+			k := [2]uint16{oa, ob}
 			i, ok := moves[k]
 			if !ok {
 				i = len(d.Moves)
 				moves[k] = i
 				d.Moves = append(d.Moves, Move{From: pa, To: pb})
 			}
-			d.Moves[i].Vnodes = append(d.Moves[i].Vnodes, uint32(v))
+			d.Moves[i].Vnodes = append(d.Moves[i].Vnodes, v)
 		}
-		da, db := a.data[a.dataIx[v]], b.data[b.dataIx[v]]
+		xa, xb := a.dataIx.at(v), b.dataIx.at(v)
+		da, db := a.data[xa], b.data[xb]
 		if !bytes.Equal(da, db) {
-			k := [2]uint16{a.dataIx[v], b.dataIx[v]}
+			k := [2]uint16{xa, xb}
 			i, ok := datas[k]
 			if !ok {
 				i = len(d.Data)
 				datas[k] = i
 				d.Data = append(d.Data, DataChange{From: da, To: db})
 			}
-			d.Data[i].Vnodes = append(d.Data[i].Vnodes, uint32(v))
+			d.Data[i].Vnodes = append(d.Data[i].Vnodes, v)
 		}
 	}
 	for i := range d.Moves {
@@ -99,7 +101,7 @@ func (r *Ring) PnodeVnodeCount(p string) int {
 		return 0
 	}
 	n := 0
-	for _, o := range r.owner {
+	for o := range r.owner.values() {
 		if int(o) == i {
 			n++
 		}

@@ -92,8 +92,8 @@ func emptyRing(alg fashAlgorithm, count int) (*Ring, error) {
 		algo:   algo,
 		n:      uint32(count),
 		div:    newDivisor(algo, uint32(count)),
-		owner:  make([]uint16, count),
-		dataIx: make([]uint16, count),
+		owner:  newColumn(count),
+		dataIx: newColumn(count),
 		data:   []json.RawMessage{dataNull},
 	}
 	// node-fash's in-memory backend recomputes the interval from MAX while
@@ -191,11 +191,13 @@ func (r *Ring) readPnodeMap(raw json.RawMessage) error {
 			if d, err = normalizeData(d); err != nil {
 				return fmt.Errorf("pnode %q vnode %d: %v", p, v, err)
 			}
-			r.owner[v] = ix
+			r.owner.set(uint32(v), ix)
 			if !bytes.Equal(d, dataNull) {
-				if r.dataIx[v], err = r.dataIndex(d); err != nil {
+				dx, err := r.dataIndex(d)
+				if err != nil {
 					return err
 				}
+				r.dataIx.set(uint32(v), dx)
 			}
 		}
 		if _, err := dec.Token(); err != nil {
@@ -266,7 +268,7 @@ func (r *Ring) fashOrder() []int {
 // byPnode buckets the vnodes by owner in one pass, each bucket ascending.
 func (r *Ring) byPnode() [][]uint32 {
 	counts := make([]int, len(r.pnodes))
-	for _, o := range r.owner {
+	for o := range r.owner.values() {
 		counts[o]++
 	}
 	all := make([]uint32, r.n)
@@ -276,8 +278,8 @@ func (r *Ring) byPnode() [][]uint32 {
 		out[i] = all[off : off : off+c]
 		off += c
 	}
-	for v, o := range r.owner {
-		out[o] = append(out[o], uint32(v))
+	for v, o := range r.owner.all() {
+		out[o] = append(out[o], v)
 	}
 	return out
 }
@@ -314,7 +316,7 @@ func (r *Ring) WriteFash(w io.Writer) error {
 			b.WriteByte('"')
 			b.WriteString(strconv.FormatUint(uint64(v), 10))
 			b.WriteString(`":`)
-			b.Write(r.data[r.dataIx[v]])
+			b.Write(r.data[r.dataIx.at(v)])
 		}
 		b.WriteByte('}')
 	}

@@ -49,9 +49,9 @@ func (r *Ring) MarshalFile() ([]byte, error) {
 		f.Pnodes = append(f.Pnodes, filePnode{Name: p, Vnodes: FormatVnodeList(buckets[i])})
 	}
 	dataVnodes := make([][]uint32, len(r.data))
-	for v, d := range r.dataIx {
+	for v, d := range r.dataIx.all() {
 		if d != 0 {
-			dataVnodes[d] = append(dataVnodes[d], uint32(v))
+			dataVnodes[d] = append(dataVnodes[d], v)
 		}
 	}
 	for d := 1; d < len(r.data); d++ {
@@ -157,7 +157,7 @@ func parseFile(b []byte) (*Ring, error) {
 				return nil, fmt.Errorf("vnode %d is assigned twice (again to pnode %q)", v, p.Name)
 			}
 			assigned[v] = true
-			r.owner[v] = uint16(i)
+			r.owner.set(v, uint16(i))
 		}
 	}
 	if err := checkAllAssigned(assigned); err != nil {
@@ -182,7 +182,7 @@ func parseFile(b []byte) (*Ring, error) {
 				return nil, fmt.Errorf("vnode %d has two data values", v)
 			}
 			tagged[v] = true
-			r.dataIx[v] = ix
+			r.dataIx.set(v, ix)
 		}
 	}
 	r.gcData()

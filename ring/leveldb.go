@@ -176,7 +176,7 @@ func readFashDB(db *leveldb.DB) (*Ring, error) {
 			}
 			byValue[string(it.Value())] = ix
 		}
-		r.owner[v] = ix
+		r.owner.set(v, ix)
 		assigned[v] = true
 	}
 	it.Release()
@@ -198,7 +198,7 @@ func readFashDB(db *leveldb.DB) (*Ring, error) {
 		v, ok := parseVnodeKey(rest[slash+1:], r.n)
 		// Pnode names contain '/' (tcp://...), so /PNODE/<p> can look like
 		// /PNODE/<q>/<v>; only the owner's key holds routing data.
-		if !ok || hasData[v] || r.pnodes[r.owner[v]] != string(rest[:slash]) {
+		if !ok || hasData[v] || r.pnodes[r.owner.at(v)] != string(rest[:slash]) {
 			continue
 		}
 		hasData[v] = true
@@ -211,10 +211,12 @@ func readFashDB(db *leveldb.DB) (*Ring, error) {
 			it.Release()
 			return nil, fmt.Errorf("key %s: %v", it.Key(), err)
 		}
-		if r.dataIx[v], err = r.dataIndex(d); err != nil {
+		dx, err := r.dataIndex(d)
+		if err != nil {
 			it.Release()
 			return nil, err
 		}
+		r.dataIx.set(v, dx)
 	}
 	it.Release()
 	if err := it.Error(); err != nil {
@@ -222,7 +224,7 @@ func readFashDB(db *leveldb.DB) (*Ring, error) {
 	}
 	for v, ok := range hasData {
 		if !ok {
-			return nil, fmt.Errorf("key /PNODE/%s/%d is missing: node-fash cannot look up vnode %d", r.pnodes[r.owner[v]], v, v)
+			return nil, fmt.Errorf("key /PNODE/%s/%d is missing: node-fash cannot look up vnode %d", r.pnodes[r.owner.at(uint32(v))], v, v)
 		}
 	}
 	return r, nil
@@ -281,12 +283,12 @@ func (r *Ring) writeFashDB(db *leveldb.DB) error {
 	batch := new(leveldb.Batch)
 	var key []byte
 	for v := uint32(0); v < r.n; v++ {
-		o := r.owner[v]
+		o := r.owner.at(v)
 		key = strconv.AppendUint(append(key[:0], "/VNODE/"...), uint64(v), 10)
 		batch.Put(key, quoted[o])
 		key = append(append(key[:0], "/PNODE/"...), r.pnodes[o]...)
 		key = strconv.AppendUint(append(key, '/'), uint64(v), 10)
-		batch.Put(key, r.data[r.dataIx[v]])
+		batch.Put(key, r.data[r.dataIx.at(v)])
 		if batch.Len() >= 20000 {
 			if err := db.Write(batch, nil); err != nil {
 				return err
@@ -295,9 +297,9 @@ func (r *Ring) writeFashDB(db *leveldb.DB) error {
 		}
 	}
 	var dataVnodes []uint32
-	for v, d := range r.dataIx {
+	for v, d := range r.dataIx.all() {
 		if !bytes.Equal(r.data[d], dataNull) { // deserialize's `!== LVAL_NULL`
-			dataVnodes = append(dataVnodes, uint32(v))
+			dataVnodes = append(dataVnodes, v)
 		}
 	}
 	for i, vs := range r.byPnode() {

@@ -35,8 +35,8 @@ type Ring struct {
 	n      uint32
 	div    divisor
 	pnodes []string // in node-fash's pnodeToVnodeMap order; never reordered
-	owner  []uint16 // vnode -> index into pnodes
-	dataIx []uint16 // vnode -> index into data
+	owner  *column  // vnode -> index into pnodes
+	dataIx *column  // vnode -> index into data
 	data   []json.RawMessage
 
 	// What a node-fash file said, kept so an import exports byte for byte.
@@ -80,12 +80,12 @@ func New(algo Algorithm, vnodes int, pnodes []string) (*Ring, error) {
 		n:      uint32(vnodes),
 		div:    newDivisor(algo, uint32(vnodes)),
 		pnodes: sorted,
-		owner:  make([]uint16, vnodes),
-		dataIx: make([]uint16, vnodes),
+		owner:  newColumn(vnodes),
+		dataIx: newColumn(vnodes),
 		data:   []json.RawMessage{dataNull},
 	}
-	for v := range r.owner {
-		r.owner[v] = uint16(v % len(sorted))
+	for v := range uint32(vnodes) {
+		r.owner.set(v, uint16(int(v)%len(sorted)))
 	}
 	return r, nil
 }
@@ -147,7 +147,7 @@ func (r *Ring) HasPnode(p string) bool { return slices.Contains(r.pnodes, p) }
 // VnodeCounts returns how many vnodes each pnode holds.
 func (r *Ring) VnodeCounts() map[string]int {
 	counts := make([]int, len(r.pnodes))
-	for _, o := range r.owner {
+	for o := range r.owner.values() {
 		counts[o]++
 	}
 	out := make(map[string]int, len(r.pnodes))
@@ -174,7 +174,7 @@ func (r *Ring) VnodeOf(key []byte) uint32 {
 // Locate returns the vnode, pnode and data for key. It does not allocate.
 func (r *Ring) Locate(key []byte) Location {
 	v := r.VnodeOf(key)
-	return Location{Vnode: v, Pnode: r.pnodes[r.owner[v]], Data: r.data[r.dataIx[v]]}
+	return Location{Vnode: v, Pnode: r.pnodes[r.owner.at(v)], Data: r.data[r.dataIx.at(v)]}
 }
 
 // LocateString is Locate for a string key, without copying it.
@@ -187,7 +187,7 @@ func (r *Ring) Vnode(v uint32) (pnode string, data json.RawMessage, err error) {
 	if v >= r.n {
 		return "", nil, r.unknownVnode(v)
 	}
-	return r.pnodes[r.owner[v]], r.data[r.dataIx[v]], nil
+	return r.pnodes[r.owner.at(v)], r.data[r.dataIx.at(v)], nil
 }
 
 func (r *Ring) unknownVnode(v uint32) error {
@@ -201,9 +201,9 @@ func (r *Ring) VnodesOf(p string) ([]uint32, error) {
 		return nil, fmt.Errorf("pnode %q is not in the ring", p)
 	}
 	var out []uint32
-	for v, o := range r.owner {
+	for v, o := range r.owner.all() {
 		if int(o) == i {
-			out = append(out, uint32(v))
+			out = append(out, v)
 		}
 	}
 	return out, nil
@@ -213,9 +213,9 @@ func (r *Ring) VnodesOf(p string) ([]uint32, error) {
 // ascending (what fash get-data-vnodes lists).
 func (r *Ring) DataVnodes() []uint32 {
 	var out []uint32
-	for v, d := range r.dataIx {
+	for v, d := range r.dataIx.all() {
 		if hasData(r.data[d]) {
-			out = append(out, uint32(v))
+			out = append(out, v)
 		}
 	}
 	return out
@@ -259,7 +259,7 @@ func (r *Ring) Remap(vnodes []uint32, p string) error {
 	idx := slices.Index(r.pnodes, p)
 	if idx >= 0 {
 		for _, v := range vnodes {
-			if int(r.owner[v]) == idx {
+			if int(r.owner.at(v)) == idx {
 				return fmt.Errorf("vnode %d already belongs to pnode %q", v, p)
 			}
 		}
@@ -271,7 +271,7 @@ func (r *Ring) Remap(vnodes []uint32, p string) error {
 		idx = len(r.pnodes) - 1
 	}
 	for _, v := range vnodes {
-		r.owner[v] = uint16(idx)
+		r.owner.set(v, uint16(idx))
 	}
 	return nil
 }
@@ -294,7 +294,7 @@ func (r *Ring) SetData(vnodes []uint32, data json.RawMessage) error {
 		return err
 	}
 	for _, v := range vnodes {
-		r.dataIx[v] = ix
+		r.dataIx.set(v, ix)
 	}
 	r.gcData()
 	return nil
@@ -327,7 +327,7 @@ func (r *Ring) dataIndex(d json.RawMessage) (uint16, error) {
 func (r *Ring) gcData() {
 	used := make([]bool, len(r.data))
 	used[0] = true
-	for _, d := range r.dataIx {
+	for d := range r.dataIx.values() {
 		used[d] = true
 	}
 	if !slices.Contains(used, false) {
@@ -341,9 +341,7 @@ func (r *Ring) gcData() {
 			kept = append(kept, r.data[i])
 		}
 	}
-	for v, d := range r.dataIx {
-		r.dataIx[v] = remap[d]
-	}
+	r.dataIx.mapAll(func(d uint16) uint16 { return remap[d] })
 	r.data = kept
 }
 
@@ -353,17 +351,18 @@ func (r *Ring) RemovePnode(p string) error {
 	if i < 0 {
 		return fmt.Errorf("pnode %q is not in the ring", p)
 	}
-	for _, o := range r.owner {
+	for o := range r.owner.values() {
 		if int(o) == i {
 			return fmt.Errorf("pnode %q still holds vnodes; remap them first", p)
 		}
 	}
 	r.pnodes = slices.Delete(r.pnodes, i, i+1)
-	for v, o := range r.owner {
+	r.owner.mapAll(func(o uint16) uint16 {
 		if int(o) > i {
-			r.owner[v] = o - 1
+			return o - 1
 		}
-	}
+		return o
+	})
 	return nil
 }
 
@@ -371,8 +370,8 @@ func (r *Ring) RemovePnode(p string) error {
 func (r *Ring) Clone() *Ring {
 	c := *r
 	c.pnodes = slices.Clone(r.pnodes)
-	c.owner = slices.Clone(r.owner)
-	c.dataIx = slices.Clone(r.dataIx)
+	c.owner = r.owner.clone()
+	c.dataIx = r.dataIx.clone()
 	c.data = slices.Clone(r.data)
 	return &c
 }
@@ -387,9 +386,9 @@ func (r *Ring) Equal(o *Ring) bool {
 			return false
 		}
 	}
-	for v := range r.owner {
-		if r.pnodes[r.owner[v]] != o.pnodes[o.owner[v]] ||
-			!bytes.Equal(r.data[r.dataIx[v]], o.data[o.dataIx[v]]) {
+	for v := range r.n {
+		if r.pnodes[r.owner.at(v)] != o.pnodes[o.owner.at(v)] ||
+			!bytes.Equal(r.data[r.dataIx.at(v)], o.data[o.dataIx.at(v)]) {
 			return false
 		}
 	}

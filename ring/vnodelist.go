@@ -13,7 +13,7 @@ import (
 // round-robin assignments). Each vnode must be below count (when count > 0)
 // and appear once; the result is in the order given.
 func ParseVnodeList(s string, count int) ([]uint32, error) {
-	fields := strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' || r == '\n' })
+	fields := vnodeFields(s)
 	if len(fields) == 0 {
 		return nil, fmt.Errorf("empty vnode list")
 	}

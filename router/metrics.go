@@ -39,7 +39,7 @@ func newMetrics() *metrics {
 			Name: "reshard_router_ring_load_seconds", Help: "How long the last ring version took to read from etcd, decode and apply.",
 		}),
 		ringBytes: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "reshard_router_ring_stored_bytes", Help: "The stored (gzipped) size of the ring version served.",
+			Name: "reshard_router_ring_stored_bytes", Help: "The stored size of the ring version served: the gzipped ring if stored whole, the JSON of its delta if stored as one.",
 		}),
 	}
 	m.reg.MustRegister(m.requests, m.latency, m.retries, m.ringVersion, m.ringLoad, m.ringBytes,

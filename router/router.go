@@ -121,11 +121,9 @@ func (r *Router) Run(ctx context.Context) {
 				}
 				continue
 			}
-			if r.apply(ctx, u.Ring, u.Version.Version) {
-				r.metrics.ringLoad.Set(u.Load.Seconds())
-				r.metrics.ringBytes.Set(float64(u.Version.Size))
+			if r.apply(ctx, u) {
 				r.cfg.Log.Info("ring version applied", "version", u.Version.Version, "vnodes", u.Ring.Vnodes(),
-					"pnodes", len(u.Ring.Pnodes()), "load_ms", float64(u.Load.Microseconds())/1000)
+					"pnodes", len(u.Ring.Pnodes()), "stored", u.Version.Stored(), "load_ms", float64(u.Load.Microseconds())/1000)
 			}
 		}
 		select {
@@ -142,12 +140,16 @@ func (r *Router) Run(ctx context.Context) {
 }
 
 // apply makes a ring version current; older versions never replace newer.
-// It reports whether the version was applied.
-func (r *Router) apply(ctx context.Context, rg *ring.Ring, version int64) bool {
+// It reports whether the version was applied. Its metrics are set before
+// the router reports the version, so whoever sees the report reads them.
+func (r *Router) apply(ctx context.Context, u etcd.RingUpdate) bool {
+	version := u.Version.Version
 	if cur := r.cur.Load(); cur != nil && cur.version >= version {
 		return false
 	}
-	r.cur.Store(&view{ring: rg, version: version})
+	r.metrics.ringLoad.Set(u.Load.Seconds())
+	r.metrics.ringBytes.Set(float64(u.Version.Size))
+	r.cur.Store(&view{ring: u.Ring, version: version})
 	r.mu.Lock()
 	close(r.changed)
 	r.changed = make(chan struct{})

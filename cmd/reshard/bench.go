@@ -1,11 +1,9 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"runtime"
 	"strconv"
@@ -18,6 +16,7 @@ import (
 	"github.com/reshard/reshard/etcd"
 	"github.com/reshard/reshard/lab"
 	"github.com/reshard/reshard/orchestrator"
+	"github.com/reshard/reshard/perf"
 	"github.com/reshard/reshard/postgres"
 	"github.com/spf13/cobra"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -202,7 +201,7 @@ func runScaleCase(ctx context.Context, g *globals, c scaleCase, rate float64, pr
 		}
 		row.RingBytes = rv.Size
 		for _, u := range st.Routers {
-			if s := scrapeGauge(ctx, u+"/metrics", "reshard_router_ring_load_seconds"); s*1000 > row.RingReloadMS {
+			if s := perf.ScrapeGauge(ctx, u+"/metrics", "reshard_router_ring_load_seconds"); s*1000 > row.RingReloadMS {
 				row.RingReloadMS = s * 1000
 			}
 		}
@@ -280,25 +279,6 @@ func procKB(path, field string) int64 {
 		if v, ok := strings.CutPrefix(line, field+":"); ok {
 			n, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
 			return n
-		}
-	}
-	return 0
-}
-
-// scrapeGauge reads one unlabeled gauge from a Prometheus text page.
-func scrapeGauge(ctx context.Context, url, name string) float64 {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
-			f, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			return f
 		}
 	}
 	return 0

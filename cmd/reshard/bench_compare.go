@@ -31,6 +31,7 @@ type compareRun struct {
 	rows        int
 	changes     int
 	splits      int
+	flips       int
 	growthRows  []int
 	writeRate   float64
 	rate        float64
@@ -57,6 +58,7 @@ var comparisons = []comparison{
 	{"add-peers", "a physical split's add-peers against plain pg_basebackups of the same origin", compareAddPeers},
 	{"catch-up", "a subscription draining a backlog against the origin's write rate, at 1,000 and 1,000,000 vnodes", compareCatchUp},
 	{"growth", "the whole logical split at growing row counts (--growth-rows), against linear in the rows", compareGrowth},
+	{"ring", "a split's ring flip, and the routers' reload of it, at 1,000,000 vnodes against 1,000, and as a delta against a whole ring", compareRing},
 	{"write-block", "the write block over many splits (each reverted after) under steady writes, and what writes to the moving vnodes met, at 1,000 and 1,000,000 vnodes", compareWriteBlock},
 }
 
@@ -106,7 +108,7 @@ moray client, the reference kit) is listed as skipped, with why.
 				}
 			}
 			if quick {
-				c.rounds, c.per, c.rows, c.changes, c.splits = 1, time.Second, 20_000, 5_000, 2
+				c.rounds, c.per, c.rows, c.changes, c.splits, c.flips = 1, time.Second, 20_000, 5_000, 2, 4
 				if !cmd.Flags().Changed("growth-rows") {
 					growth = "20000,80000"
 				}
@@ -135,6 +137,8 @@ moray client, the reference kit) is listed as skipped, with why.
 				return fmt.Errorf("--changes must be between 1000 and 10000000, got %d", c.changes)
 			case c.splits < 1 || c.splits > 1000:
 				return fmt.Errorf("--splits must be between 1 and 1000, got %d", c.splits)
+			case c.flips < 2 || c.flips > 10_000 || c.flips%2 != 0:
+				return fmt.Errorf("--flips must be an even number from 2 to 10000, got %d", c.flips)
 			case c.writeRate < 1 || c.writeRate > 100_000:
 				return fmt.Errorf("--write-rate must be between 1 and 100000 writes/s, got %v", c.writeRate)
 			case c.rate < 1 || c.rate > 100_000:
@@ -196,6 +200,7 @@ moray client, the reference kit) is listed as skipped, with why.
 	f.IntVar(&c.changes, "changes", 50_000, "writes in the catch-up comparison's backlog")
 	f.StringVar(&growth, "growth-rows", "1000000,4000000,16000000", "the growth comparison's row counts, smallest first")
 	f.IntVar(&c.splits, "splits", 20, "splits (each reverted after) the write-block comparison runs at each ring size")
+	f.IntVar(&c.flips, "flips", 64, "ring flips (forward and back, so even) the ring comparison makes at each size and each way of storing them")
 	f.Float64Var(&c.writeRate, "write-rate", 1000, "the writes/s through the routers during the write-block comparison's splits")
 	f.Float64Var(&c.rate, "rate", 200, "the light load's operations/s through the routers during a split")
 	f.StringVar(&c.reference, "reference", defaultReference(), "the reference kit's directory (moray.sh); RESHARD_REFERENCE")
@@ -229,6 +234,10 @@ func machine() string {
 // compareLab brings up a lab of its own for one comparison: shards of one
 // peer each and one router. down takes it away.
 func compareLab(ctx context.Context, c compareRun, shards, vnodes int) (st *lab.State, down func(), err error) {
+	return compareLabRouters(ctx, c, shards, vnodes, 1)
+}
+
+func compareLabRouters(ctx context.Context, c compareRun, shards, vnodes, routers int) (st *lab.State, down func(), err error) {
 	root, err := os.MkdirTemp("", "reshard-compare-")
 	if err != nil {
 		return nil, nil, err
@@ -238,7 +247,7 @@ func compareLab(ctx context.Context, c compareRun, shards, vnodes int) (st *lab.
 		return nil, nil, err
 	}
 	dir := filepath.Join(root, "lab")
-	st, err = lab.Up(ctx, lab.Config{Dir: dir, Shards: shards, Peers: 1, Routers: 1, Vnodes: vnodes, Progress: io.Discard})
+	st, err = lab.Up(ctx, lab.Config{Dir: dir, Shards: shards, Peers: 1, Routers: routers, Vnodes: vnodes, Progress: io.Discard})
 	if err != nil {
 		os.RemoveAll(root)
 		return nil, nil, err
@@ -470,6 +479,39 @@ func catchUpOn(ctx context.Context, c compareRun, st *lab.State) (perf.CatchUpRe
 		Ring: rg, Bucket: bucket, Changes: c.changes, Concurrency: c.concurrency})
 }
 
+// compareRing flips half of 1.moray's vnodes onto a new pnode and back,
+// --flips times, on a lab of 1,000 and one of 1,000,000 vnodes (each with
+// two routers), as deltas and then as whole rings.
+func compareRing(ctx context.Context, c compareRun) ([]perf.Result, error) {
+	var sides []perf.RingSide
+	for _, vnodes := range []int{1000, 1_000_000} {
+		c.step("ring: a lab of %d vnodes with two routers", vnodes)
+		st, down, err := compareLabRouters(ctx, c, 2, vnodes, 2)
+		if err != nil {
+			return nil, err
+		}
+		defer down()
+		cli, err := etcd.Connect(ctx, st.EtcdURL)
+		if err != nil {
+			return nil, err
+		}
+		defer cli.Close()
+		rg, _, err := etcd.NewRingStore(cli).Current(ctx)
+		if err != nil {
+			return nil, err
+		}
+		vs, err := rg.VnodesOf("1.moray")
+		if err != nil {
+			return nil, err
+		}
+		// As a split in half moves: the first half in vnode order.
+		sides = append(sides, perf.RingSide{Vnodes: vnodes, Etcd: cli, Routers: st.Routers,
+			Transfer: ring.Transfer{From: "1.moray", To: "3.moray", Vnodes: ring.FormatVnodeList(vs[:len(vs)/2])}})
+	}
+	c.step("ring: %d flips at each size, as deltas and as whole rings, interleaved", c.flips)
+	return perf.CompareRing(ctx, sides[0], sides[1], c.flips, func(s string) { fmt.Fprintln(c.progress, s) })
+}
+
 // compareWriteBlock splits 1.moray in half onto 3.moray and reverts it,
 // --splits times over, on a lab of each ring size, while a Writer puts
 // objects through both routers at --write-rate.
@@ -627,7 +669,7 @@ func compareGrowth(ctx context.Context, c compareRun) ([]perf.Result, error) {
 	first := runs[0]
 	var out []perf.Result
 	for _, r := range runs {
-		res := perf.Faster("growth", fmt.Sprintf("%s rows: rows/s of job time", humanCount(r.rows)), humanCount(first.rows)+" rows' rows/s", "rows/s",
+		res := perf.Faster("growth", fmt.Sprintf("%s rows: rows/s of job time", perf.HumanCount(r.rows)), perf.HumanCount(first.rows)+" rows' rows/s", "rows/s",
 			float64(r.rows)/r.seconds, float64(first.rows)/first.seconds, growthGoal)
 		if r.rows == first.rows {
 			res.Goal, res.Met = 0, true
@@ -636,17 +678,6 @@ func compareGrowth(ctx context.Context, c compareRun) ([]perf.Result, error) {
 		out = append(out, res)
 	}
 	return out, nil
-}
-
-// humanCount writes 1000000 as 1M and 20000 as 20k.
-func humanCount(n int) string {
-	switch {
-	case n >= 1_000_000 && n%100_000 == 0:
-		return strconv.FormatFloat(float64(n)/1e6, 'f', -1, 64) + "M"
-	case n >= 1000 && n%100 == 0:
-		return strconv.FormatFloat(float64(n)/1e3, 'f', -1, 64) + "k"
-	}
-	return strconv.Itoa(n)
 }
 
 // routerPID is the process of a lab's router i (0 if unknown).

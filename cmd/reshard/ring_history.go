@@ -18,6 +18,15 @@ func newRingHistoryCmd(o *ringOpts) *cobra.Command {
 	return &cobra.Command{
 		Use:   "history",
 		Short: "List the ring versions kept in etcd",
+		Long: `List the ring versions kept in etcd, oldest first; * marks the current one.
+
+STORED says how each version is kept. "full" is the whole ring (a create, an
+import, or a change too large for a delta). "delta of N" is only the vnode
+ranges it changed from version N: a split's flip of a 1,000,000-vnode ring is
+about a hundred bytes, and routers apply it to the ring they hold. Every 16th
+delta in a row is also kept whole ("checkpoint"), so a router starting cold
+reads one whole ring and at most 15 deltas. SIZE is the gzipped ring's bytes,
+or the delta's.`,
 		Example: `  reshard ring history
   reshard ring history --json | jq .current`,
 		Args: cobra.NoArgs,
@@ -38,13 +47,13 @@ func newRingHistoryCmd(o *ringOpts) *cobra.Command {
 					return printJSON(cmd.OutOrStdout(), map[string]any{"current": cur, "versions": h})
 				}
 				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "VERSION\tTIME\tPNODES\tSIZE\tCOMMENT")
+				fmt.Fprintln(tw, "VERSION\tTIME\tPNODES\tSTORED\tSIZE\tCOMMENT")
 				for _, v := range h {
 					mark := ""
 					if v.Version == cur {
 						mark = " *"
 					}
-					fmt.Fprintf(tw, "%d%s\t%s\t%d\t%d\t%s\n", v.Version, mark, v.Time.Format(time.RFC3339), v.Pnodes, v.Size, v.Comment)
+					fmt.Fprintf(tw, "%d%s\t%s\t%d\t%s\t%d\t%s\n", v.Version, mark, v.Time.Format(time.RFC3339), v.Pnodes, v.Stored(), v.Size, v.Comment)
 				}
 				return tw.Flush()
 			})
