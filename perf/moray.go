@@ -22,40 +22,82 @@ const morayGoal = 4.0
 // work files in dir. It returns Moray's address, its process and how to
 // stop it.
 func StartMoray(ctx context.Context, kit, pgURL, dir string, maxConns int) (addr string, pid int, stop func() error, err error) {
-	script := filepath.Join(kit, "moray.sh")
-	if _, err := os.Stat(script); err != nil {
-		return "", 0, nil, fmt.Errorf("no reference kit: %w", err)
+	env, stop, err := runKit(ctx, kit, "moray.sh", dir, "--pg-url", pgURL, "--pg-max-conns", strconv.Itoa(maxConns))
+	if err != nil {
+		return "", 0, nil, err
 	}
-	// The first use installs Moray with npm, which can take minutes.
+	if env["MORAY_ADDR"] == "" {
+		stop()
+		return "", 0, nil, fmt.Errorf("moray.sh start printed no MORAY_ADDR")
+	}
+	pid, _ = strconv.Atoi(env["MORAY_PID"])
+	return env["MORAY_ADDR"], pid, stop, nil
+}
+
+// Tier is the real Manta metadata tier the reference kit's tier.sh runs:
+// electric-moray in front of two Morays, each with its own PostgreSQL.
+type Tier struct {
+	Addr string // electric-moray's
+	// PIDs are electric-moray's and the Morays': the server side, whose
+	// CPU time is counted.
+	PIDs []int
+}
+
+// StartTier runs the real tier with its work files in dir, and returns
+// how to stop it.
+func StartTier(ctx context.Context, kit, dir string) (Tier, func() error, error) {
+	env, stop, err := runKit(ctx, kit, "tier.sh", dir)
+	if err != nil {
+		return Tier{}, nil, err
+	}
+	t := Tier{Addr: env["EM_HOST"] + ":" + env["EM_PORT"]}
+	if env["EM_HOST"] == "" || env["EM_PORT"] == "" {
+		stop()
+		return Tier{}, nil, fmt.Errorf("tier.sh start printed no EM_HOST/EM_PORT")
+	}
+	// tier.sh keeps its processes' ids in files under its work dir.
+	for _, f := range []string{"run/electric-moray.pid", "moray1/moray.pid", "moray2/moray.pid"} {
+		if b, err := os.ReadFile(filepath.Join(env["TIER_DIR"], f)); err == nil {
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+				t.PIDs = append(t.PIDs, pid)
+			}
+		}
+	}
+	return t, stop, nil
+}
+
+// runKit runs one of the reference kit's scripts' start with its work
+// files in dir, and returns the KEY=VALUE lines it printed and how to stop
+// what it started.
+func runKit(ctx context.Context, kit, name, dir string, args ...string) (map[string]string, func() error, error) {
+	script := filepath.Join(kit, name)
+	if _, err := os.Stat(script); err != nil {
+		return nil, nil, fmt.Errorf("no reference kit: %w", err)
+	}
+	// The first use installs with npm, which can take minutes.
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "bash", script, "start", "--pg-url", pgURL, "--dir", dir, "--pg-max-conns", strconv.Itoa(maxConns))
+	cmd := exec.CommandContext(ctx, "bash", append([]string{script, "start", "--dir", dir}, args...)...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, runErr := cmd.Output()
-	stop = func() error {
+	stop := func() error {
 		if b, err := exec.Command("bash", script, "stop", "--dir", dir).CombinedOutput(); err != nil {
-			return fmt.Errorf("moray.sh stop: %v: %s", err, strings.TrimSpace(string(b)))
+			return fmt.Errorf("%s stop: %v: %s", name, err, strings.TrimSpace(string(b)))
 		}
 		return nil
 	}
 	if runErr != nil {
 		stop()
-		return "", 0, nil, fmt.Errorf("moray.sh start: %v: %s", runErr, lastLines(stderr.String(), 5))
+		return nil, nil, fmt.Errorf("%s start: %v: %s", name, runErr, lastLines(stderr.String(), 5))
 	}
+	env := map[string]string{}
 	for _, line := range strings.Split(string(out), "\n") {
-		if v, ok := strings.CutPrefix(line, "MORAY_ADDR="); ok {
-			addr = v
-		}
-		if v, ok := strings.CutPrefix(line, "MORAY_PID="); ok {
-			pid, _ = strconv.Atoi(v)
+		if k, v, ok := strings.Cut(line, "="); ok {
+			env[k] = v
 		}
 	}
-	if addr == "" {
-		stop()
-		return "", 0, nil, fmt.Errorf("moray.sh start printed no MORAY_ADDR: %s", lastLines(stderr.String(), 5))
-	}
-	return addr, pid, stop, nil
+	return env, stop, nil
 }
 
 func lastLines(s string, n int) string {
@@ -97,19 +139,35 @@ func (m MorayClient) Usable() string {
 // MorayServer is one side of CompareMoray: a Moray protocol server.
 type MorayServer struct {
 	Addr string
-	PID  int // its process, whose CPU time is counted
+	PIDs []int // its processes, whose CPU time is counted as the server's
+}
+
+// procs names the server's processes for ReadCPU.
+func (m MorayServer) procs() map[string]int {
+	out := map[string]int{}
+	for i, pid := range m.PIDs {
+		out[fmt.Sprintf("server%d", i)] = pid
+	}
+	return out
+}
+
+// MorayComparison is what CompareMoray compares, and how it is labelled.
+type MorayComparison struct {
+	Area, Against string // "moray", "the real Moray"
+	Ours, Theirs  MorayServer
 }
 
 // CompareMoray measures putObject, getObject and findObjects through the
 // npm moray client against ours (reshard's Moray port) and theirs (the
-// real Moray), each in its own bucket, in alternating rounds; and the CPU
-// each request cost the client, the server and the rest of the machine.
-func CompareMoray(ctx context.Context, client MorayClient, ours, theirs MorayServer, req Request) ([]Result, error) {
+// real Moray, or the real tier), each in its own bucket, in alternating
+// rounds; and the CPU each request cost the client, the server and the
+// rest of the machine.
+func CompareMoray(ctx context.Context, client MorayClient, mc MorayComparison, req Request) ([]Result, error) {
 	sides := []struct {
 		name   string
 		srv    MorayServer
 		bucket string
-	}{{"reshard", ours, "perf_moray_reshard"}, {"Moray", theirs, "perf_moray_real"}}
+	}{{"reshard", mc.Ours, "perf_moray_reshard"}, {"Moray", mc.Theirs, "perf_moray_real"}}
 	args := func(addr, bucket, op string) []string {
 		return []string{addr, bucket, op, fmt.Sprint(req.Per.Seconds()), strconv.Itoa(req.Concurrency), strconv.Itoa(req.Keys)}
 	}
@@ -124,12 +182,16 @@ func CompareMoray(ctx context.Context, client MorayClient, ours, theirs MoraySer
 		cpu := map[string]*CPU{}
 		for range req.Rounds {
 			for _, s := range sides {
-				before := ReadCPU(map[string]int{"server": s.srv.PID})
+				before := ReadCPU(s.srv.procs())
 				b, clientCPU, err := client.node(ctx, args(s.srv.Addr, s.bucket, op)...)
 				if err != nil {
 					return nil, fmt.Errorf("%s: %w", s.name, err)
 				}
-				used := ReadCPU(map[string]int{"server": s.srv.PID}).Sub(before)
+				used := ReadCPU(s.srv.procs()).Sub(before)
+				for k, v := range used.Procs {
+					delete(used.Procs, k)
+					used.Procs["server"] += v
+				}
 				used.Procs["client"] = clientCPU
 				if cpu[s.name] == nil {
 					cpu[s.name] = &CPU{Procs: map[string]float64{}}
@@ -147,10 +209,10 @@ func CompareMoray(ctx context.Context, client MorayClient, ours, theirs MoraySer
 		}
 		o, t := st["reshard"], st["Moray"]
 		name := map[string]string{"put": "putObject", "get": "getObject", "find": "findObjects"}[op]
-		r := Faster("moray", name, "the real Moray", "ops/s", o.OpsPerSec, t.OpsPerSec, morayGoal)
+		r := Faster(mc.Area, name, mc.Against, "ops/s", o.OpsPerSec, t.OpsPerSec, morayGoal)
 		r.Detail = fmt.Sprintf("p50 %.2f / %.2f ms; CPU per request %s / %s", o.P50MS, t.P50MS,
 			cpuPerOp(cpu["reshard"], o.Ops), cpuPerOp(cpu["Moray"], t.Ops))
-		out = append(out, r, Overhead("moray", name+", p99", "the real Moray", "ms", o.P99MS, t.P99MS, 0))
+		out = append(out, r, Overhead(mc.Area, name+", p99", mc.Against, "ms", o.P99MS, t.P99MS, 0))
 	}
 	return out, nil
 }

@@ -54,6 +54,7 @@ type comparison struct {
 var comparisons = []comparison{
 	{"router", "gets and puts through a router's HTTP API and Moray port against pgx straight to the shard", compareRouter},
 	{"moray", "reshard's Moray port against the real Moray on the same database, with the npm moray client", compareMoray},
+	{"tier", "reshard's router on two shards against the real tier (electric-moray in front of two Morays), with the npm moray client", compareTier},
 	{"copy", "a logical split's copy against a plain COPY pipe of the same rows between the same servers, and its verify against counting them", compareCopy},
 	{"add-peers", "a physical split's add-peers against plain pg_basebackups of the same origin", compareAddPeers},
 	{"catch-up", "a subscription draining a backlog against the origin's write rate, at 1,000 and 1,000,000 vnodes", compareCatchUp},
@@ -317,8 +318,57 @@ func compareMoray(ctx context.Context, c compareRun) ([]perf.Result, error) {
 		}
 	}()
 	c.step("moray: %d rounds of %v per side, %d requests in flight, the npm moray client", c.rounds, c.per, c.concurrency)
-	ours := perf.MorayServer{Addr: st.Moray[0], PID: routerPID(st, 0)}
-	return perf.CompareMoray(ctx, client, ours, perf.MorayServer{Addr: theirs, PID: pid}, c.request())
+	return perf.CompareMoray(ctx, client, perf.MorayComparison{Area: "moray", Against: "the real Moray",
+		Ours:   perf.MorayServer{Addr: st.Moray[0], PIDs: []int{routerPID(st, 0)}},
+		Theirs: perf.MorayServer{Addr: theirs, PIDs: []int{pid}}}, c.request())
+}
+
+// compareTier runs the real tier (electric-moray in front of two Morays,
+// each with its own PostgreSQL, a 1,000,000-vnode ring) and a lab of the
+// same shape (a router in front of two shards, 1,000,000 vnodes) and
+// sends both the same requests with the npm client.
+func compareTier(ctx context.Context, c compareRun) ([]perf.Result, error) {
+	const against = "the real tier (electric-moray, 2 Morays)"
+	client := perf.MorayClient{Dir: c.morayClient}
+	skip := func(why string) []perf.Result {
+		var out []perf.Result
+		for _, op := range []string{"putObject", "getObject", "findObjects"} {
+			out = append(out, perf.Skip("tier", op, against, why, 4))
+		}
+		return out
+	}
+	if why := client.Usable(); why != "" {
+		return skip(why), nil
+	}
+	c.step("tier: a lab of two shards and a router, 1,000,000 vnodes")
+	st, down, err := compareLab(ctx, c, 2, 1_000_000)
+	if err != nil {
+		return nil, err
+	}
+	defer down()
+	work, err := os.MkdirTemp("", "reshard-compare-tier-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(work)
+	// The tier's PostgreSQL servers run as postgres, in work.
+	if err := os.Chmod(work, 0o755); err != nil {
+		return nil, err
+	}
+	c.step("tier: the real tier (%s)", filepath.Join(c.reference, "tier.sh"))
+	tier, stop, err := perf.StartTier(ctx, c.reference, filepath.Join(work, "tier"))
+	if err != nil {
+		return skip(err.Error()), nil
+	}
+	defer func() {
+		if err := stop(); err != nil {
+			fmt.Fprintln(c.progress, err)
+		}
+	}()
+	c.step("tier: %d rounds of %v per side, %d requests in flight, the npm moray client", c.rounds, c.per, c.concurrency)
+	return perf.CompareMoray(ctx, client, perf.MorayComparison{Area: "tier", Against: against,
+		Ours:   perf.MorayServer{Addr: st.Moray[0], PIDs: []int{routerPID(st, 0)}},
+		Theirs: perf.MorayServer{Addr: tier.Addr, PIDs: tier.PIDs}}, c.request())
 }
 
 // The goals of issue 21 for the copies, as ratios to the plain tool.
