@@ -285,42 +285,13 @@ func compareRouter(ctx context.Context, c compareRun) ([]perf.Result, error) {
 }
 
 func compareMoray(ctx context.Context, c compareRun) ([]perf.Result, error) {
-	client := perf.MorayClient{Dir: c.morayClient}
-	skip := func(why string) []perf.Result {
-		var out []perf.Result
-		for _, op := range []string{"putObject", "getObject", "findObjects"} {
-			out = append(out, perf.Skip("moray", op, "the real Moray", why, 4))
-		}
-		return out
-	}
-	if why := client.Usable(); why != "" {
-		return skip(why), nil
-	}
 	// One shard: the real Moray and the router both use its database.
-	st, down, err := compareLab(ctx, c, 1, lab.DefaultVnodes)
-	if err != nil {
-		return nil, err
-	}
-	defer down()
-	work, err := os.MkdirTemp("", "reshard-compare-moray-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(work)
-	c.step("moray: the real Moray (%s) on 1.moray's database", filepath.Join(c.reference, "moray.sh"))
-	theirs, pid, stop, err := perf.StartMoray(ctx, c.reference, fmt.Sprintf("postgres://postgres@127.0.0.1:%d/moray", st.Shards[0].Peers[0].Port), work, 16)
-	if err != nil {
-		return skip(err.Error()), nil
-	}
-	defer func() {
-		if err := stop(); err != nil {
-			fmt.Fprintln(c.progress, err)
-		}
-	}()
-	c.step("moray: %d rounds of %v per side, %d requests in flight, the npm moray client", c.rounds, c.per, c.concurrency)
-	return perf.CompareMoray(ctx, client, perf.MorayComparison{Area: "moray", Against: "the real Moray",
-		Ours:   perf.MorayServer{Addr: st.Moray[0], PIDs: []int{routerPID(st, 0)}},
-		Theirs: perf.MorayServer{Addr: theirs, PIDs: []int{pid}}}, c.request())
+	return compareReference(ctx, c, "moray", "the real Moray", 1, lab.DefaultVnodes,
+		func(st *lab.State, work string) (perf.MorayServer, func() error, error) {
+			c.step("moray: the real Moray (%s) on 1.moray's database", filepath.Join(c.reference, "moray.sh"))
+			addr, pid, stop, err := perf.StartMoray(ctx, c.reference, fmt.Sprintf("postgres://postgres@127.0.0.1:%d/moray", st.Shards[0].Peers[0].Port), work, 16)
+			return perf.MorayServer{Addr: addr, PIDs: []int{pid}}, stop, err
+		})
 }
 
 // compareTier runs the real tier (electric-moray in front of two Morays,
@@ -328,35 +299,47 @@ func compareMoray(ctx context.Context, c compareRun) ([]perf.Result, error) {
 // same shape (a router in front of two shards, 1,000,000 vnodes) and
 // sends both the same requests with the npm client.
 func compareTier(ctx context.Context, c compareRun) ([]perf.Result, error) {
-	const against = "the real tier (electric-moray, 2 Morays)"
+	return compareReference(ctx, c, "tier", "the real tier (electric-moray, 2 Morays)", 2, 1_000_000,
+		func(st *lab.State, work string) (perf.MorayServer, func() error, error) {
+			c.step("tier: the real tier (%s)", filepath.Join(c.reference, "tier.sh"))
+			tier, stop, err := perf.StartTier(ctx, c.reference, filepath.Join(work, "tier"))
+			return perf.MorayServer{Addr: tier.Addr, PIDs: tier.PIDs}, stop, err
+		})
+}
+
+// compareReference starts a lab of shards shards and vnodes vnodes, then
+// the reference (start, with a work directory PostgreSQL may enter), and
+// compares the lab's Moray port with it through the npm client. Without
+// the client or the reference kit, the results say skipped and why.
+func compareReference(ctx context.Context, c compareRun, area, against string, shards, vnodes int,
+	start func(st *lab.State, work string) (perf.MorayServer, func() error, error)) ([]perf.Result, error) {
 	client := perf.MorayClient{Dir: c.morayClient}
 	skip := func(why string) []perf.Result {
 		var out []perf.Result
 		for _, op := range []string{"putObject", "getObject", "findObjects"} {
-			out = append(out, perf.Skip("tier", op, against, why, 4))
+			out = append(out, perf.Skip(area, op, against, why, 4))
 		}
 		return out
 	}
 	if why := client.Usable(); why != "" {
 		return skip(why), nil
 	}
-	c.step("tier: a lab of two shards and a router, 1,000,000 vnodes")
-	st, down, err := compareLab(ctx, c, 2, 1_000_000)
+	c.step("%s: a lab of %d shard(s) and a router, %d vnodes", area, shards, vnodes)
+	st, down, err := compareLab(ctx, c, shards, vnodes)
 	if err != nil {
 		return nil, err
 	}
 	defer down()
-	work, err := os.MkdirTemp("", "reshard-compare-tier-")
+	work, err := os.MkdirTemp("", "reshard-compare-"+area+"-")
 	if err != nil {
 		return nil, err
 	}
 	defer os.RemoveAll(work)
-	// The tier's PostgreSQL servers run as postgres, in work.
+	// The reference's PostgreSQL servers run as postgres, in work.
 	if err := os.Chmod(work, 0o755); err != nil {
 		return nil, err
 	}
-	c.step("tier: the real tier (%s)", filepath.Join(c.reference, "tier.sh"))
-	tier, stop, err := perf.StartTier(ctx, c.reference, filepath.Join(work, "tier"))
+	theirs, stop, err := start(st, work)
 	if err != nil {
 		return skip(err.Error()), nil
 	}
@@ -365,10 +348,9 @@ func compareTier(ctx context.Context, c compareRun) ([]perf.Result, error) {
 			fmt.Fprintln(c.progress, err)
 		}
 	}()
-	c.step("tier: %d rounds of %v per side, %d requests in flight, the npm moray client", c.rounds, c.per, c.concurrency)
-	return perf.CompareMoray(ctx, client, perf.MorayComparison{Area: "tier", Against: against,
-		Ours:   perf.MorayServer{Addr: st.Moray[0], PIDs: []int{routerPID(st, 0)}},
-		Theirs: perf.MorayServer{Addr: tier.Addr, PIDs: tier.PIDs}}, c.request())
+	c.step("%s: %d rounds of %v per side, %d requests in flight, the npm moray client", area, c.rounds, c.per, c.concurrency)
+	return perf.CompareMoray(ctx, client, perf.MorayComparison{Area: area, Against: against,
+		Ours: perf.MorayServer{Addr: st.Moray[0], PIDs: []int{routerPID(st, 0)}}, Theirs: theirs}, c.request())
 }
 
 // The goals of issue 21 for the copies, as ratios to the plain tool.
