@@ -88,8 +88,11 @@ func (r *Router) beginChange(ctx context.Context) (end func(), err error) {
 }
 
 // eachShard runs fn on every registered pnode's primary at once and
-// gathers the failures.
-func (r *Router) eachShard(ctx context.Context, fn func(ctx context.Context, p *pgxpool.Pool) error) ([]string, error) {
+// gathers the failures. A shard whose attempt never reached its server is
+// tried again for a few seconds; so is one that was restarting (its
+// pooled connections end with SQLSTATE 57P01) when fn is idempotent, as
+// the bucket changes are.
+func (r *Router) eachShard(ctx context.Context, idempotent bool, fn func(ctx context.Context, p *pgxpool.Pool) error) ([]string, error) {
 	pnodes, err := r.reg.Pnodes(ctx)
 	if err != nil {
 		return nil, err
@@ -103,10 +106,7 @@ func (r *Router) eachShard(ctx context.Context, fn func(ctx context.Context, p *
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			p, err := r.pool(ctx, pn.Name)
-			if err == nil {
-				err = fn(ctx, p)
-			}
+			err := r.onShard(ctx, pn.Name, idempotent, fn)
 			if err != nil {
 				mu.Lock()
 				errs[pn.Name] = err
@@ -119,6 +119,33 @@ func (r *Router) eachShard(ctx context.Context, fn func(ctx context.Context, p *
 		return names, errs
 	}
 	return names, nil
+}
+
+// onShardTries bounds onShard's tries: 40 at 100 ms, about what a
+// PostgreSQL restart takes.
+const onShardTries = 40
+
+// onShard runs fn on pnode's primary, again while the failure says the
+// statement did not run (see eachShard).
+func (r *Router) onShard(ctx context.Context, pnode string, idempotent bool, fn func(ctx context.Context, p *pgxpool.Pool) error) error {
+	var err error
+	for try := 0; try < onShardTries; try++ {
+		var p *pgxpool.Pool
+		if p, err = r.pool(ctx, pnode); err == nil {
+			err = fn(ctx, p)
+		}
+		reason := retryReason(err)
+		if reason != "connect" && !(idempotent && reason == "shutdown") {
+			return err
+		}
+		r.metrics.retries.WithLabelValues("each_shard", reason).Inc()
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return err
 }
 
 // CreateBucket creates a bucket's table on every shard and then records it
@@ -147,7 +174,7 @@ func (r *Router) CreateBucket(ctx context.Context, name string, opts shard.Bucke
 	defer end()
 	// Every shard gets the same buckets_config row, mtime included.
 	opts = opts.WithConfig()
-	names, err := r.eachShard(ctx, func(ctx context.Context, p *pgxpool.Pool) error {
+	names, err := r.eachShard(ctx, true, func(ctx context.Context, p *pgxpool.Pool) error {
 		err := shard.CreateBucket(ctx, p, name, opts)
 		if errors.Is(err, shard.ErrBucketExists) {
 			// A shard that has it from an earlier try that stopped
@@ -193,7 +220,7 @@ func (r *Router) UpdateBucket(ctx context.Context, name string, opts shard.Bucke
 	}
 	defer end()
 	opts = opts.WithConfig()
-	if _, err := r.eachShard(ctx, func(ctx context.Context, p *pgxpool.Pool) error {
+	if _, err := r.eachShard(ctx, true, func(ctx context.Context, p *pgxpool.Pool) error {
 		return shard.UpdateBucket(ctx, p, name, opts)
 	}); err != nil {
 		return err
@@ -221,7 +248,7 @@ func (r *Router) DeleteBucket(ctx context.Context, name string) error {
 		return err
 	}
 	r.opts.Delete(name)
-	_, err = r.eachShard(ctx, func(ctx context.Context, p *pgxpool.Pool) error {
+	_, err = r.eachShard(ctx, true, func(ctx context.Context, p *pgxpool.Pool) error {
 		return shard.DropBucket(ctx, p, name)
 	})
 	return err

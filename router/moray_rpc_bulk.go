@@ -95,7 +95,8 @@ func moraySQL(ctx context.Context, r *Router, a rpcArgs, s *stream) error {
 	}
 
 	var mu sync.Mutex
-	_, err = r.eachShard(ctx, func(ctx context.Context, p *pgxpool.Pool) error {
+	// Any SQL: tried again only when it did not reach the server.
+	_, err = r.eachShard(ctx, false, func(ctx context.Context, p *pgxpool.Pool) error {
 		err := shard.RunSQL(ctx, p, stmt, values, timeout, func(row json.RawMessage) error {
 			mu.Lock()
 			defer mu.Unlock()
