@@ -26,10 +26,13 @@ import (
 
 // Config says what `lab up` builds.
 type Config struct {
-	Dir      string
-	Shards   int
-	Peers    int
-	Routers  int
+	Dir     string
+	Shards  int
+	Peers   int
+	Routers int
+	// UI is where the supervisor serves the dashboard (`reshard ui`),
+	// HOST:PORT, port 0 for a free one; empty: no dashboard.
+	UI       string
 	Vnodes   int // ring size; 0 means DefaultVnodes
 	BasePort int // 0: let the kernel pick free ports
 	// EtcdMembers is how many etcd members run: 0 or 1 is one embedded in
@@ -232,6 +235,12 @@ func Up(ctx context.Context, cfg Config) (st *State, err error) {
 			return nil, err
 		}
 		st.MorayPorts = append(st.MorayPorts, port)
+	}
+	if cfg.UI != "" {
+		if st.UIListen, err = uiAddr(cfg.UI, pp); err != nil {
+			return nil, err
+		}
+		st.UI = "http://" + st.UIListen + "/"
 	}
 	g, err := newPG(filepath.Join(dir, "logs"))
 	if err != nil {
@@ -565,13 +574,18 @@ func teardown(st *State, g *pg) {
 	}
 	stopAgents(st, g)
 	stopEtcdMembers(st)
-	// Routers outlive a supervisor that was killed; stop them by pid.
+	// Routers and the dashboard outlive a supervisor that was killed;
+	// stop them by pid.
+	pidFiles := []string{UIPIDFile(st.Dir)}
 	for i := range st.RouterPorts {
-		if b, err := os.ReadFile(RouterPIDFile(st.Dir, i)); err == nil {
+		pidFiles = append(pidFiles, RouterPIDFile(st.Dir, i))
+	}
+	for _, f := range pidFiles {
+		if b, err := os.ReadFile(f); err == nil {
 			var pid int
 			fmt.Sscanf(string(b), "%d", &pid)
 			stopPID(pid, syscall.SIGTERM, 10*time.Second)
-			os.Remove(RouterPIDFile(st.Dir, i))
+			os.Remove(f)
 		}
 	}
 	unmountDisks(st)
@@ -579,4 +593,29 @@ func teardown(st *State, g *pg) {
 		os.RemoveAll(st.DataRoot)
 	}
 	os.RemoveAll(filepath.Join(st.Dir, "etcd"))
+}
+
+// uiAddr checks the dashboard's address: a port of 0 becomes a free one,
+// and a port in use is refused now rather than when the supervisor starts.
+func uiAddr(addr string, pp *ports) (string, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", fmt.Errorf("--ui %q: want HOST:PORT", addr)
+	}
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	if port == "0" {
+		p, err := pp.take()
+		if err != nil {
+			return "", err
+		}
+		return net.JoinHostPort(host, strconv.Itoa(p)), nil
+	}
+	l, err := net.Listen("tcp", net.JoinHostPort(host, port))
+	if err != nil {
+		return "", fmt.Errorf("--ui %s: %w", addr, err)
+	}
+	l.Close()
+	return net.JoinHostPort(host, port), nil
 }

@@ -27,6 +27,8 @@ type State struct {
 	Moray          []string `json:"moray"` // each router's Moray (Fast RPC) address, HOST:PORT
 	MorayPorts     []int    `json:"moray_ports"`
 	CrossShardFind string   `json:"cross_shard_find,omitempty"` // the routers' --cross-shard-find
+	UI             string   `json:"ui,omitempty"`               // the dashboard's URL, when the lab serves one
+	UIListen       string   `json:"ui_listen,omitempty"`        // HOST:PORT it listens on
 	RingVersion    int64    `json:"ring_version"`
 	Shards         []Shard  `json:"shards"`
 	Ready          bool     `json:"ready"`

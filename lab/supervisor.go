@@ -30,6 +30,9 @@ func RouterPIDFile(dir string, i int) string {
 	return filepath.Join(dir, "run", fmt.Sprintf("router-%d.pid", i+1))
 }
 
+// UIPIDFile is where the supervisor records the dashboard's pid.
+func UIPIDFile(dir string) string { return filepath.Join(dir, "run", "ui.pid") }
+
 // Supervise runs the lab's long-lived services until SIGTERM or SIGINT: the
 // embedded etcd, and the routers and the spare hosts' agents as child
 // processes that it restarts if they die (as SMF restarts a service). `lab up` starts it; `lab down` stops it. A lab of several etcd
@@ -84,6 +87,15 @@ func Supervise(dir string) error {
 				moray = st.MorayPorts[i]
 			}
 			keepRouter(ctx, log, dir, exe, etcdURL, st.routerPlace(i), i, port, moray, st.CrossShardFind)
+		}()
+	}
+	if st.UIListen != "" {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			keep(ctx, log, dir, "ui", UIPIDFile(dir), func() *exec.Cmd {
+				return exec.Command(exe, "ui", "--etcd", etcdURL, "--listen", st.UIListen)
+			})
 		}()
 	}
 	for _, a := range st.Agents {

@@ -196,3 +196,35 @@ func timeNS(f func()) int64 {
 	f()
 	return time.Since(t0).Nanoseconds()
 }
+
+// A census of a million-vnode ring after a split in half counts every
+// vnode once, in the spans the move touched.
+func TestCensus(t *testing.T) {
+	r := mustNew(t, SHA256, 1_000_000, []string{"1.moray", "2.moray"})
+	r, err := r.Apply(r.RemapDelta([]Assign{{Pnode: "3.moray", Vnodes: "0-499998/2"}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.SetData(mustList(t, "999990-999999"), json.RawMessage(`"ro"`)); err != nil {
+		t.Fatal(err)
+	}
+	c := r.Census(1000)
+	if c.Per != 1000 || len(c.Grid) != 3 || len(c.Grid[0]) != 1000 || len(c.ReadOnly) != 1000 {
+		t.Fatalf("shape: per %d, %d x %d", c.Per, len(c.Grid), len(c.Grid[0]))
+	}
+	if strings.Join(c.Pnodes, ",") != "1.moray,2.moray,3.moray" || c.Counts[0] != 250000 || c.Counts[1] != 500000 || c.Counts[2] != 250000 {
+		t.Fatalf("counts %v %v", c.Pnodes, c.Counts)
+	}
+	// The first half's spans: 1.moray none, 3.moray half; the second half
+	// the other way round.
+	if c.Grid[0][10] != 0 || c.Grid[2][10] != 500 || c.Grid[0][900] != 500 || c.Grid[2][900] != 0 {
+		t.Fatalf("spans 10 and 900: %d %d %d %d", c.Grid[0][10], c.Grid[2][10], c.Grid[0][900], c.Grid[2][900])
+	}
+	if c.ReadOnly[999] != 10 || c.ReadOnly[998] != 0 {
+		t.Fatalf("read-only: %d %d", c.ReadOnly[999], c.ReadOnly[998])
+	}
+	small := mustNew(t, SHA256, 7, []string{"a"}).Census(1000)
+	if small.Per != 1 || len(small.ReadOnly) != 7 {
+		t.Fatalf("a 7-vnode ring: per %d, %d spans", small.Per, len(small.ReadOnly))
+	}
+}

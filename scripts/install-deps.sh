@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what reshard's lab needs on Debian: PostgreSQL's server binaries,
-# and ZooKeeper's for the tests of the dump lock znode.
+# ZooKeeper's for the tests of the dump lock znode, Chromium for the
+# dashboard's, Node.js for the Moray client's.
 set -euo pipefail
 
 SUDO=""
@@ -61,6 +62,16 @@ if [ "$(id -u)" -eq 0 ]; then
 			$SUDO apt-get install -y -qq "${tool#*:}" >/dev/null
 		fi
 	done
+fi
+
+# The dashboard's tests drive the page in a real browser: Debian's
+# Chromium, headless (ui/uitest).
+if [ -z "${RESHARD_BROWSER:-}" ] && ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+	echo "installing Chromium (Debian package 'chromium') for the dashboard's browser tests..."
+	apt_update
+	if ! $SUDO apt-get install -y -qq chromium >/dev/null; then
+		echo "warning: could not install chromium; the dashboard's browser tests will be skipped" >&2
+	fi
 fi
 
 GO="${GO:-$(command -v go || echo /usr/local/go/bin/go)}"

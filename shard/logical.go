@@ -600,6 +600,17 @@ func TablesSize(ctx context.Context, q Querier, buckets []string) (int64, error)
 	return n, err
 }
 
+// Footprint is every bucket table's rows (the live rows PostgreSQL's
+// statistics count as writes commit: no table is read) and disk, indexes
+// and TOAST included: a dashboard's figure for a shard, cheap at any size.
+func Footprint(ctx context.Context, q Querier) (rows, bytes int64, err error) {
+	err = q.QueryRow(ctx, `select coalesce(sum(pg_stat_get_live_tuples(c.oid)), 0)::bigint,
+		coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint
+		from pg_class c join buckets_config b on b.name = c.relname
+		where c.relnamespace = current_schema()::regnamespace and c.relkind = 'r'`).Scan(&rows, &bytes)
+	return rows, bytes, err
+}
+
 // SlotRetention is the WAL a replication slot keeps on its server.
 type SlotRetention struct {
 	Slot  string `json:"slot"`

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/reshard/reshard/postgres"
 	"github.com/reshard/reshard/shard"
@@ -49,8 +50,24 @@ func run(t testing.TB, env []string, args ...string) (string, string, bool) {
 }
 
 func TestLabCLI(t *testing.T) {
-	up := labUp(t, "--shards", "1", "--peers", "2", "--routers", "1", "--vnodes", "16")
+	up := labUp(t, "--shards", "1", "--peers", "2", "--routers", "1", "--vnodes", "16", "--ui", "127.0.0.1:0")
 	dir := up.Dir
+	// The lab serves the dashboard; lab down stops it.
+	if !strings.HasPrefix(up.UI, "http://127.0.0.1:") {
+		t.Fatalf("lab up --ui: dashboard at %q", up.UI)
+	}
+	var dash struct {
+		Ring struct{ Version int64 } `json:"ring"`
+	}
+	for deadline := time.Now().Add(15 * time.Second); dash.Ring.Version == 0; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the lab's dashboard %s did not show the ring", up.UI)
+		}
+		if resp, err := http.Get(up.UI + "api/state"); err == nil {
+			json.NewDecoder(resp.Body).Decode(&dash)
+			resp.Body.Close()
+		}
+	}
 	if !strings.HasPrefix(up.Etcd, "http://127.0.0.1:") || len(up.Routers) != 1 || len(up.Shards) != 1 ||
 		up.Shards[0].Name != "1.moray" || len(up.Shards[0].Peers) != 2 ||
 		up.Shards[0].Peers[0].Role != "primary" || up.Shards[0].Peers[1].Role != "sync" || up.Shards[0].Peers[0].Port == 0 {
@@ -172,6 +189,9 @@ func TestLabCLI(t *testing.T) {
 	if syscall.Kill(routerPID, 0) == nil {
 		t.Fatalf("router pid %d still running after lab down", routerPID)
 	}
+	if _, err := http.Get(up.UI + "api/state"); err == nil {
+		t.Fatalf("the dashboard %s still answers after lab down", up.UI)
+	}
 	if _, stderr, ok := run(t, nil, "lab", "status", "--dir", dir); ok || !strings.Contains(stderr, "no lab") {
 		t.Fatalf("status after down: %s", stderr)
 	}
@@ -187,6 +207,10 @@ func TestBadInputIsOneLine(t *testing.T) {
 		{"lab", "down", "--dir", t.TempDir()},
 		{"pnode", "list", "--etcd", "http://127.0.0.1:1"},
 		{"pnode", "add", "x'y", "--primary", "postgres://h/db"},
+		{"lab", "up", "--dir", t.TempDir() + "/z", "--ui", "nonsense"},
+		{"ui", "--sample", "1ms"},
+		{"ui", "--listen", "nonsense"},
+		{"ui", "--token-file", file},
 	}
 	for _, args := range cases {
 		out, stderr, ok := run(t, nil, args...)

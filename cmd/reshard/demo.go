@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"slices"
 
 	"github.com/reshard/reshard/lab"
@@ -43,6 +44,7 @@ func newDemoCmd(g *globals) *cobra.Command {
 	var strategy, dir string
 	var rows, vnodes int
 	var keep bool
+	var dashboard string
 	cmd := &cobra.Command{
 		Use:   "demo [--strategy logical|physical] [--rows N] [--vnodes N]",
 		Short: "The whole story: a lab, traffic, an online split of 1.moray, and proof nothing was lost",
@@ -54,7 +56,12 @@ strategy onto an empty 3.moray added for it, with the physical strategy
 shows the phases live, then stops the traffic, verifies every
 acknowledged write against the shards, prints a summary and tears the lab
 down (--keep leaves it up). Exits non-zero if anything is missing, stale
-or misplaced.`,
+or misplaced.
+
+It also serves the dashboard ('reshard ui') on --ui, printed at the start,
+for as long as the lab is up: watch the phases, the ring and the routers
+in a browser while the split runs (--ui "" turns it off; when the port is
+taken, a free one is used).`,
 		Example: `  reshard demo
   reshard demo --strategy physical --rows 50000 --json
   reshard demo --vnodes 1000000 --rows 1000000     # a production-size ring`,
@@ -70,7 +77,7 @@ or misplaced.`,
 				return fmt.Errorf("--vnodes must be between 1 and 10000000, got %d", vnodes)
 			}
 			return withSignals(cmd, func(ctx context.Context) error {
-				res, err := runDemo(ctx, cmd, g, strategy, dir, rows, vnodes, keep)
+				res, err := runDemo(ctx, cmd, g, strategy, dir, rows, vnodes, keep, demoUI(dashboard))
 				if res != nil && g.json {
 					if perr := printJSON(cmd.OutOrStdout(), res); perr != nil {
 						return perr
@@ -86,14 +93,30 @@ or misplaced.`,
 	cmd.Flags().StringVar(&strategy, "strategy", "logical", "logical or physical")
 	cmd.Flags().IntVar(&rows, "rows", 200_000, "objects to fill before the split")
 	cmd.Flags().StringVar(&dir, "dir", "", "lab directory (default: a new temp directory)")
-	cmd.Flags().BoolVar(&keep, "keep", false, "leave the lab up afterwards")
+	cmd.Flags().BoolVar(&keep, "keep", false, "leave the lab up afterwards (the dashboard too)")
+	cmd.Flags().StringVar(&dashboard, "ui", "127.0.0.1:8090", "serve the dashboard here while the lab is up; \"\" for none")
 	cmd.Flags().IntVar(&vnodes, "vnodes", lab.DefaultVnodes, "ring size (Manta's production rings have 1000000)")
 	return cmd
 }
 
-func runDemo(ctx context.Context, cmd *cobra.Command, g *globals, strategy, dir string, rows, vnodes int, keep bool) (*demoResult, error) {
+// demoUI is the dashboard's address: addr, or a free port on its host
+// when addr's port is taken.
+func demoUI(addr string) string {
+	if addr == "" {
+		return ""
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		host, _, _ := net.SplitHostPort(addr)
+		return net.JoinHostPort(host, "0")
+	}
+	l.Close()
+	return addr
+}
+
+func runDemo(ctx context.Context, cmd *cobra.Command, g *globals, strategy, dir string, rows, vnodes int, keep bool, dashboard string) (*demoResult, error) {
 	w := cmd.ErrOrStderr()
-	sc := scenario{Strategy: strategy, Vnodes: vnodes, Rows: rows, Peers: 3, Rate: 300, Dir: dir, Keep: keep,
+	sc := scenario{Strategy: strategy, Vnodes: vnodes, Rows: rows, Peers: 3, Rate: 300, Dir: dir, Keep: keep, UI: dashboard,
 		Progress: w, Live: isTerminal(w)}
 	r, err := runScenario(ctx, g, sc)
 	if err != nil {

@@ -10,7 +10,7 @@ import (
 func TestDemoJSON(t *testing.T) {
 	for _, strategy := range []string{"logical", "physical"} {
 		t.Run(strategy, func(t *testing.T) {
-			out, stderr, ok := run(t, nil, "demo", "--strategy", strategy, "--rows", "20000", "--json")
+			out, stderr, ok := run(t, nil, "demo", "--strategy", strategy, "--rows", "20000", "--json", "--ui", "127.0.0.1:0")
 			if !ok {
 				t.Fatalf("demo: %s", stderr)
 			}
@@ -27,7 +27,7 @@ func TestDemoJSON(t *testing.T) {
 			if len(r.Phases) < 10 || r.TotalSeconds <= 0 {
 				t.Fatalf("phases: %+v", r.Phases)
 			}
-			for _, want := range []string{"== summary", "lab down", "phase cutover"} {
+			for _, want := range []string{"== summary", "lab down", "phase cutover", "dashboard: http://127.0.0.1:"} {
 				if !strings.Contains(stderr, want) {
 					t.Errorf("demo output lacks %q", want)
 				}

@@ -21,6 +21,7 @@ type labInfo struct {
 	Etcd    string   `json:"etcd"`
 	Routers []string `json:"routers"`
 	Moray   []string `json:"moray"`
+	UI      string   `json:"ui"`
 	Shards  []struct {
 		Name  string `json:"name"`
 		Peers []struct {

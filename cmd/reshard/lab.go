@@ -43,6 +43,7 @@ type labView struct {
 	Etcd    string      `json:"etcd"`
 	Routers []string    `json:"routers"`
 	Moray   []string    `json:"moray"` // each router's Moray (Fast RPC) address
+	UI      string      `json:"ui,omitempty"`
 	Shards  []shardView `json:"shards"`
 }
 
@@ -59,7 +60,7 @@ type peerView struct {
 }
 
 func viewOf(st *lab.State) labView {
-	v := labView{Etcd: st.EtcdURL, Routers: st.Routers, Moray: st.Moray, Shards: []shardView{}}
+	v := labView{Etcd: st.EtcdURL, Routers: st.Routers, Moray: st.Moray, UI: st.UI, Shards: []shardView{}}
 	if v.Routers == nil {
 		v.Routers = []string{}
 	}
@@ -88,6 +89,9 @@ func printLab(w io.Writer, g *globals, st *lab.State) error {
 			fmt.Fprintf(w, "router: %s\n", r)
 		}
 	}
+	if st.UI != "" {
+		fmt.Fprintf(w, "dashboard: %s\n", st.UI)
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "SHARD\tROLE\tPEER\tDSN")
 	for _, sh := range st.Shards {
@@ -108,6 +112,7 @@ func newLabUpCmd(g *globals) *cobra.Command {
 		Example: `  reshard lab up --dir /tmp/lab --shards 2 --peers 3
   reshard lab up --dir /tmp/lab --json | jq .shards[0].peers[0].dsn
   reshard lab up --dir /tmp/lab --etcd-members 3 --routers 2
+  reshard lab up --dir /tmp/lab --routers 2 --ui 127.0.0.1:8090
   sudo reshard lab up --dir /tmp/lab --hosts --etcd-members 3 --routers 2
   sudo reshard lab up --dir /tmp/lab --hosts --dcs 3 --dc-latency 10ms --etcd-members 3 --routers 3`,
 		Args: cobra.NoArgs,
@@ -129,6 +134,7 @@ func newLabUpCmd(g *globals) *cobra.Command {
 	cmd.Flags().IntVar(&cfg.Shards, "shards", 2, "number of shards (1.moray, 2.moray, ...)")
 	cmd.Flags().IntVar(&cfg.Peers, "peers", 3, "PostgreSQL peers per shard: primary, sync, then asyncs")
 	cmd.Flags().IntVar(&cfg.Routers, "routers", 0, "number of routers, each its own process")
+	cmd.Flags().StringVar(&cfg.UI, "ui", "", "also serve the dashboard ('reshard ui') on HOST:PORT (port 0: a free one), kept up by the lab")
 	cmd.Flags().IntVar(&cfg.Vnodes, "vnodes", lab.DefaultVnodes, "vnodes in the ring, spread over the shards")
 	cmd.Flags().IntVar(&cfg.EtcdMembers, "etcd-members", 1,
 		"etcd cluster size, odd, 1 to 7: 1 is embedded in the lab's supervisor, more are each their own process")

@@ -43,7 +43,7 @@ lab's embedded etcd.`,
 	root.PersistentFlags().BoolVar(&g.json, "json", false, "print JSON for scripts")
 	root.AddCommand(newLabCmd(g), newPnodeCmd(g), newRingCmd(g), newRouterCmd(g), newLoadCmd(g), newVerifyCmd(g), newVnodeStatsCmd(g),
 		newStartCmd(g), newResumeCmd(g), newRunCmd(g), newAbortCmd(g), newRevertCmd(g), newCompleteCmd(g), newStatusCmd(g), newWatchCmd(g), newJobsCmd(g),
-		newDumpCmd(g), newLocksCmd(g), newDemoCmd(g), newBenchCmd(g), newAgentCmd(g))
+		newDumpCmd(g), newLocksCmd(g), newDemoCmd(g), newBenchCmd(g), newAgentCmd(g), newUICmd(g))
 	return root
 }
 

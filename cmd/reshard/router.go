@@ -76,12 +76,9 @@ neither is a cross-shard find, and --cross-shard-find says what to do:
 			if err := checkCrossShardFind(cfg.CrossShardFind); err != nil {
 				return err
 			}
-			if tokenFile != "" {
-				b, err := os.ReadFile(tokenFile)
-				if err != nil {
-					return fmt.Errorf("--token-file: %w", err)
-				}
-				token = strings.TrimSpace(string(b))
+			token, err := readToken(token, tokenFile)
+			if err != nil {
+				return err
 			}
 			if name == "" {
 				h, _ := os.Hostname()
@@ -134,8 +131,7 @@ neither is a cross-shard find, and --cross-shard-find says what to do:
 			}
 			wcancel()
 			log.Info("router listening", "addr", l.Addr().String(), "etcd", g.etcd, "ring_version", rt.RingVersion())
-			errc := make(chan error, 2)
-			go func() { errc <- srv.Serve(l) }()
+			errc := make(chan error, 1)
 			if ml != nil {
 				log.Info("moray listening", "addr", ml.Addr().String())
 				go func() {
@@ -144,16 +140,9 @@ neither is a cross-shard find, and --cross-shard-find says what to do:
 					}
 				}()
 			}
-			select {
-			case <-ctx.Done():
-			case err := <-errc:
-				if !errors.Is(err, http.ErrServerClosed) {
-					return err
-				}
+			if err := serveUntil(ctx, srv, l, errc, 10*time.Second); err != nil {
+				return err
 			}
-			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			srv.Shutdown(sctx)
 			<-done
 			log.Info("router stopped")
 			return nil
@@ -180,4 +169,41 @@ func checkCrossShardFind(mode string) error {
 		return nil
 	}
 	return fmt.Errorf("--cross-shard-find must be refuse or gather, not %q", mode)
+}
+
+// readToken is --token, or the content of --token-file when given.
+func readToken(token, file string) (string, error) {
+	if file == "" {
+		return token, nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("--token-file: %w", err)
+	}
+	token = strings.TrimSpace(string(b))
+	if token == "" {
+		return "", fmt.Errorf("--token-file %s is empty", file)
+	}
+	return token, nil
+}
+
+// serveUntil serves srv on l until ctx ends, or until it or another of the
+// process's servers (failed) fails; then it shuts srv down, giving its
+// requests grace to finish.
+func serveUntil(ctx context.Context, srv *http.Server, l net.Listener, failed <-chan error, grace time.Duration) error {
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(l) }()
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	case err = <-failed:
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	srv.Shutdown(sctx)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
 }

@@ -28,6 +28,7 @@ type scenario struct {
 	Rate     float64
 	Dir      string // the lab's directory; "" makes a temp one
 	Keep     bool   // leave the lab up
+	UI       string // serve the dashboard here (lab.Config.UI); "" none
 	Progress io.Writer
 	Live     bool // redraw the job's status in place (a terminal), else print changes
 	// CleanupPace is the job's --cleanup-pace; "" is the default (adaptive).
@@ -78,14 +79,21 @@ func runScenario(ctx context.Context, g *globals, sc scenario) (*scenarioResult,
 	}
 	step("lab up in %s: embedded etcd, 2 shards x %d peers, 2 routers, a %d-vnode ring", dir, sc.Peers, sc.Vnodes)
 	st, err := lab.Up(ctx, lab.Config{Dir: dir, Shards: 2, Peers: sc.Peers, Routers: 2, Vnodes: sc.Vnodes,
-		SpareHosts: lab.DefaultSpareHosts, Progress: w})
+		SpareHosts: lab.DefaultSpareHosts, UI: sc.UI, Progress: w})
 	if err != nil {
 		return nil, err
 	}
+	if st.UI != "" {
+		fmt.Fprintf(w, "\ndashboard: %s (live until the demo ends)\n", st.UI)
+	}
 	defer func() {
 		if sc.Keep {
-			fmt.Fprintf(w, "\nthe lab is still up:\n  export RESHARD_ETCD=%s\n  reshard lab status --dir %s\n  routers: %s\n  reshard lab down --dir %s\n",
-				st.EtcdURL, dir, strings.Join(st.Routers, " "), dir)
+			fmt.Fprintf(w, "\nthe lab is still up:\n  export RESHARD_ETCD=%s\n  reshard lab status --dir %s\n  routers: %s\n",
+				st.EtcdURL, dir, strings.Join(st.Routers, " "))
+			if st.UI != "" {
+				fmt.Fprintf(w, "  dashboard: %s\n", st.UI)
+			}
+			fmt.Fprintf(w, "  reshard lab down --dir %s\n", dir)
 			return
 		}
 		step("lab down")
