@@ -2,9 +2,11 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -14,6 +16,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/reshard/reshard/orchestrator"
 	"github.com/reshard/reshard/ui/uitest"
 )
 
@@ -123,6 +126,12 @@ func TestDashboardDuringSplit(t *testing.T) {
 	}
 	// The new shard's rows and size, once its statistics count them.
 	uitest.WaitFor(t, b, `/≈[1-9][0-9,]* rows, [1-9]/.test(document.querySelector('[data-shard="3.moray"] .facts').textContent)`, 15*time.Second)
+	// The hottest vnodes of a shard, on demand.
+	uitest.Eval[bool](t, b, `(() => { document.querySelector('[data-shard="2.moray"] button').click(); return true; })()`)
+	uitest.WaitFor(t, b, `document.querySelectorAll('[data-shard="2.moray"] .heat .hb').length > 0`, 15*time.Second)
+	if txt := uitest.Eval[string](t, b, `document.querySelector('[data-shard="2.moray"] .heat').textContent`); !regexp.MustCompile(`vnode \d+.*[1-9][0-9,]* rows`).MatchString(txt) {
+		t.Errorf("2.moray's vnode heat: %q", txt)
+	}
 	// Every router shows the new version, and its metrics were read.
 	if n := uitest.Eval[int](t, b, `Array.from(document.querySelectorAll('#routers tbody tr')).filter(tr => tr.cells[2].textContent === 'unreachable').length`); n != 0 {
 		t.Errorf("%d routers' metrics unreachable", n)
@@ -151,4 +160,60 @@ func near(c, want []int) bool {
 		}
 	}
 	return true
+}
+
+// From the page, with the token, an operator reverts a flipped job: the
+// dashboard's process runs the revert, and the job ends reverted with the
+// ring back on the origin.
+func TestDashboardRevert(t *testing.T) {
+	parallelLab(t)
+	b := uitest.Browser(t)
+	l := labUp(t, "--shards", "2", "--peers", "1", "--routers", "1", "--vnodes", "256")
+	ledger := filepath.Join(t.TempDir(), "ledger.jsonl")
+	if out, stderr, ok := run(t, l.env(), append([]string{"load", "--duration", "1s", "--rate", "300", "--keys", "500", "--ledger", ledger}, l.routerArgs()...)...); !ok {
+		t.Fatalf("load: %s %s", out, stderr)
+	}
+	l.addShard(t, "3.moray", "1")
+	token := filepath.Join(t.TempDir(), "token")
+	os.WriteFile(token, []byte("dashboard-secret\n"), 0o600)
+	ui := exec.Command(binary, "ui", "--listen", "127.0.0.1:0", "--token-file", token)
+	ui.Env = append(ui.Environ(), l.env()...)
+	stdout, _ := ui.StdoutPipe()
+	var uiLog bytes.Buffer
+	ui.Stderr = &uiLog
+	if err := ui.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ui.Process.Kill(); ui.Wait() })
+	url, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		t.Fatalf("reshard ui: %v", err)
+	}
+	out, stderr, ok := run(t, l.env(), "start", "--from", "1.moray", "--to", "3.moray", "--split-half", "--servers", "1", "--complete", "manual", "--json")
+	var j orchestrator.Job
+	if !ok || json.Unmarshal([]byte(out), &j) != nil || j.State != orchestrator.Flipped {
+		t.Fatalf("start --complete manual: %s %s", out, stderr)
+	}
+	if err := chromedp.Do(b, chromedp.Navigate(strings.TrimSpace(url))); err != nil {
+		t.Fatal(err)
+	}
+	card := fmt.Sprintf(`#activejobs [data-job="%s"]`, j.ID)
+	uitest.WaitFor(t, b, fmt.Sprintf(`document.querySelector('%s button[data-action="revert"]') && !document.getElementById('tokenbox').hidden`, card), 15*time.Second)
+	// The operator types the token, presses revert and confirms.
+	uitest.Eval[bool](t, b, fmt.Sprintf(`(() => { window.confirm = () => true; document.getElementById('token').value = 'dashboard-secret';
+		document.querySelector('%s button[data-action="revert"]').click(); return true; })()`, card))
+	uitest.WaitFor(t, b, fmt.Sprintf(`(document.querySelector('#finished tr[data-job="%s"] .state') || {}).textContent === 'reverted'`, j.ID), 2*time.Minute)
+	out, _, _ = run(t, l.env(), "status", j.ID, "--json")
+	var v statusView
+	if err := json.Unmarshal([]byte(out), &v); err != nil || v.Job == nil || v.Job.State != orchestrator.Reverted || v.Job.Revert == nil {
+		t.Fatalf("after the revert from the page: %s", out)
+	}
+	if rg := ringOf(t, l); rg.PnodeVnodeCount("3.moray") != 0 {
+		t.Fatal("the ring still sends vnodes to 3.moray")
+	}
+	if !strings.Contains(uiLog.String(), `"action":"revert"`) {
+		t.Errorf("the dashboard did not log the action:\n%s", uiLog.String())
+	}
+	verifyLedger(t, l, ledger)
+	uitest.Screenshot(t, b, "reshard-dashboard-revert.png")
 }
