@@ -38,6 +38,7 @@ type hub struct {
 	stats   map[string]RouterStats
 	subs    map[chan event]struct{}
 	wakeCh  chan struct{} // the registry changed: sample now
+	peers   peerConns     // the sampler's connections
 }
 
 func newHub(cfg Config) *hub {
@@ -179,6 +180,7 @@ func (h *hub) applyLocks(b etcd.WatchBatch) {
 func (h *hub) sample(ctx context.Context) {
 	t := time.NewTicker(h.cfg.Sample)
 	defer t.Stop()
+	defer h.peers.keep(nil)
 	for first := true; ; first = false {
 		h.mu.Lock()
 		idle := len(h.subs) == 0 && !first
@@ -204,7 +206,7 @@ func (h *hub) sample(ctx context.Context) {
 		prev := h.stats
 		h.mu.Unlock()
 		sort.Slice(pnodes, func(i, j int) bool { return pnodes[i].Name < pnodes[j].Name })
-		shards := readShards(ctx, pnodes)
+		shards := readShards(ctx, &h.peers, pnodes)
 		stats := readRouterStats(ctx, routers, prev)
 		h.mu.Lock()
 		h.shards, h.stats = shards, stats

@@ -157,44 +157,109 @@ func peerAddr(dsn string) string {
 	return fmt.Sprintf("%s:%d", cfg.Host, cfg.Port)
 }
 
+// peerConns keeps one connection per peer from one sample to the next, so
+// sampling a fleet of hundreds of peers every few seconds does not open
+// hundreds of connections each time. Only the sampler uses them, one
+// goroutine per pnode, so no connection is used twice at once.
+type peerConns struct {
+	mu    sync.Mutex
+	conns map[string]*pgx.Conn // by DSN
+}
+
+func (pc *peerConns) get(ctx context.Context, dsn string) (*pgx.Conn, error) {
+	pc.mu.Lock()
+	c := pc.conns[dsn]
+	pc.mu.Unlock()
+	if c != nil && !c.IsClosed() {
+		return c, nil
+	}
+	c, err := postgres.Connect(ctx, dsn)
+	if err != nil {
+		return nil, err
+	}
+	pc.mu.Lock()
+	if pc.conns == nil {
+		pc.conns = map[string]*pgx.Conn{}
+	}
+	pc.conns[dsn] = c
+	pc.mu.Unlock()
+	return c, nil
+}
+
+// drop closes a connection that failed; the next sample connects again.
+func (pc *peerConns) drop(dsn string) {
+	pc.mu.Lock()
+	c := pc.conns[dsn]
+	delete(pc.conns, dsn)
+	pc.mu.Unlock()
+	if c != nil {
+		c.Close(context.Background())
+	}
+}
+
+// keep closes the connections of peers no longer registered (all, when
+// none is given).
+func (pc *peerConns) keep(pnodes []reshard.Pnode) {
+	want := map[string]bool{}
+	for _, p := range pnodes {
+		for _, peer := range p.Peers {
+			want[peer.DSN] = true
+		}
+	}
+	pc.mu.Lock()
+	var gone []string
+	for dsn := range pc.conns {
+		if !want[dsn] {
+			gone = append(gone, dsn)
+		}
+	}
+	pc.mu.Unlock()
+	for _, dsn := range gone {
+		pc.drop(dsn)
+	}
+}
+
 // readShards reads every peer of every pnode at once, each within 2 s.
-func readShards(ctx context.Context, pnodes []reshard.Pnode) []ShardStatus {
+func readShards(ctx context.Context, pc *peerConns, pnodes []reshard.Pnode) []ShardStatus {
+	pc.keep(pnodes)
 	out := make([]ShardStatus, len(pnodes))
 	var wg sync.WaitGroup
 	for i, p := range pnodes {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			out[i] = readShard(ctx, p)
+			out[i] = readShard(ctx, pc, p)
 		}()
 	}
 	wg.Wait()
 	return out
 }
 
-func readShard(ctx context.Context, p reshard.Pnode) ShardStatus {
+func readShard(ctx context.Context, pc *peerConns, p reshard.Pnode) ShardStatus {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	s := ShardStatus{Name: p.Name}
 	reps := map[string]*postgres.Replication{}
 	var primaryWAL postgres.LSN
 	for _, peer := range p.Peers {
-		conn, err := postgres.Connect(ctx, peer.DSN)
+		conn, err := pc.get(ctx, peer.DSN)
 		if err != nil {
 			continue
 		}
-		if r, err := postgres.ReadReplication(ctx, conn); err == nil {
-			reps[peer.Name] = &r
-			if !r.InRecovery && peer.Role == reshard.RolePrimary {
-				primaryWAL = r.WAL
-				if rows, bytes, err := shard.Footprint(ctx, conn); err == nil {
-					s.Rows, s.Bytes = rows, bytes
-				} else {
-					s.Error = err.Error()
-				}
+		r, err := postgres.ReadReplication(ctx, conn)
+		if err != nil {
+			pc.drop(peer.DSN)
+			continue
+		}
+		reps[peer.Name] = &r
+		if !r.InRecovery && peer.Role == reshard.RolePrimary {
+			primaryWAL = r.WAL
+			if rows, bytes, err := shard.Footprint(ctx, conn); err == nil {
+				s.Rows, s.Bytes = rows, bytes
+			} else {
+				s.Error = err.Error()
 			}
 		}
-		conn.Close(context.Background())
 	}
 	for _, peer := range p.Peers {
 		ps := PeerStatus{Name: peer.Name, Role: peer.Role, Addr: peerAddr(peer.DSN)}
