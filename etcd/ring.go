@@ -14,7 +14,6 @@ import (
 	"maps"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -554,32 +553,52 @@ func (s *RingStore) UpdateFrom(ctx context.Context, r *ring.Ring, rv RingVersion
 
 // History lists every stored version, oldest first.
 func (s *RingStore) History(ctx context.Context) ([]RingVersion, error) {
-	resp, err := s.cli.Get(ctx, ringVersionDir, clientv3.WithPrefix(),
-		clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
+	return s.history(ctx, 0)
+}
+
+// Recent lists the newest n versions, oldest first: a dashboard's history,
+// read without every version a long-lived ring has had.
+func (s *RingStore) Recent(ctx context.Context, n int) ([]RingVersion, error) {
+	return s.history(ctx, max(n, 1))
+}
+
+// history lists the newest n versions (every one when n is 0), oldest
+// first, each with its checkpoint if it has one.
+func (s *RingStore) history(ctx context.Context, n int) ([]RingVersion, error) {
+	opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend)}
+	if n > 0 {
+		opts = append(opts, clientv3.WithLimit(int64(n)))
+	}
+	resp, err := s.cli.Get(ctx, ringVersionDir, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("list ring versions: %w", err)
 	}
-	cps, err := s.cli.Get(ctx, ringCheckpointDir, clientv3.WithPrefix())
+	out := make([]RingVersion, len(resp.Kvs))
+	for i, kv := range resp.Kvs {
+		rv := &out[len(out)-1-i]
+		if err := json.Unmarshal(kv.Value, rv); err != nil {
+			return nil, fmt.Errorf("ring version key %s: corrupt record: %v", kv.Key, err)
+		}
+	}
+	if len(out) == 0 {
+		return out, nil
+	}
+	// The checkpoints of the versions listed: keys sort as the versions do.
+	cps, err := s.cli.Get(ctx, checkpointKey(out[0].Version), clientv3.WithRange(checkpointKey(out[len(out)-1].Version+1)))
 	if err != nil {
 		return nil, fmt.Errorf("list ring checkpoints: %w", err)
 	}
 	checkpoints := map[string][]byte{}
 	for _, kv := range cps.Kvs {
-		checkpoints[strings.TrimPrefix(string(kv.Key), ringCheckpointDir)] = kv.Value
+		checkpoints[string(kv.Key)] = kv.Value
 	}
-	out := make([]RingVersion, 0, len(resp.Kvs))
-	for _, kv := range resp.Kvs {
-		var rv RingVersion
-		if err := json.Unmarshal(kv.Value, &rv); err != nil {
-			return nil, fmt.Errorf("ring version key %s: corrupt record: %v", kv.Key, err)
-		}
-		if cp, ok := checkpoints[strings.TrimPrefix(string(kv.Key), ringVersionDir)]; ok {
-			rv.Checkpoint = new(RingBlob)
-			if err := json.Unmarshal(cp, rv.Checkpoint); err != nil {
-				return nil, fmt.Errorf("ring version %d: corrupt checkpoint: %v", rv.Version, err)
+	for i := range out {
+		if cp, ok := checkpoints[checkpointKey(out[i].Version)]; ok {
+			out[i].Checkpoint = new(RingBlob)
+			if err := json.Unmarshal(cp, out[i].Checkpoint); err != nil {
+				return nil, fmt.Errorf("ring version %d: corrupt checkpoint: %v", out[i].Version, err)
 			}
 		}
-		out = append(out, rv)
 	}
 	return out, nil
 }

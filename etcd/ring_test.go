@@ -377,6 +377,16 @@ func TestRingDeltas(t *testing.T) {
 			t.Fatalf("version %d read cold: %v", v, err)
 		}
 	}
+	// The newest versions alone, as a dashboard lists them, and all of
+	// them, with the checkpoint where there is one.
+	recent, err := w.Recent(ctx, 6)
+	if err != nil || len(recent) != 6 || recent[0].Version != 5 || recent[0].Stored() != "delta of 4, checkpoint" || recent[5].Version != 10 {
+		t.Fatalf("recent: %v %+v", err, recent)
+	}
+	all, err := w.History(ctx)
+	if err != nil || len(all) != 10 || all[0].Version != 1 || all[4].Checkpoint == nil || all[3].Checkpoint != nil {
+		t.Fatalf("history: %v, %d versions", err, len(all))
+	}
 	// And the same through one store, newest first, then oldest first.
 	rd := etcd.NewRingStore(cli)
 	for v := int64(10); v >= 1; v-- {

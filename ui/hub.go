@@ -75,7 +75,7 @@ func (h *hub) followRing(ctx context.Context) {
 				continue
 			}
 			view := NewRingView(u.Ring, u.Version)
-			hist, err := rings.History(ctx)
+			hist, err := rings.Recent(ctx, historyKept)
 			if err != nil {
 				h.cfg.Log.Warn("dashboard: ring history", "err", err)
 			}
