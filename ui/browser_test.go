@@ -59,7 +59,9 @@ func TestDashboardLargeRing(t *testing.T) {
 		t.Fatalf("ring drawn at version %q", v)
 	}
 	// 40 progress updates, 50 ms apart: each is on the page soon after
-	// its record changed.
+	// its record changed, and none stalls the page. (The first render's
+	// own long tasks are the first paint's, checked above.)
+	before := len(uitest.Eval[[]float64](t, b, `window.reshardUI.longTasks`))
 	var worst time.Duration
 	for k := 1; k <= 40; k++ {
 		running.Phases[0].Progress.Done = int64(k * 25)
@@ -73,8 +75,8 @@ func TestDashboardLargeRing(t *testing.T) {
 		worst = max(worst, time.Since(began))
 		time.Sleep(50 * time.Millisecond)
 	}
-	long := uitest.Eval[[]float64](t, b, `window.reshardUI.longTasks`)
-	t.Logf("40 progress updates: slowest from etcd to the page %v; main-thread tasks over 50 ms: %v", worst, long)
+	long := uitest.Eval[[]float64](t, b, `window.reshardUI.longTasks`)[before:]
+	t.Logf("40 progress updates: slowest from etcd to the page %v; main-thread tasks over 50 ms during them: %v", worst, long)
 	if worst > 500*time.Millisecond {
 		t.Errorf("an update took %v to reach the page", worst)
 	}
