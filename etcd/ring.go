@@ -82,7 +82,8 @@ type RingVersion struct {
 	Depth int         `json:"depth,omitempty"`
 	Delta *ring.Delta `json:"delta,omitempty"`
 	// Checkpoint holds a delta version whole, once its writer stored it.
-	// It is read from its own key, not kept in the version's record.
+	// It is read from its own key, written after the version's record; a
+	// rollback's record carries its target's.
 	Checkpoint *RingBlob `json:"checkpoint,omitempty"`
 }
 
@@ -302,21 +303,20 @@ func (s *RingStore) content(ctx context.Context, rv RingVersion) (*ring.Ring, er
 
 // readBlob reads and checks version v's content, kept whole in b.
 func (s *RingStore) readBlob(ctx context.Context, v int64, b RingBlob) (*ring.Ring, error) {
-	rv := b
-	resp, err := s.cli.Get(ctx, ringBlobDir+rv.Blob+"/", clientv3.WithPrefix(),
+	resp, err := s.cli.Get(ctx, ringBlobDir+b.Blob+"/", clientv3.WithPrefix(),
 		clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
 	if err != nil {
 		return nil, fmt.Errorf("read ring version %d: %w", v, err)
 	}
-	if len(resp.Kvs) != rv.Chunks {
-		return nil, fmt.Errorf("ring version %d: %d of %d chunks present", v, len(resp.Kvs), rv.Chunks)
+	if len(resp.Kvs) != b.Chunks {
+		return nil, fmt.Errorf("ring version %d: %d of %d chunks present", v, len(resp.Kvs), b.Chunks)
 	}
 	var gz bytes.Buffer
 	for _, kv := range resp.Kvs {
 		gz.Write(kv.Value)
 	}
 	sum := sha256.Sum256(gz.Bytes())
-	if hex.EncodeToString(sum[:]) != rv.SHA256 {
+	if hex.EncodeToString(sum[:]) != b.SHA256 {
 		return nil, fmt.Errorf("ring version %d: content does not match its checksum", v)
 	}
 	zr, err := gzip.NewReader(&gz)

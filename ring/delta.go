@@ -38,7 +38,7 @@ type Tag struct {
 func (d *Delta) Moved() int {
 	n := 0
 	for _, a := range d.Owners {
-		n += Transfer{Vnodes: a.Vnodes}.count()
+		n += CountVnodes(a.Vnodes)
 	}
 	return n
 }
@@ -97,7 +97,7 @@ func (r *Ring) TransferDelta(ts []Transfer) (*Delta, error) {
 				}
 			}
 		}
-		done = done && onTo > 0 && other == 0 && onTo == t.count()
+		done = done && onTo > 0 && other == 0 && onTo == CountVnodes(t.Vnodes)
 		assign = append(assign, Assign{Pnode: t.To, Vnodes: t.Vnodes})
 	}
 	if done {
@@ -106,10 +106,11 @@ func (r *Ring) TransferDelta(ts []Transfer) (*Delta, error) {
 	return r.RemapDelta(assign), nil
 }
 
-// count is how many vnodes the transfer's list names.
-func (t Transfer) count() int {
+// CountVnodes is how many vnodes a list names, read by its ranges (a
+// well-formed list: what does not parse counts nothing).
+func CountVnodes(list string) int {
 	n := 0
-	eachRange(t.Vnodes, func(lo, hi, step uint32) { n += int((hi-lo)/step) + 1 })
+	eachRange(list, func(lo, hi, step uint32) { n += int((hi-lo)/step) + 1 })
 	return n
 }
 

@@ -336,9 +336,7 @@ func (h *hub) snapshotLocks() map[string]string {
 	defer h.mu.Unlock()
 	out := make(map[string]string, len(h.locks))
 	for k, v := range h.locks {
-		// A lock's value may be a JSON record with a lease's holder; keep
-		// it short for the page.
-		out[k] = strings.TrimSpace(v)
+		out[k] = strings.TrimSpace(v) // the page shortens long holders
 	}
 	return out
 }

@@ -69,7 +69,7 @@ func summarizeHistory(h []etcd.RingVersion, n int) []VersionSummary {
 		s := VersionSummary{Version: v.Version, Time: v.Time, Comment: v.Comment, Stored: v.Stored(), Pnodes: v.Pnodes}
 		if v.Delta != nil {
 			for _, a := range v.Delta.Owners {
-				s.Moved = append(s.Moved, MovedPart{To: a.Pnode, Vnodes: a.Vnodes, Count: (&ring.Delta{Owners: []ring.Assign{a}}).Moved()})
+				s.Moved = append(s.Moved, MovedPart{To: a.Pnode, Vnodes: a.Vnodes, Count: ring.CountVnodes(a.Vnodes)})
 			}
 		}
 		out = append(out, s)
